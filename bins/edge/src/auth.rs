@@ -1,0 +1,142 @@
+//! Who is connecting (contract section 3).
+//!
+//! The token comes from, in order: the `AUTH_COOKIE_NAME` cookie, the handshake's
+//! `auth.token`, an `Authorization: Bearer` header. In `database` mode it is looked up with
+//! `AUTH_SESSION_QUERY` (an operator may point it at their own session table); in `jwt` mode
+//! it is an HS256 token with `sub` (the user id) and a required `exp`.
+//!
+//! Successful database lookups are cached for `AUTH_CACHE_TTL_MS` so a burst of reconnects
+//! does not hammer the session table. Refusals are never cached: a user who logs in a moment
+//! after a refused attempt gets in at once.
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use axum::http::{HeaderMap, header};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use switchboard::{Config, config::AuthMode, contract::UserId, db::Database};
+
+/// Why a handshake was refused. Logged, never shown to the client (who sees `unauthorized`).
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("no session token in the cookie, auth.token or Authorization header")]
+    NoToken,
+    #[error("unknown or expired session")]
+    UnknownSession,
+    #[error("invalid token: {0}")]
+    InvalidToken(String),
+    #[error("the session lookup failed: {0}")]
+    Unavailable(String),
+}
+
+pub struct Authenticator {
+    cookie_name: String,
+    method: Method,
+}
+
+enum Method {
+    Database {
+        database: Database,
+        query: String,
+        ttl: Duration,
+        cache: Mutex<HashMap<String, (UserId, Instant)>>,
+    },
+    Jwt {
+        key: DecodingKey,
+        validation: Validation,
+    },
+}
+
+/// Past this many cached sessions, expired entries are swept before inserting.
+const CACHE_SWEEP_AT: usize = 10_000;
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: String,
+}
+
+impl Authenticator {
+    pub fn new(config: &Config, database: Option<Database>) -> anyhow::Result<Self> {
+        let method = match (config.auth_mode, database) {
+            (AuthMode::Database, Some(database)) => Method::Database {
+                database,
+                query: config.auth_session_query.clone(),
+                ttl: Duration::from_millis(config.auth_cache_ttl_ms),
+                cache: Mutex::default(),
+            },
+            (AuthMode::Database, None) => anyhow::bail!("database auth mode needs the database"),
+            (AuthMode::Jwt, _) => {
+                let secret = config.auth_jwt_secret.as_ref().map(|s| s.expose()).unwrap_or_default();
+                let mut validation = Validation::new(Algorithm::HS256);
+                validation.set_required_spec_claims(&["exp", "sub"]);
+                validation.leeway = 5;
+                Method::Jwt { key: DecodingKey::from_secret(secret.as_bytes()), validation }
+            }
+        };
+        Ok(Self { cookie_name: config.auth_cookie_name.clone(), method })
+    }
+
+    /// Finds the token in the handshake, in the contract's order.
+    pub fn token<'a>(&self, headers: &'a HeaderMap, auth_token: Option<&'a str>) -> Option<&'a str> {
+        let from_cookie = headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(name, _)| *name == self.cookie_name)
+            .map(|(_, value)| value.trim_matches('"'));
+        let from_header = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
+            .map(str::trim);
+        [from_cookie, auth_token, from_header].into_iter().flatten().find(|t| !t.is_empty())
+    }
+
+    pub async fn authenticate(&self, token: Option<&str>) -> Result<UserId, Refusal> {
+        let token = token.ok_or(Refusal::NoToken)?;
+        match &self.method {
+            Method::Jwt { key, validation } => {
+                let data = jsonwebtoken::decode::<Claims>(token, key, validation)
+                    .map_err(|e| Refusal::InvalidToken(e.to_string()))?;
+                data.claims.sub.parse().map_err(Refusal::InvalidToken)
+            }
+            Method::Database { database, query, ttl, cache } => {
+                if let Some(user) = cached(cache, token) {
+                    return Ok(user);
+                }
+                let row: Option<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(query.as_str()))
+                    .bind(token)
+                    .fetch_optional(database.pool())
+                    .await
+                    .map_err(|e| Refusal::Unavailable(e.to_string()))?;
+                let user: UserId = row
+                    .ok_or(Refusal::UnknownSession)?
+                    .0
+                    .parse()
+                    .map_err(|e| Refusal::InvalidToken(format!("the session's user id: {e}")))?;
+                let mut cache = lock(cache);
+                if cache.len() >= CACHE_SWEEP_AT {
+                    let now = Instant::now();
+                    cache.retain(|_, (_, expires)| *expires > now);
+                }
+                cache.insert(token.to_owned(), (user.clone(), Instant::now() + *ttl));
+                Ok(user)
+            }
+        }
+    }
+}
+
+fn cached(cache: &Mutex<HashMap<String, (UserId, Instant)>>, token: &str) -> Option<UserId> {
+    let cache = lock(cache);
+    cache.get(token).filter(|(_, expires)| *expires > Instant::now()).map(|(user, _)| user.clone())
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -1,0 +1,180 @@
+//! Consuming: manual acknowledgements, a bounded prefetch, and a consumer that restarts itself.
+//!
+//! [`Bus::consume`] spawns one task per queue. Each (re)start waits for the bus to be ready,
+//! opens a channel, sets `basic.qos` to the prefetch, declares the queue and its bindings, and
+//! consumes. A delivery is acknowledged only after its handler returned [`Outcome::Ack`], so a
+//! process that dies mid-work hands the delivery back to the broker, which redelivers it (every
+//! handler is therefore idempotent). At shutdown the consumer is cancelled first (no new
+//! deliveries), then in-flight handlers finish within the grace period; whatever is still
+//! unacknowledged when the connection closes goes back to the queue.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use lapin::{
+    message::Delivery,
+    options::{
+        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+        BasicRejectOptions,
+    },
+    types::FieldTable,
+};
+use tokio::sync::Semaphore;
+
+use super::{Bus, BusError, BusMessage, DecodeError, Envelope, topology::QueueSpec};
+
+/// What to do with a delivery once its handler ran.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done (or a duplicate of something done): remove it from the queue.
+    Ack,
+    /// Could not be done now (database down): give it back for another try, after a pause so
+    /// that a failing message does not spin.
+    Requeue,
+    /// Can never be done (malformed): drop it, logged by the handler.
+    Reject,
+}
+
+/// How a consumer runs its handler.
+#[derive(Clone, Copy, Debug)]
+pub struct ConsumeOptions {
+    /// Deliveries handled at once. 1 keeps the queue's order (the messages worker's shards);
+    /// more raises throughput where order does not matter.
+    pub concurrency: usize,
+    /// Unacknowledged deliveries the broker sends ahead; `None` takes `RABBITMQ_PREFETCH`.
+    pub prefetch: Option<u16>,
+}
+
+impl ConsumeOptions {
+    pub fn ordered() -> Self {
+        Self { concurrency: 1, prefetch: None }
+    }
+
+    pub fn concurrent(concurrency: usize) -> Self {
+        Self { concurrency: concurrency.max(1), prefetch: None }
+    }
+}
+
+/// One delivery, as a handler sees it.
+pub struct Incoming {
+    pub delivery: Delivery,
+}
+
+impl Incoming {
+    pub fn decode<T: BusMessage>(&self) -> Result<Envelope<T>, DecodeError> {
+        Envelope::decode(&self.delivery.data)
+    }
+
+    /// The AMQP `type` property: the envelope's kind, for queues that carry several kinds.
+    pub fn kind(&self) -> Option<&str> {
+        self.delivery.properties.kind().as_ref().map(|k| k.as_str())
+    }
+
+    pub fn redelivered(&self) -> bool {
+        self.delivery.redelivered
+    }
+}
+
+/// Pause before a requeued delivery goes back, so a message that fails for a while (database
+/// down) is retried at a bounded rate instead of spinning.
+const REQUEUE_PAUSE: Duration = Duration::from_millis(500);
+
+impl Bus {
+    /// Consumes `queue` until shutdown, restarting with backoff whenever the channel dies.
+    pub fn consume<H, F>(&self, queue: QueueSpec, options: ConsumeOptions, handler: H)
+    where
+        H: Fn(Incoming) -> F + Send + Sync + 'static,
+        F: Future<Output = Outcome> + Send + 'static,
+    {
+        let bus = self.clone();
+        let handler = Arc::new(handler);
+        self.shutdown().spawn(async move {
+            let mut delays = super::backoff();
+            loop {
+                if !bus.wait_ready().await {
+                    return;
+                }
+                match bus.consume_once(&queue, options, handler.clone()).await {
+                    Ok(()) => return,
+                    Err(error) => tracing::warn!(queue = %queue.name, %error, "consumer stopped; restarting"),
+                }
+                let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = bus.shutdown().triggered() => return,
+                }
+            }
+        });
+    }
+
+    /// One life of a consumer: returns `Ok` at shutdown, `Err` when the channel died.
+    async fn consume_once<H, F>(
+        &self,
+        queue: &QueueSpec,
+        options: ConsumeOptions,
+        handler: Arc<H>,
+    ) -> Result<(), BusError>
+    where
+        H: Fn(Incoming) -> F + Send + Sync + 'static,
+        F: Future<Output = Outcome> + Send + 'static,
+    {
+        let channel = self.channel().await?;
+        let prefetch = options.prefetch.unwrap_or(self.inner.prefetch);
+        channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
+        queue.declare(&channel).await?;
+        let mut consumer = channel
+            .basic_consume(
+                queue.name.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        tracing::debug!(queue = %queue.name, "consuming");
+        let permits = Arc::new(Semaphore::new(options.concurrency));
+        let shutdown = self.shutdown().clone();
+        loop {
+            let next = tokio::select! {
+                next = consumer.next() => next,
+                _ = shutdown.triggered() => {
+                    // Stop new deliveries; those in flight finish under the shutdown tracker.
+                    let _ = channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()).await;
+                    return Ok(());
+                }
+            };
+            let delivery = match next {
+                Some(Ok(delivery)) => delivery,
+                Some(Err(error)) => return Err(error.into()),
+                None => return Err(BusError::Unavailable("the consumer was cancelled by the broker".into())),
+            };
+            metrics::counter!("bus_consumed_total", "queue" => queue.name.clone()).increment(1);
+            // Waiting for a permit is the back-pressure: with every permit busy we stop reading,
+            // and the prefetch bounds what the broker sends meanwhile.
+            let Ok(permit) = permits.clone().acquire_owned().await else { return Ok(()) };
+            let handler = handler.clone();
+            let queue_name = queue.name.clone();
+            let work = async move {
+                let acker = delivery.acker.clone();
+                let outcome = handler(Incoming { delivery }).await;
+                let settled = match outcome {
+                    Outcome::Ack => acker.ack(BasicAckOptions::default()).await,
+                    Outcome::Reject => acker.reject(BasicRejectOptions { requeue: false }).await,
+                    Outcome::Requeue => {
+                        tokio::time::sleep(REQUEUE_PAUSE).await;
+                        acker.nack(BasicNackOptions { requeue: true, multiple: false }).await
+                    }
+                };
+                if let Err(error) = settled {
+                    // The channel is gone; the broker requeues the delivery by itself.
+                    tracing::warn!(queue = %queue_name, %error, "could not settle a delivery");
+                }
+                drop(permit);
+            };
+            if options.concurrency == 1 {
+                work.await;
+            } else {
+                shutdown.spawn(work);
+            }
+        }
+    }
+}

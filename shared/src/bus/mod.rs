@@ -1,0 +1,315 @@
+//! The bus: RabbitMQ through a `deadpool-lapin` connection pool.
+//!
+//! What every process gets from [`Bus`]:
+//! - a **supervisor** task that keeps one connection open, declares the exchanges on every
+//!   (re)connection and publishes readiness (`/readyz` is 503 while it is down). Reconnection
+//!   backs off exponentially with jitter (100 ms up to 5 s), never spins, and stops at shutdown;
+//! - [`Bus::publish`]: persistent delivery with publisher confirms where durability matters,
+//!   transient and unconfirmed where it does not (typing);
+//! - [`Bus::consume`] (in [`consume`]): manual acks, bounded prefetch, queue declared on every
+//!   start so a broker that lost its state is rebuilt, and a restart with backoff when the
+//!   channel dies;
+//! - [`Bus::request`] and [`Bus::serve`] (in [`rpc`]): request/reply with `reply_to` and
+//!   `correlation_id` over RabbitMQ's direct reply-to.
+//!
+//! Channels are made from pooled connections; lapin multiplexes them over one socket. A pooled
+//! connection that died is dropped by the pool on its next checkout.
+
+pub mod consume;
+pub mod envelope;
+pub mod rpc;
+pub mod topology;
+
+use std::{sync::Arc, time::Duration};
+
+use backon::BackoffBuilder;
+use futures::StreamExt;
+use lapin::{
+    BasicProperties, Channel, Confirmation, ConnectionProperties,
+    options::{BasicPublishOptions, ConfirmSelectOptions},
+};
+use tokio::sync::{Mutex, watch};
+
+pub use consume::{ConsumeOptions, Incoming, Outcome};
+pub use envelope::{BusMessage, DecodeError, Envelope};
+pub use rpc::RequestError;
+pub use topology::QueueSpec;
+
+use crate::{config::Config, shutdown::Shutdown};
+
+/// Whether a publish must survive a broker restart and be confirmed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// Persistent delivery, and [`Bus::publish`] returns only once the broker confirmed it.
+    Confirmed,
+    /// Sent and forgotten: losing it in a broker failure is acceptable (typing indicators).
+    Transient,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("the broker is unavailable: {0}")]
+    Unavailable(String),
+    #[error("the broker refused the message")]
+    Nacked,
+}
+
+impl From<lapin::Error> for BusError {
+    fn from(e: lapin::Error) -> Self {
+        BusError::Unavailable(e.to_string())
+    }
+}
+
+impl From<deadpool_lapin::PoolError> for BusError {
+    fn from(e: deadpool_lapin::PoolError) -> Self {
+        BusError::Unavailable(e.to_string())
+    }
+}
+
+/// A handle to the bus; cheap to clone.
+#[derive(Clone)]
+pub struct Bus {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: deadpool_lapin::Pool,
+    ready: watch::Sender<bool>,
+    /// The confirm-mode channel publishes share; replaced when it dies.
+    publisher: Mutex<Option<Channel>>,
+    replies: rpc::Replies,
+    prefetch: u16,
+    shutdown: Shutdown,
+}
+
+impl Bus {
+    /// Creates the pool and starts the supervisor. Returns at once: the connection is made in
+    /// the background, and [`Bus::is_ready`] tells when it is up.
+    pub fn start(config: &Config, name: &str, shutdown: &Shutdown) -> Bus {
+        let connection_name = format!("{name} pid {}", std::process::id());
+        let pool = deadpool_lapin::Config {
+            url: Some(config.amqp_uri().expose().to_owned()),
+            pool: Some(deadpool_lapin::PoolConfig {
+                max_size: 4,
+                timeouts: deadpool_lapin::Timeouts {
+                    wait: Some(Duration::from_secs(5)),
+                    create: Some(Duration::from_secs(5)),
+                    recycle: Some(Duration::from_secs(5)),
+                },
+                ..Default::default()
+            }),
+        }
+        .create_pool(
+            move || ConnectionProperties::default().with_connection_name(connection_name.clone().into()),
+            deadpool_lapin::Runtime::Tokio1,
+        )
+        // Only fails for a runtime other than tokio, which we never ask for.
+        .expect("a tokio pool can always be built");
+        let (ready, _) = watch::channel(false);
+        let bus = Bus {
+            inner: Arc::new(Inner {
+                pool,
+                ready,
+                publisher: Mutex::new(None),
+                replies: rpc::Replies::default(),
+                prefetch: config.rabbitmq_prefetch,
+                shutdown: shutdown.clone(),
+            }),
+        };
+        tokio::spawn(bus.clone().supervise());
+        bus
+    }
+
+    /// Whether the supervisor's connection is up and the exchanges are declared.
+    pub fn is_ready(&self) -> bool {
+        *self.inner.ready.borrow()
+    }
+
+    /// Waits until the bus is ready; returns false if shutdown came first.
+    pub async fn wait_ready(&self) -> bool {
+        let mut ready = self.inner.ready.subscribe();
+        tokio::select! {
+            result = ready.wait_for(|r| *r) => result.is_ok(),
+            _ = self.inner.shutdown.triggered() => false,
+        }
+    }
+
+    pub(crate) fn shutdown(&self) -> &Shutdown {
+        &self.inner.shutdown
+    }
+
+    /// A fresh channel on a pooled connection.
+    pub async fn channel(&self) -> Result<Channel, BusError> {
+        let connection = self.inner.pool.get().await?;
+        Ok(connection.create_channel().await?)
+    }
+
+    /// Publishes one message. With [`Durability::Confirmed`] this returns only after the
+    /// broker took responsibility for it; an error means the outcome is unknown and the caller
+    /// decides whether to retry (every consumer of confirmed messages is idempotent).
+    pub async fn publish<M: BusMessage>(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        message: &M,
+        durability: Durability,
+    ) -> Result<(), BusError> {
+        let envelope = Envelope::wrap(M::KIND, message);
+        self.publish_bytes(exchange, routing_key, &envelope.encode(), properties::<M>(&envelope), durability)
+            .await
+    }
+
+    pub(crate) async fn publish_bytes(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+        durability: Durability,
+    ) -> Result<(), BusError> {
+        let properties = match durability {
+            Durability::Confirmed => properties.with_delivery_mode(2),
+            Durability::Transient => properties.with_delivery_mode(1),
+        };
+        // One retry covers the common case of a cached channel that died with an old
+        // connection: the first attempt fails before anything was sent.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let channel = self.publisher().await?;
+            let sent = channel
+                .basic_publish(
+                    exchange.into(),
+                    routing_key.into(),
+                    BasicPublishOptions::default(),
+                    body,
+                    properties.clone(),
+                )
+                .await;
+            let confirm = match sent {
+                Ok(confirm) => confirm,
+                Err(error) => {
+                    self.forget_publisher(&channel).await;
+                    if attempt < 2 {
+                        continue;
+                    }
+                    metrics::counter!("bus_publish_errors_total", "exchange" => exchange.to_owned())
+                        .increment(1);
+                    return Err(error.into());
+                }
+            };
+            metrics::counter!("bus_published_total", "exchange" => exchange.to_owned()).increment(1);
+            if durability == Durability::Transient {
+                return Ok(());
+            }
+            return match confirm.await {
+                Ok(Confirmation::Ack(_)) | Ok(Confirmation::NotRequested) => Ok(()),
+                Ok(Confirmation::Nack(_)) => Err(BusError::Nacked),
+                Err(error) => {
+                    self.forget_publisher(&channel).await;
+                    Err(error.into())
+                }
+            };
+        }
+    }
+
+    async fn publisher(&self) -> Result<Channel, BusError> {
+        let mut slot = self.inner.publisher.lock().await;
+        if let Some(channel) = slot.as_ref().filter(|c| c.status().connected()) {
+            return Ok(channel.clone());
+        }
+        let channel = self.channel().await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        *slot = Some(channel.clone());
+        Ok(channel)
+    }
+
+    async fn forget_publisher(&self, dead: &Channel) {
+        let mut slot = self.inner.publisher.lock().await;
+        if slot.as_ref().is_some_and(|c| c.id() == dead.id()) {
+            *slot = None;
+        }
+    }
+
+    /// Keeps a connection open, declares the exchanges, and publishes readiness.
+    async fn supervise(self) {
+        let shutdown = self.inner.shutdown.clone();
+        let mut delays = backoff();
+        loop {
+            match self.connect_and_declare().await {
+                Ok(events) => {
+                    delays = backoff();
+                    tracing::info!("connected to the broker");
+                    self.inner.ready.send_replace(true);
+                    let lost = tokio::select! {
+                        reason = wait_until_lost(events) => Some(reason),
+                        _ = shutdown.triggered() => None,
+                    };
+                    self.inner.ready.send_replace(false);
+                    match lost {
+                        Some(reason) => tracing::warn!(%reason, "lost the broker connection; reconnecting"),
+                        None => return,
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "cannot reach the broker; retrying"),
+            }
+            let delay = delays.next().unwrap_or(Duration::from_secs(5));
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.triggered() => return,
+            }
+        }
+    }
+
+    async fn connect_and_declare(
+        &self,
+    ) -> Result<std::pin::Pin<Box<dyn futures::Stream<Item = lapin::Event> + Send>>, BusError> {
+        let connection = self.inner.pool.get().await?;
+        let events: std::pin::Pin<Box<dyn futures::Stream<Item = lapin::Event> + Send>> =
+            Box::pin(connection.events_listener());
+        let channel = connection.create_channel().await?;
+        topology::declare_exchanges(&channel).await?;
+        // Closing the channel is tidy but not needed: a failure here changes nothing.
+        let _ = channel.close(200, "declared".into()).await;
+        Ok(events)
+    }
+
+    /// Closes the pool's connections; consumers' unacknowledged deliveries return to their
+    /// queues. Call last in the shutdown path.
+    pub async fn close(&self) {
+        self.inner.pool.close();
+        if let Some(channel) = self.inner.publisher.lock().await.take() {
+            let _ = channel.close(200, "shutdown".into()).await;
+        }
+        self.inner.ready.send_replace(false);
+    }
+}
+
+/// Waits for the connection's first error (or the end of its events), and says why.
+async fn wait_until_lost(mut events: impl futures::Stream<Item = lapin::Event> + Unpin) -> String {
+    while let Some(event) = events.next().await {
+        if let lapin::Event::Error(error) = event {
+            return error.to_string();
+        }
+    }
+    "the connection closed".to_owned()
+}
+
+/// Delays between reconnection attempts: 100 ms doubling to 5 s, with jitter so that many
+/// processes do not reconnect in step.
+pub(crate) fn backoff() -> impl Iterator<Item = Duration> + Send {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+pub(crate) fn properties<M: BusMessage>(envelope: &Envelope<&M>) -> BasicProperties {
+    BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_type(M::KIND.into())
+        .with_message_id(envelope.id.to_string().into())
+        .with_timestamp(u64::try_from(envelope.sent_at.timestamp()).unwrap_or_default())
+}

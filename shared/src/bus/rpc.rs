@@ -1,0 +1,227 @@
+//! Request/reply over the bus (`reply_to` + `correlation_id`), as when the edge asks the
+//! messages worker whether a user is in a conversation.
+//!
+//! Requests use RabbitMQ's direct reply-to (`amq.rabbitmq.reply-to`): the requester consumes
+//! the pseudo-queue on one channel and publishes its requests on that same channel, so no reply
+//! queue is declared per process or per request. Replies are matched to waiting callers by
+//! `correlation_id`. A request carries an AMQP `expiration` equal to the caller's timeout, so a
+//! server that was down does not work through requests nobody waits for any more.
+//!
+//! A reply body is `{ "ok": <response> }` or `{ "error": { "code", "message" } }` inside the
+//! usual [`Envelope`], whose kind is the response's kind.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::{Arc, Mutex as SyncMutex},
+    time::Duration,
+};
+
+use futures::StreamExt;
+use lapin::{
+    BasicProperties, Channel,
+    options::{BasicConsumeOptions, BasicPublishOptions},
+    types::FieldTable,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Mutex, oneshot};
+use uuid::Uuid;
+
+use super::{
+    Bus, BusError, BusMessage, Durability, Envelope, Outcome, consume::ConsumeOptions, topology::QueueSpec,
+};
+use crate::contract::AckError;
+
+const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
+
+/// A request, and the type of its answer.
+pub trait Request: BusMessage {
+    type Response: BusMessage;
+}
+
+/// The body of a reply.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Reply<T> {
+    Ok(T),
+    Error(AckError),
+}
+
+/// Why a request got no answer. `Timeout` means the outcome is unknown.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("no reply in time")]
+    Timeout,
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    /// The server answered with an error meant for the client.
+    #[error("the server answered: {0}")]
+    Refused(AckError),
+    #[error("the reply could not be read: {0}")]
+    Malformed(String),
+}
+
+type Pending = Arc<SyncMutex<HashMap<String, oneshot::Sender<Vec<u8>>>>>;
+
+/// The requester's side: one reply channel, opened on first use and again after it dies.
+#[derive(Default)]
+pub(crate) struct Replies {
+    current: Mutex<Option<(Channel, Pending)>>,
+}
+
+impl Bus {
+    /// Sends `request` to `exchange`/`routing_key` and waits at most `timeout` for the reply.
+    pub async fn request<R: Request>(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        request: &R,
+        timeout: Duration,
+    ) -> Result<R::Response, RequestError> {
+        let (channel, pending) = self.reply_channel().await?;
+        let envelope = Envelope::wrap(R::KIND, request);
+        let correlation = Uuid::now_v7().to_string();
+        let (sender, receiver) = oneshot::channel();
+        lock(&pending).insert(correlation.clone(), sender);
+        let properties = super::properties::<R>(&envelope)
+            .with_reply_to(DIRECT_REPLY_TO.into())
+            .with_correlation_id(correlation.as_str().into())
+            .with_expiration(timeout.as_millis().to_string().into())
+            .with_delivery_mode(1);
+        let sent = channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                BasicPublishOptions::default(),
+                &envelope.encode(),
+                properties,
+            )
+            .await;
+        if let Err(error) = sent {
+            lock(&pending).remove(&correlation);
+            return Err(BusError::from(error).into());
+        }
+        metrics::counter!("bus_published_total", "exchange" => exchange.to_owned()).increment(1);
+        let bytes = match tokio::time::timeout(timeout, receiver).await {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(_)) => return Err(BusError::Unavailable("the reply channel closed".into()).into()),
+            Err(_) => {
+                lock(&pending).remove(&correlation);
+                return Err(RequestError::Timeout);
+            }
+        };
+        let reply = Envelope::<Reply<R::Response>>::decode_as(&bytes, <R::Response as BusMessage>::KIND)
+            .map_err(|e| RequestError::Malformed(e.to_string()))?;
+        match reply.data {
+            Reply::Ok(response) => Ok(response),
+            Reply::Error(error) => Err(RequestError::Refused(error)),
+        }
+    }
+
+    async fn reply_channel(&self) -> Result<(Channel, Pending), BusError> {
+        let mut current = self.inner.replies.current.lock().await;
+        if let Some((channel, pending)) = current.as_ref().filter(|(c, _)| c.status().connected()) {
+            return Ok((channel.clone(), pending.clone()));
+        }
+        let channel = self.channel().await?;
+        let mut replies = channel
+            .basic_consume(
+                DIRECT_REPLY_TO.into(),
+                "".into(),
+                BasicConsumeOptions { no_ack: true, ..Default::default() },
+                FieldTable::default(),
+            )
+            .await?;
+        let pending: Pending = Arc::default();
+        let routes = pending.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(delivery)) = replies.next().await {
+                let Some(id) = delivery.properties.correlation_id().as_ref() else { continue };
+                // A reply whose caller already timed out finds nobody: dropped.
+                if let Some(waiter) = lock(&routes).remove(id.as_str()) {
+                    let _ = waiter.send(delivery.data);
+                }
+            }
+            // The channel died: fail every waiter now rather than at its timeout.
+            lock(&routes).clear();
+        });
+        *current = Some((channel.clone(), pending.clone()));
+        Ok((channel, pending))
+    }
+
+    /// Answers requests arriving on `queue` with `handler` until shutdown. Each request is
+    /// acknowledged once answered; a malformed one is answered `invalid` and dropped.
+    pub fn serve<R, H, F>(&self, queue: QueueSpec, options: ConsumeOptions, handler: H)
+    where
+        R: Request,
+        H: Fn(R) -> F + Send + Sync + 'static,
+        F: Future<Output = Result<R::Response, AckError>> + Send + 'static,
+    {
+        let bus = self.clone();
+        let handler = Arc::new(handler);
+        self.consume(queue, options, move |incoming| {
+            let bus = bus.clone();
+            let handler = handler.clone();
+            async move {
+                let props = &incoming.delivery.properties;
+                let (Some(reply_to), correlation) =
+                    (props.reply_to().clone(), props.correlation_id().clone())
+                else {
+                    tracing::warn!(kind = R::KIND, "dropping a request without reply_to");
+                    return Outcome::Reject;
+                };
+                let (reply, outcome) = match incoming.decode::<R>() {
+                    Ok(request) => (handler(request.data).await, Outcome::Ack),
+                    Err(error) => {
+                        tracing::warn!(kind = R::KIND, %error, "dropping a malformed request");
+                        (Err(AckError::invalid("malformed request")), Outcome::Reject)
+                    }
+                };
+                let body = match reply {
+                    Ok(response) => Reply::Ok(response),
+                    Err(error) => Reply::Error(error),
+                };
+                let envelope = Envelope::wrap(<R::Response as BusMessage>::KIND, &body);
+                let mut properties = BasicProperties::default()
+                    .with_content_type("application/json".into())
+                    .with_type(<R::Response as BusMessage>::KIND.into());
+                if let Some(correlation) = correlation {
+                    properties = properties.with_correlation_id(correlation);
+                }
+                if let Err(error) = bus
+                    .publish_bytes(
+                        "",
+                        reply_to.as_str(),
+                        &envelope.encode(),
+                        properties,
+                        Durability::Transient,
+                    )
+                    .await
+                {
+                    // The requester will time out and may retry; nothing else to do.
+                    tracing::warn!(kind = R::KIND, %error, "could not send a reply");
+                }
+                outcome
+            }
+        });
+    }
+}
+
+impl<T: serde::de::DeserializeOwned> Envelope<T> {
+    /// Decodes a body whose kind is given at run time (replies carry the response's kind).
+    pub(crate) fn decode_as(bytes: &[u8], kind: &str) -> Result<Self, super::DecodeError> {
+        let envelope: Envelope<T> = serde_json::from_slice(bytes)?;
+        if envelope.v != super::envelope::VERSION {
+            return Err(super::DecodeError::Version(envelope.v));
+        }
+        if envelope.kind != kind {
+            return Err(super::DecodeError::Kind { expected: "the response kind", actual: envelope.kind });
+        }
+        Ok(envelope)
+    }
+}
+
+fn lock<T>(mutex: &SyncMutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding this lock cannot leave the map inconsistent: keep going.
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -1,0 +1,135 @@
+//! The bus topology: exchange names, routing keys and queue declarations (contract section 1;
+//! the AsyncAPI document in `docs/asyncapi.yaml` describes the same for other languages).
+//!
+//! Exchanges are declared by every process at every (re)connection: declaring is idempotent,
+//! so the first process up creates them and nobody depends on start order. Each process also
+//! declares the queues it consumes from, when its consumer (re)starts, so a broker that lost
+//! its state (a deleted vhost, a fresh node) is rebuilt by the processes themselves.
+
+use lapin::{
+    Channel, ExchangeKind,
+    options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions},
+    types::{AMQPValue, FieldTable, ShortString},
+};
+
+/// Everything addressed to one user; routing key = user id.
+pub const USER_DIRECT: &str = "user.direct";
+/// Commands and domain events; routing keys are dotted names, see [`keys`].
+pub const EVENTS_TOPIC: &str = "events.topic";
+/// Presence changes, to every edge.
+pub const PRESENCE_FANOUT: &str = "presence.fanout";
+
+/// Routing keys on `events.topic`.
+pub mod keys {
+    use crate::contract::ConversationId;
+
+    /// Deliveries to the sockets that joined a conversation room.
+    pub fn conversation_room(id: ConversationId) -> String {
+        format!("room.conversation.{id}")
+    }
+}
+
+/// The exchanges of contract section 1.
+pub const EXCHANGES: &[(&str, ExchangeKind)] = &[
+    (USER_DIRECT, ExchangeKind::Direct),
+    (EVENTS_TOPIC, ExchangeKind::Topic),
+    (PRESENCE_FANOUT, ExchangeKind::Fanout),
+];
+
+pub(crate) async fn declare_exchanges(channel: &Channel) -> lapin::Result<()> {
+    for (name, kind) in EXCHANGES {
+        channel
+            .exchange_declare(
+                (*name).into(),
+                kind.clone(),
+                ExchangeDeclareOptions { durable: true, ..Default::default() },
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// How long a queue lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lifetime {
+    /// Survives broker restarts and consumers going away: work that must not be lost.
+    Durable,
+    /// Belongs to one process (an edge's delivery queue): deleted when that process's
+    /// connection closes, so a crashed edge leaves no stale bindings behind.
+    Exclusive,
+}
+
+/// A queue a consumer reads from, with the bindings that feed it.
+#[derive(Clone, Debug)]
+pub struct QueueSpec {
+    pub name: String,
+    pub lifetime: Lifetime,
+    /// `(exchange, routing key)` pairs bound at declaration.
+    pub bindings: Vec<(String, String)>,
+    /// RabbitMQ's single-active-consumer: with several copies consuming, one gets the
+    /// deliveries and the others stand by, which keeps the queue's order.
+    pub single_active_consumer: bool,
+    /// Messages older than this are dropped by the broker (requests nobody waits for any more).
+    pub message_ttl_ms: Option<u32>,
+}
+
+impl QueueSpec {
+    pub fn durable(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            lifetime: Lifetime::Durable,
+            bindings: Vec::new(),
+            single_active_consumer: false,
+            message_ttl_ms: None,
+        }
+    }
+
+    pub fn exclusive(name: impl Into<String>) -> Self {
+        Self { lifetime: Lifetime::Exclusive, ..Self::durable(name) }
+    }
+
+    pub fn bind(mut self, exchange: &str, routing_key: impl Into<String>) -> Self {
+        self.bindings.push((exchange.to_owned(), routing_key.into()));
+        self
+    }
+
+    pub fn single_active_consumer(mut self) -> Self {
+        self.single_active_consumer = true;
+        self
+    }
+
+    pub fn message_ttl_ms(mut self, ttl: u32) -> Self {
+        self.message_ttl_ms = Some(ttl);
+        self
+    }
+
+    pub(crate) async fn declare(&self, channel: &Channel) -> lapin::Result<()> {
+        let mut args = FieldTable::default();
+        if self.single_active_consumer {
+            args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+        }
+        if let Some(ttl) = self.message_ttl_ms {
+            args.insert("x-message-ttl".into(), AMQPValue::LongUInt(ttl));
+        }
+        let options = match self.lifetime {
+            Lifetime::Durable => QueueDeclareOptions { durable: true, ..Default::default() },
+            Lifetime::Exclusive => {
+                QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() }
+            }
+        };
+        channel.queue_declare(self.name.as_str().into(), options, args).await?;
+        for (exchange, key) in &self.bindings {
+            channel
+                .queue_bind(
+                    self.name.as_str().into(),
+                    ShortString::from(exchange.as_str()),
+                    key.as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+}

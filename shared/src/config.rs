@@ -1,0 +1,587 @@
+//! Configuration, exactly as in contract section 2.
+//!
+//! Every binary reads the same [`Config`]: built-in defaults, then an optional TOML file
+//! (`SWITCHBOARD_CONFIG`, else `switchboard.toml` when it exists), then environment variables,
+//! which win. Keys in the TOML file are the variable names in lower case
+//! (`rabbitmq_host = "..."`). Everything is parsed and checked before any I/O, so a bad value
+//! stops the process before a port is bound: [`Config::load`] returns a [`ConfigError`] whose
+//! `Display` is the one line the binary prints before exiting with [`EXIT_CONFIG`].
+//!
+//! Secrets (passwords, the JWT secret, ingress keys, the database URL which may carry a
+//! password) live in [`Secret`], whose `Debug` and `Display` never show the value.
+
+use std::{collections::BTreeSet, fmt, net::IpAddr, path::PathBuf, time::Duration};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// The exit code for a bad configuration (`EX_USAGE` in BSD's sysexits).
+pub const EXIT_CONFIG: i32 = 64;
+
+/// Every variable of contract section 2 plus our own operational ones. Also the list of keys
+/// the environment provider looks at, so an unrelated variable such as `PATH` is never read.
+const KEYS: &[&str] = &[
+    "RABBITMQ_HOST",
+    "RABBITMQ_PORT",
+    "RABBITMQ_USERNAME",
+    "RABBITMQ_PASSWORD",
+    "RABBITMQ_VHOST",
+    "RABBITMQ_PREFETCH",
+    "DATABASE_URL",
+    "DATABASE_MIGRATE",
+    "DATABASE_MAX_CONNECTIONS",
+    "LISTEN_HOST",
+    "WEBSOCKET_PORT",
+    "METRICS_PORT",
+    "AUTH_MODE",
+    "AUTH_COOKIE_NAME",
+    "AUTH_SESSION_QUERY",
+    "AUTH_JWT_SECRET",
+    "AUTH_CACHE_TTL_MS",
+    "ALLOWED_ORIGINS",
+    "RATE_LIMIT_PER_SEC",
+    "RATE_LIMIT_BURST",
+    "MAX_FRAME_BYTES",
+    "ACK_TIMEOUT_MS",
+    "SHUTDOWN_GRACE_MS",
+    "INGRESS_API_KEYS",
+    "PRESENCE_OFFLINE_GRACE_MS",
+    "LOG_FORMAT",
+];
+
+/// Which process is loading the configuration: decides the default `METRICS_PORT` and which
+/// settings are required.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Edge,
+    Messages,
+    Presence,
+    Notifier,
+}
+
+impl Role {
+    /// The binary's name, as in contract section 1.
+    pub fn binary(self) -> &'static str {
+        match self {
+            Role::Edge => "switchboard-edge",
+            Role::Messages => "switchboard-messages",
+            Role::Presence => "switchboard-presence",
+            Role::Notifier => "switchboard-notifier",
+        }
+    }
+
+    fn default_metrics_port(self) -> u16 {
+        match self {
+            Role::Edge => 3001,
+            Role::Messages => 9101,
+            Role::Presence => 9102,
+            Role::Notifier => 9103,
+        }
+    }
+}
+
+/// The whole configuration. Field names are the variables of contract section 2 in lower case.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    #[serde(deserialize_with = "text")]
+    pub rabbitmq_host: String,
+    pub rabbitmq_port: u16,
+    #[serde(deserialize_with = "text")]
+    pub rabbitmq_username: String,
+    pub rabbitmq_password: Secret,
+    #[serde(deserialize_with = "text")]
+    pub rabbitmq_vhost: String,
+    /// Unacknowledged deliveries a consumer may hold at once (AMQP `basic.qos`).
+    pub rabbitmq_prefetch: u16,
+
+    pub database_url: Secret,
+    /// Apply pending migrations at start (contract section 7).
+    pub database_migrate: bool,
+    pub database_max_connections: u32,
+
+    /// Address the HTTP listener binds to; `WEBSOCKET_PORT` or `METRICS_PORT` gives the port.
+    pub listen_host: IpAddr,
+    /// The edge's port: Socket.IO, ingress, health and metrics. `0` picks a free port, which
+    /// the edge logs (tests use this).
+    pub websocket_port: u16,
+    /// A worker's health and metrics port; unset means the role's default (9101..9103).
+    pub metrics_port: Option<u16>,
+
+    pub auth_mode: AuthMode,
+    #[serde(deserialize_with = "text")]
+    pub auth_cookie_name: String,
+    #[serde(deserialize_with = "text")]
+    pub auth_session_query: String,
+    pub auth_jwt_secret: Option<Secret>,
+    /// How long a successful session lookup is cached by the edge. Refusals are never cached.
+    pub auth_cache_ttl_ms: u64,
+    /// Comma-separated origins, or `*`.
+    #[serde(deserialize_with = "text")]
+    pub allowed_origins: String,
+
+    pub rate_limit_per_sec: u32,
+    pub rate_limit_burst: u32,
+    pub max_frame_bytes: u64,
+    pub ack_timeout_ms: u64,
+    pub shutdown_grace_ms: u64,
+    /// Comma-separated bearer keys for `/api/v1/*`; unset disables the ingress.
+    pub ingress_api_keys: Option<Secret>,
+    pub presence_offline_grace_ms: u64,
+    pub log_format: Option<LogFormat>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            rabbitmq_host: "127.0.0.1".into(),
+            rabbitmq_port: 5672,
+            rabbitmq_username: "guest".into(),
+            rabbitmq_password: Secret::new("guest"),
+            rabbitmq_vhost: "/".into(),
+            rabbitmq_prefetch: 64,
+            database_url: Secret::new("postgres://localhost/switchboard"),
+            database_migrate: true,
+            database_max_connections: 10,
+            listen_host: IpAddr::from([0, 0, 0, 0]),
+            websocket_port: 3001,
+            metrics_port: None,
+            auth_mode: AuthMode::Database,
+            auth_cookie_name: "session_token".into(),
+            auth_session_query: "SELECT user_id FROM sessions WHERE token = $1 AND expires_at > now()".into(),
+            auth_jwt_secret: None,
+            auth_cache_ttl_ms: 30_000,
+            allowed_origins: "*".into(),
+            rate_limit_per_sec: 20,
+            rate_limit_burst: 40,
+            max_frame_bytes: 65_536,
+            ack_timeout_ms: 5_000,
+            shutdown_grace_ms: 10_000,
+            ingress_api_keys: None,
+            presence_offline_grace_ms: 2_000,
+            log_format: None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    Database,
+    Jwt,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// The one line a binary prints for a bad configuration, naming the variable.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {variable}: {reason}")]
+pub struct ConfigError {
+    pub variable: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(variable: &str, reason: impl Into<String>) -> Self {
+        Self { variable: variable.into(), reason: reason.into() }
+    }
+}
+
+/// Which origins may open a socket (contract section 2, `ALLOWED_ORIGINS`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AllowedOrigins {
+    Any,
+    List(BTreeSet<String>),
+}
+
+impl AllowedOrigins {
+    /// Whether a handshake carrying this `Origin` header may proceed. Clients that send no
+    /// Origin (servers, mobile apps) are not subject to the check.
+    pub fn allows(&self, origin: Option<&str>) -> bool {
+        match (self, origin) {
+            (_, None) | (AllowedOrigins::Any, _) => true,
+            (AllowedOrigins::List(list), Some(origin)) => list.contains(origin.trim_end_matches('/')),
+        }
+    }
+}
+
+impl Config {
+    /// Loads defaults, the TOML file and the environment, then checks everything `role` needs.
+    pub fn load(role: Role) -> Result<Self, ConfigError> {
+        let file = std::env::var_os("SWITCHBOARD_CONFIG").map(PathBuf::from);
+        Self::from_figment(role, Self::figment(file))
+    }
+
+    fn figment(file: Option<PathBuf>) -> Figment {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            // A file named explicitly must exist: a typo in the path is a configuration error.
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None => figment = figment.merge(Toml::file("switchboard.toml")),
+        }
+        figment.merge(Env::raw().only(KEYS))
+    }
+
+    fn from_figment(role: Role, figment: Figment) -> Result<Self, ConfigError> {
+        let config: Config = figment.extract().map_err(describe)?;
+        config.validate(role)?;
+        Ok(config)
+    }
+
+    fn validate(&self, role: Role) -> Result<(), ConfigError> {
+        if self.rabbitmq_host.trim().is_empty() {
+            return Err(ConfigError::new("RABBITMQ_HOST", "must not be empty"));
+        }
+        if self.rabbitmq_prefetch == 0 {
+            return Err(ConfigError::new("RABBITMQ_PREFETCH", "must be at least 1"));
+        }
+        if self.database_max_connections == 0 {
+            return Err(ConfigError::new("DATABASE_MAX_CONNECTIONS", "must be at least 1"));
+        }
+        if !self.database_url.expose().starts_with("postgres://")
+            && !self.database_url.expose().starts_with("postgresql://")
+        {
+            return Err(ConfigError::new("DATABASE_URL", "must be a postgres:// or postgresql:// URL"));
+        }
+        for (name, value) in [
+            ("RATE_LIMIT_PER_SEC", u64::from(self.rate_limit_per_sec)),
+            ("RATE_LIMIT_BURST", u64::from(self.rate_limit_burst)),
+            ("MAX_FRAME_BYTES", self.max_frame_bytes),
+            ("ACK_TIMEOUT_MS", self.ack_timeout_ms),
+            ("SHUTDOWN_GRACE_MS", self.shutdown_grace_ms),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::new(name, "must be greater than 0"));
+            }
+        }
+        if role == Role::Edge {
+            if self.auth_mode == AuthMode::Jwt
+                && self.auth_jwt_secret.as_ref().is_none_or(|s| s.expose().is_empty())
+            {
+                return Err(ConfigError::new("AUTH_JWT_SECRET", "required when AUTH_MODE=jwt"));
+            }
+            if self.auth_cookie_name.trim().is_empty() {
+                return Err(ConfigError::new("AUTH_COOKIE_NAME", "must not be empty"));
+            }
+            if self.auth_mode == AuthMode::Database && !self.auth_session_query.contains("$1") {
+                return Err(ConfigError::new("AUTH_SESSION_QUERY", "must take the token as $1"));
+            }
+            self.origins()?;
+        }
+        Ok(())
+    }
+
+    /// The health and metrics port of this process.
+    pub fn http_port(&self, role: Role) -> u16 {
+        match role {
+            Role::Edge => self.websocket_port,
+            _ => self.metrics_port.unwrap_or(role.default_metrics_port()),
+        }
+    }
+
+    pub fn origins(&self) -> Result<AllowedOrigins, ConfigError> {
+        let raw = self.allowed_origins.trim();
+        if raw == "*" {
+            return Ok(AllowedOrigins::Any);
+        }
+        let list: BTreeSet<String> = raw
+            .split(',')
+            .map(|o| o.trim().trim_end_matches('/').to_owned())
+            .filter(|o| !o.is_empty())
+            .collect();
+        if list.is_empty() {
+            return Err(ConfigError::new("ALLOWED_ORIGINS", "lists no origin (use * for any)"));
+        }
+        if let Some(bad) = list.iter().find(|o| !(o.starts_with("http://") || o.starts_with("https://"))) {
+            return Err(ConfigError::new(
+                "ALLOWED_ORIGINS",
+                format!("{bad:?} is not an origin such as https://app.example.com"),
+            ));
+        }
+        Ok(AllowedOrigins::List(list))
+    }
+
+    /// The ingress keys; empty when the ingress is disabled.
+    pub fn ingress_keys(&self) -> Vec<Secret> {
+        self.ingress_api_keys
+            .as_ref()
+            .map(|keys| {
+                keys.expose().split(',').map(str::trim).filter(|k| !k.is_empty()).map(Secret::new).collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn ack_timeout(&self) -> Duration {
+        Duration::from_millis(self.ack_timeout_ms)
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+
+    /// The AMQP URI, with the vhost percent-encoded (`/` is `%2f`).
+    pub fn amqp_uri(&self) -> Secret {
+        Secret::new(format!(
+            "amqp://{}:{}@{}:{}/{}",
+            encode(&self.rabbitmq_username),
+            encode(self.rabbitmq_password.expose()),
+            self.rabbitmq_host,
+            self.rabbitmq_port,
+            encode(&self.rabbitmq_vhost),
+        ))
+    }
+}
+
+/// Percent-encodes everything outside RFC 3986's unreserved set, for URI user info and path.
+fn encode(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for byte in raw.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// Turns figment's error into one line naming the variable. The value is named only by its
+/// kind, never shown, because it may be a secret.
+fn describe(error: figment::Error) -> ConfigError {
+    let variable = error
+        .path
+        .first()
+        .map(|key| key.to_ascii_uppercase())
+        .unwrap_or_else(|| "SWITCHBOARD_CONFIG".to_owned());
+    let reason = match &error.kind {
+        figment::error::Kind::InvalidType(actual, expected) => {
+            format!("expected {expected}, found {}", kind_of(actual))
+        }
+        figment::error::Kind::InvalidValue(actual, expected) => {
+            format!("expected {expected}, found {}", kind_of(actual))
+        }
+        figment::error::Kind::UnknownVariant(_, expected) => {
+            format!("expected one of {}", expected.join(", "))
+        }
+        figment::error::Kind::UnknownField(field, _) => {
+            return ConfigError::new(&field.to_ascii_uppercase(), "is not a known setting");
+        }
+        other => other.to_string(),
+    };
+    ConfigError::new(&variable, reason)
+}
+
+fn kind_of(actual: &figment::error::Actual) -> &'static str {
+    use figment::error::Actual;
+    match actual {
+        Actual::Bool(_) => "a boolean",
+        Actual::Unsigned(_) | Actual::Signed(_) => "an integer",
+        Actual::Float(_) => "a number",
+        Actual::Str(_) | Actual::Char(_) => "text",
+        Actual::Seq => "a list",
+        Actual::Map => "a table",
+        _ => "another kind of value",
+    }
+}
+
+/// A string that never prints. Use [`Secret::expose`] where the value is really needed.
+#[derive(Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        text(deserializer).map(Secret)
+    }
+}
+
+/// Reads a string setting whatever the environment parser made of it: figment parses
+/// `RABBITMQ_PASSWORD=12345` as a number and `true` as a boolean, and both are valid text.
+fn text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    struct Text;
+    impl serde::de::Visitor<'_> for Text {
+        type Value = String;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("text")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_owned())
+        }
+        fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_i128<E: serde::de::Error>(self, v: i128) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_u128<E: serde::de::Error>(self, v: u128) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_char<E: serde::de::Error>(self, v: char) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+    }
+    deserializer.deserialize_any(Text)
+}
+
+#[cfg(test)]
+// figment's Jail returns its large error type by design.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    fn load(role: Role) -> Result<Config, ConfigError> {
+        Config::from_figment(role, Config::figment(None))
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        Jail::expect_with(|_| {
+            let c = load(Role::Messages).expect("defaults are valid");
+            assert_eq!(c.rabbitmq_host, "127.0.0.1");
+            assert_eq!(c.rabbitmq_port, 5672);
+            assert_eq!(c.rabbitmq_vhost, "/");
+            assert_eq!(c.database_url.expose(), "postgres://localhost/switchboard");
+            assert_eq!(c.websocket_port, 3001);
+            assert_eq!(c.http_port(Role::Messages), 9101);
+            assert_eq!(c.http_port(Role::Presence), 9102);
+            assert_eq!(c.http_port(Role::Notifier), 9103);
+            assert_eq!(c.http_port(Role::Edge), 3001);
+            assert_eq!(c.auth_mode, AuthMode::Database);
+            assert_eq!(c.auth_cookie_name, "session_token");
+            assert_eq!((c.rate_limit_per_sec, c.rate_limit_burst), (20, 40));
+            assert_eq!(c.max_frame_bytes, 65_536);
+            assert_eq!(c.ack_timeout_ms, 5_000);
+            assert_eq!(c.shutdown_grace_ms, 10_000);
+            assert_eq!(c.presence_offline_grace_ms, 2_000);
+            assert!(c.ingress_keys().is_empty());
+            assert_eq!(c.origins().expect("valid"), AllowedOrigins::Any);
+            assert_eq!(c.amqp_uri().expose(), "amqp://guest:guest@127.0.0.1:5672/%2F");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn environment_wins_over_the_file() {
+        Jail::expect_with(|jail| {
+            jail.create_file("switchboard.toml", "rabbitmq_host = \"file-host\"\nrabbitmq_port = 1\n")?;
+            jail.set_env("RABBITMQ_PORT", "5673");
+            jail.set_env("RABBITMQ_PASSWORD", "12345");
+            jail.set_env("INGRESS_API_KEYS", "k1, k2,");
+            let c = load(Role::Edge).expect("valid");
+            assert_eq!(c.rabbitmq_host, "file-host");
+            assert_eq!(c.rabbitmq_port, 5673);
+            assert_eq!(c.rabbitmq_password.expose(), "12345");
+            let keys: Vec<_> = c.ingress_keys().iter().map(|k| k.expose().to_owned()).collect();
+            assert_eq!(keys, ["k1", "k2"]);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_bad_value_names_the_variable_and_not_the_value() {
+        Jail::expect_with(|jail| {
+            jail.set_env("RABBITMQ_PORT", "not-a-port");
+            let err = load(Role::Messages).expect_err("must fail");
+            assert_eq!(err.variable, "RABBITMQ_PORT");
+            assert_eq!(err.to_string(), "invalid configuration: RABBITMQ_PORT: expected u16, found text");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn jwt_mode_requires_a_secret_on_the_edge_only() {
+        Jail::expect_with(|jail| {
+            jail.set_env("AUTH_MODE", "jwt");
+            assert_eq!(load(Role::Edge).expect_err("must fail").variable, "AUTH_JWT_SECRET");
+            load(Role::Notifier).expect("workers do not authenticate clients");
+            jail.set_env("AUTH_JWT_SECRET", "s3cret");
+            let c = load(Role::Edge).expect("valid");
+            assert_eq!(format!("{:?}", c.auth_jwt_secret), "Some(Secret(***))");
+            assert!(!format!("{c:?}").contains("s3cret"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_auth_mode_and_unknown_file_keys_are_refused() {
+        Jail::expect_with(|jail| {
+            jail.set_env("AUTH_MODE", "ldap");
+            let err = load(Role::Edge).expect_err("must fail");
+            assert_eq!(err.variable, "AUTH_MODE");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.create_file("switchboard.toml", "rabitmq_host = \"typo\"\n")?;
+            let err = load(Role::Edge).expect_err("must fail");
+            assert_eq!(err.variable, "RABITMQ_HOST");
+            assert_eq!(err.reason, "is not a known setting");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn origins_are_a_list_and_absent_origin_is_allowed() {
+        Jail::expect_with(|jail| {
+            jail.set_env("ALLOWED_ORIGINS", "https://app.example.com, http://localhost:5173/");
+            let origins = load(Role::Edge).expect("valid").origins().expect("valid");
+            assert!(origins.allows(Some("https://app.example.com")));
+            assert!(origins.allows(Some("http://localhost:5173")));
+            assert!(!origins.allows(Some("https://evil.example.com")));
+            assert!(origins.allows(None));
+            jail.set_env("ALLOWED_ORIGINS", "app.example.com");
+            assert_eq!(load(Role::Edge).expect_err("must fail").variable, "ALLOWED_ORIGINS");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn vhost_and_password_are_encoded_in_the_uri() {
+        Jail::expect_with(|jail| {
+            jail.set_env("RABBITMQ_VHOST", "test/1");
+            jail.set_env("RABBITMQ_PASSWORD", "p@ss:word");
+            let c = load(Role::Messages).expect("valid");
+            assert_eq!(c.amqp_uri().expose(), "amqp://guest:p%40ss%3Aword@127.0.0.1:5672/test%2F1");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,278 @@
+//! Client-to-server events (contract section 4): each payload and its success reply.
+//!
+//! Payload types validate while they deserialize, so a handler that receives one can trust it.
+//! Unknown fields are ignored, so clients may send more than we read.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    ids::{ConversationId, MessageId, NotificationId, UserId},
+    server::{MessageNew, NotificationNew},
+};
+
+/// Event names, as clients emit them.
+pub mod event {
+    pub const MESSAGE_SEND: &str = "message:send";
+    pub const MESSAGE_READ: &str = "message:read";
+    pub const CONVERSATION_JOIN: &str = "conversation:join";
+    pub const CONVERSATION_LEAVE: &str = "conversation:leave";
+    pub const TYPING_START: &str = "typing:start";
+    pub const TYPING_STOP: &str = "typing:stop";
+    pub const MESSAGES_SYNC: &str = "messages:sync";
+    pub const PRESENCE_QUERY: &str = "presence:query";
+    pub const NOTIFICATIONS_LIST: &str = "notifications:list";
+    pub const NOTIFICATION_READ: &str = "notification:read";
+}
+
+/// Longest message, in characters after trimming.
+pub const MAX_CONTENT_CHARS: usize = 4000;
+/// Default and largest page of `messages:sync`.
+pub const SYNC_DEFAULT_LIMIT: u32 = 50;
+pub const SYNC_MAX_LIMIT: u32 = 200;
+/// Most ids one `presence:query` may ask about.
+pub const PRESENCE_QUERY_MAX_IDS: usize = 200;
+/// Default and largest page of `notifications:list`.
+pub const NOTIFICATIONS_DEFAULT_LIMIT: u32 = 50;
+pub const NOTIFICATIONS_MAX_LIMIT: u32 = 200;
+
+/// Message text: 1 to 4000 characters once surrounding white space is trimmed; stored trimmed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Content(String);
+
+impl Content {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Content {
+    type Error = String;
+    fn try_from(raw: String) -> Result<Self, String> {
+        let trimmed = raw.trim();
+        let chars = trimmed.chars().count();
+        if chars == 0 {
+            return Err("content is empty".into());
+        }
+        if chars > MAX_CONTENT_CHARS {
+            return Err(format!("content is longer than {MAX_CONTENT_CHARS} characters"));
+        }
+        Ok(Self(if trimmed.len() == raw.len() { raw } else { trimmed.to_owned() }))
+    }
+}
+
+impl From<Content> for String {
+    fn from(c: Content) -> String {
+        c.0
+    }
+}
+
+/// The client's own id for a send, which makes retries safe: 1 to 128 printable characters.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ClientMessageId(String);
+
+impl ClientMessageId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for ClientMessageId {
+    type Error = String;
+    fn try_from(raw: String) -> Result<Self, String> {
+        if raw.is_empty() || raw.chars().count() > 128 || raw.chars().any(char::is_control) {
+            return Err("clientMessageId must be 1 to 128 printable characters".into());
+        }
+        Ok(Self(raw))
+    }
+}
+
+impl From<ClientMessageId> for String {
+    fn from(c: ClientMessageId) -> String {
+        c.0
+    }
+}
+
+/// `message:send`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageSend {
+    pub conversation_id: ConversationId,
+    pub content: Content,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_message_id: Option<ClientMessageId>,
+}
+
+/// Reply to `message:send`: the stored message's id and place.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageSent {
+    pub message_id: MessageId,
+    pub seq: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+/// `message:read`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageRead {
+    pub conversation_id: ConversationId,
+    pub message_id: MessageId,
+}
+
+/// `conversation:join`, `conversation:leave`, `typing:start`, `typing:stop`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConversationRef {
+    pub conversation_id: ConversationId,
+}
+
+/// `messages:sync`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessagesSync {
+    pub conversation_id: ConversationId,
+    pub after_seq: u64,
+    #[serde(default, deserialize_with = "page_limit")]
+    pub limit: Option<u32>,
+}
+
+impl MessagesSync {
+    /// The page size: 50 by default, at most 200.
+    pub fn page_size(&self) -> u32 {
+        self.limit.unwrap_or(SYNC_DEFAULT_LIMIT).min(SYNC_MAX_LIMIT)
+    }
+}
+
+/// A limit is a positive integer; larger than the maximum counts as the maximum.
+fn page_limit<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let limit = Option::<u64>::deserialize(d)?;
+    match limit {
+        Some(0) => Err(serde::de::Error::custom("limit must be at least 1")),
+        Some(n) => Ok(Some(u32::try_from(n).unwrap_or(u32::MAX))),
+        None => Ok(None),
+    }
+}
+
+/// Reply to `messages:sync`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessagesPage {
+    pub messages: Vec<MessageNew>,
+    pub has_more: bool,
+}
+
+/// `presence:query`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PresenceQuery {
+    #[serde(deserialize_with = "presence_ids")]
+    pub user_ids: Vec<UserId>,
+}
+
+fn presence_ids<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<UserId>, D::Error> {
+    let ids = Vec::<UserId>::deserialize(d)?;
+    if ids.is_empty() || ids.len() > PRESENCE_QUERY_MAX_IDS {
+        return Err(serde::de::Error::custom(format!("userIds must hold 1 to {PRESENCE_QUERY_MAX_IDS} ids")));
+    }
+    Ok(ids)
+}
+
+/// One user's presence in a `presence:query` reply.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserPresence {
+    pub online: bool,
+    pub last_seen_at: Option<DateTime<Utc>>,
+}
+
+/// Reply to `presence:query`: only the caller's contacts appear.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PresenceReply {
+    pub users: BTreeMap<UserId, UserPresence>,
+}
+
+/// `notifications:list`
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationsList {
+    #[serde(default)]
+    pub unread_only: bool,
+    #[serde(default, deserialize_with = "page_limit")]
+    pub limit: Option<u32>,
+}
+
+impl NotificationsList {
+    pub fn page_size(&self) -> u32 {
+        self.limit.unwrap_or(NOTIFICATIONS_DEFAULT_LIMIT).min(NOTIFICATIONS_MAX_LIMIT)
+    }
+}
+
+/// Reply to `notifications:list`, newest first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NotificationsPage {
+    pub notifications: Vec<NotificationNew>,
+}
+
+/// `notification:read`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NotificationRead {
+    pub id: NotificationId,
+}
+
+/// The empty success reply `{}`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Empty {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn content_is_trimmed_and_bounded() {
+        let send: MessageSend = serde_json::from_value(json!({
+            "conversationId": ConversationId::new(), "content": "  hi  ", "extra": 1
+        }))
+        .expect("valid");
+        assert_eq!(send.content.as_str(), "hi");
+        assert!(send.client_message_id.is_none());
+        for bad in [json!("   "), json!(""), json!("x".repeat(4001)), json!(5)] {
+            let v = json!({ "conversationId": ConversationId::new(), "content": bad });
+            assert!(serde_json::from_value::<MessageSend>(v).is_err());
+        }
+        let max = json!({ "conversationId": ConversationId::new(), "content": "é".repeat(4000) });
+        assert!(serde_json::from_value::<MessageSend>(max).is_ok());
+    }
+
+    #[test]
+    fn sync_limits() {
+        let id = ConversationId::new();
+        let parse = |v| serde_json::from_value::<MessagesSync>(v);
+        assert_eq!(parse(json!({"conversationId": id, "afterSeq": 0})).expect("ok").page_size(), 50);
+        assert_eq!(
+            parse(json!({"conversationId": id, "afterSeq": 0, "limit": 1000})).expect("ok").page_size(),
+            200
+        );
+        assert_eq!(
+            parse(json!({"conversationId": id, "afterSeq": 3, "limit": 7})).expect("ok").page_size(),
+            7
+        );
+        assert!(parse(json!({"conversationId": id, "afterSeq": 0, "limit": 0})).is_err());
+        assert!(parse(json!({"conversationId": id, "afterSeq": -1})).is_err());
+        assert!(parse(json!({"conversationId": "nope", "afterSeq": 0})).is_err());
+    }
+
+    #[test]
+    fn presence_query_holds_one_to_two_hundred_ids() {
+        let ids = |n: usize| json!({ "userIds": (0..n).map(|i| format!("u{i}")).collect::<Vec<_>>() });
+        assert!(serde_json::from_value::<PresenceQuery>(ids(0)).is_err());
+        assert!(serde_json::from_value::<PresenceQuery>(ids(1)).is_ok());
+        assert!(serde_json::from_value::<PresenceQuery>(ids(200)).is_ok());
+        assert!(serde_json::from_value::<PresenceQuery>(ids(201)).is_err());
+    }
+}

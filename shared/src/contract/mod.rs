@@ -1,0 +1,19 @@
+//! The contract's types, defined once (contract sections 3 to 6).
+//!
+//! - [`ids`]: the identifiers, validated when they are parsed;
+//! - [`client`]: what a client sends and what its acknowledgement carries (section 4);
+//! - [`server`]: what the server pushes to sockets (section 5);
+//! - [`ack`]: the success/failure envelope of every acknowledgement and its error codes;
+//! - [`bus`]: the bodies of bus messages, documented for other languages in `docs/asyncapi.yaml`.
+//!
+//! Deserializing one of these types validates it: a payload that parses is a payload the
+//! contract allows, so handlers never re-check shapes.
+
+pub mod ack;
+pub mod bus;
+pub mod client;
+pub mod ids;
+pub mod server;
+
+pub use ack::{AckError, ErrorCode};
+pub use ids::{ConversationId, MatchId, MessageId, NotificationId, Room, UserId};

@@ -1,0 +1,138 @@
+//! Server-to-client events (contract section 5). Each type knows its event name through
+//! [`ServerEvent`], so an emit can never pair a payload with the wrong name.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    client::ClientMessageId,
+    ids::{ConversationId, MatchId, MessageId, NotificationId, UserId},
+};
+
+/// A payload the server pushes to sockets, with its event name.
+pub trait ServerEvent: Serialize {
+    const NAME: &'static str;
+}
+
+macro_rules! server_event {
+    ($ty:ty, $name:literal) => {
+        impl ServerEvent for $ty {
+            const NAME: &'static str = $name;
+        }
+    };
+}
+
+/// `session`: sent to a socket right after it connects.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Session {
+    pub user_id: UserId,
+    pub server_time: DateTime<Utc>,
+}
+server_event!(Session, "session");
+
+/// `message:new`; also the element of a `messages:sync` page.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageNew {
+    pub id: MessageId,
+    pub conversation_id: ConversationId,
+    pub sender_id: UserId,
+    pub content: String,
+    pub seq: i64,
+    pub created_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_message_id: Option<ClientMessageId>,
+}
+server_event!(MessageNew, "message:new");
+
+/// `message:read`: a participant read up to `message_id`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageReadEvent {
+    pub conversation_id: ConversationId,
+    pub message_id: MessageId,
+    pub user_id: UserId,
+    pub read_at: DateTime<Utc>,
+}
+server_event!(MessageReadEvent, "message:read");
+
+/// `typing:start` and `typing:stop` share a body; [`Typing::event`] names which.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Typing {
+    pub conversation_id: ConversationId,
+    pub user_id: UserId,
+}
+
+impl Typing {
+    pub const START: &'static str = "typing:start";
+    pub const STOP: &'static str = "typing:stop";
+}
+
+/// `user:online`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserOnline {
+    pub user_id: UserId,
+    pub at: DateTime<Utc>,
+}
+server_event!(UserOnline, "user:online");
+
+/// `user:offline`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserOffline {
+    pub user_id: UserId,
+    pub last_seen_at: DateTime<Utc>,
+}
+server_event!(UserOffline, "user:offline");
+
+/// `notification:new`; also the element of a `notifications:list` page.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationNew {
+    pub id: NotificationId,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub message: String,
+    /// The recipient.
+    pub user_id: UserId,
+    pub timestamp: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+    /// When the user marked it read; `notifications:list` shows it, pushes leave it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_at: Option<DateTime<Utc>>,
+}
+server_event!(NotificationNew, "notification:new");
+
+/// `data` of a notification of type `match`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MatchNotificationData {
+    pub match_id: MatchId,
+    pub conversation_id: ConversationId,
+    pub other_user_id: UserId,
+}
+
+/// `match:new`: `user_id` is the other person.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MatchNew {
+    pub match_id: MatchId,
+    pub user_id: UserId,
+    pub conversation_id: ConversationId,
+    pub created_at: DateTime<Utc>,
+}
+server_event!(MatchNew, "match:new");
+
+/// `match:removed`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MatchRemoved {
+    pub match_id: MatchId,
+    pub conversation_id: ConversationId,
+}
+server_event!(MatchRemoved, "match:removed");

@@ -1,0 +1,108 @@
+//! The database pool and migrations.
+//!
+//! The pool connects lazily: a process whose database is down at start still starts, reports
+//! not ready, and keeps trying in the background (contract section 7). Once the database
+//! answers, pending migrations from `migrations/` are applied (unless `DATABASE_MIGRATE=false`).
+//! sqlx's migrator holds a Postgres advisory lock while it works, so many copies starting at
+//! once apply each migration exactly once and the others wait, then find nothing to do.
+
+use std::{str::FromStr, time::Duration};
+
+use sqlx::{
+    PgPool,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+use tokio::sync::watch;
+
+use crate::{
+    config::{Config, ConfigError},
+    shutdown::Shutdown,
+};
+
+/// The migrations, embedded in every binary that uses the database.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// Parses `DATABASE_URL` without connecting, so a malformed URL is a configuration error.
+pub fn connect_options(config: &Config) -> Result<PgConnectOptions, ConfigError> {
+    PgConnectOptions::from_str(config.database_url.expose()).map_err(|_| ConfigError {
+        variable: "DATABASE_URL".into(),
+        reason: "is not a valid PostgreSQL URL".into(),
+    })
+}
+
+#[derive(Clone)]
+pub struct Database {
+    pool: PgPool,
+    ready: watch::Sender<bool>,
+}
+
+impl Database {
+    /// Creates the pool and starts the background task that waits for the database and
+    /// migrates it. Returns at once.
+    pub fn start(config: &Config, options: PgConnectOptions, shutdown: &Shutdown) -> Database {
+        let pool = PgPoolOptions::new()
+            .max_connections(config.database_max_connections)
+            .acquire_timeout(Duration::from_secs(3))
+            .connect_lazy_with(options.application_name("switchboard"));
+        let (ready, _) = watch::channel(false);
+        let database = Database { pool, ready };
+        tokio::spawn(database.clone().prepare(config.database_migrate, shutdown.clone()));
+        database
+    }
+
+    async fn prepare(self, migrate: bool, shutdown: Shutdown) {
+        let mut delays = crate::bus::backoff();
+        loop {
+            let attempt = async {
+                if migrate {
+                    MIGRATOR.run(&self.pool).await.map_err(|e| e.to_string())
+                } else {
+                    sqlx::query("SELECT 1").execute(&self.pool).await.map(drop).map_err(|e| e.to_string())
+                }
+            };
+            match attempt.await {
+                Ok(()) => {
+                    tracing::info!(migrated = migrate, "database ready");
+                    self.ready.send_replace(true);
+                    return;
+                }
+                Err(error) => tracing::warn!(%error, "database not ready; retrying"),
+            }
+            let delay = delays.next().unwrap_or(Duration::from_secs(5));
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.triggered() => return,
+            }
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Waits until the database was reached (and migrated); false if shutdown came first.
+    pub async fn wait_ready(&self, shutdown: &Shutdown) -> bool {
+        let mut ready = self.ready.subscribe();
+        tokio::select! {
+            result = ready.wait_for(|r| *r) => result.is_ok(),
+            _ = shutdown.triggered() => false,
+        }
+    }
+
+    /// The readiness check: migrated once, and answering now.
+    pub async fn check(&self) -> Result<(), String> {
+        if !*self.ready.borrow() {
+            return Err("not migrated yet".into());
+        }
+        let ping = sqlx::query("SELECT 1").execute(&self.pool);
+        match tokio::time::timeout(Duration::from_secs(2), ping).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err("no answer within 2 s".into()),
+        }
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,81 @@
+//! `/healthz`, `/readyz` and `/metrics` (contract section 7), served by every process: on
+//! `WEBSOCKET_PORT` by the edge, next to Socket.IO, and on `METRICS_PORT` by the workers.
+//!
+//! `/healthz` answers 200 while the process runs. `/readyz` runs every readiness check and is
+//! 503, naming the failing ones, when any fails or once shutdown has begun (so a load balancer
+//! stops sending work before the process stops taking it).
+
+use std::{future::Future, pin::Pin, sync::Arc};
+
+use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::shutdown::Shutdown;
+
+type CheckFn = dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync;
+
+/// The readiness checks of one process.
+#[derive(Clone)]
+pub struct Readiness {
+    checks: Vec<(&'static str, Arc<CheckFn>)>,
+    shutdown: Shutdown,
+}
+
+impl Readiness {
+    pub fn new(shutdown: &Shutdown) -> Self {
+        Self { checks: Vec::new(), shutdown: shutdown.clone() }
+    }
+
+    /// Adds a named check; it should answer within a couple of seconds.
+    pub fn check<F, Fut>(mut self, name: &'static str, check: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        self.checks.push((name, Arc::new(move || Box::pin(check()))));
+        self
+    }
+
+    /// The failing checks, empty when ready.
+    pub async fn failing(&self) -> Vec<(&'static str, String)> {
+        if self.shutdown.is_triggered() {
+            return vec![("shutdown", "shutting down".into())];
+        }
+        let results = futures::future::join_all(
+            self.checks.iter().map(|(name, check)| async move { (*name, check().await) }),
+        )
+        .await;
+        results.into_iter().filter_map(|(name, result)| result.err().map(|e| (name, e))).collect()
+    }
+}
+
+#[derive(Clone)]
+struct HealthState {
+    readiness: Readiness,
+    metrics: PrometheusHandle,
+}
+
+/// The health routes, to merge into the process's router.
+pub fn router(readiness: Readiness, metrics: PrometheusHandle) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { Json(serde_json::json!({ "status": "alive" })) }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(render_metrics))
+        .with_state(HealthState { readiness, metrics })
+}
+
+async fn readyz(State(state): State<HealthState>) -> impl IntoResponse {
+    let failing = state.readiness.failing().await;
+    if failing.is_empty() {
+        return (StatusCode::OK, Json(serde_json::json!({ "status": "ready" })));
+    }
+    let failing: serde_json::Map<_, _> = failing
+        .into_iter()
+        .map(|(name, reason)| (name.to_owned(), serde_json::Value::String(reason)))
+        .collect();
+    (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({ "status": "not ready", "failing": failing })))
+}
+
+async fn render_metrics(State(state): State<HealthState>) -> impl IntoResponse {
+    ([("content-type", "text/plain; version=0.0.4")], state.metrics.render())
+}

@@ -1,0 +1,25 @@
+//! Switchboard's shared library: everything two binaries would otherwise write twice.
+//!
+//! - [`contract`]: the event payloads and bus message bodies of `CONTRACT.md`, defined once;
+//! - [`config`]: configuration (contract section 2);
+//! - [`bus`]: RabbitMQ: topology, publishing with confirms, consuming, request/reply;
+//! - [`db`]: the PostgreSQL pool and migrations;
+//! - [`health`], [`telemetry`], [`shutdown`], [`service`]: what every process runs on.
+//!
+//! Backends written in Rust use this crate to reach users without the HTTP hop (contract
+//! section 6).
+
+#![forbid(unsafe_code)]
+
+pub mod bus;
+pub mod config;
+pub mod contract;
+pub mod db;
+pub mod health;
+pub mod service;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use bus::Bus;
+pub use config::{Config, Role};
+pub use shutdown::Shutdown;

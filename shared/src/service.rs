@@ -1,0 +1,142 @@
+//! The skeleton every binary shares: `main` → [`main`] loads the configuration (exit 64 on a
+//! bad one, before any port is bound), starts tracing and the runtime, and calls the binary's
+//! `run(config, shutdown)`; [`Process`] is what `run` builds on: the bound listener, the bus,
+//! the database, readiness, and the one shutdown path.
+
+use std::{future::Future, net::SocketAddr, process::ExitCode};
+
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::{
+    bus::Bus,
+    config::{Config, EXIT_CONFIG, Role},
+    db::{self, Database},
+    health::{self, Readiness},
+    shutdown::Shutdown,
+    telemetry,
+};
+
+/// The whole of a binary's `main`: configuration, tracing, runtime, signals, exit code.
+pub fn main<F, Fut>(role: Role, run: F) -> ExitCode
+where
+    F: FnOnce(Config, Shutdown) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let config = match Config::load(role) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("{}: {error}", role.binary());
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
+    telemetry::init_tracing(config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let shutdown = Shutdown::on_signals();
+        run(config, shutdown).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "stopped on an error");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The running parts every process has.
+pub struct Process {
+    pub role: Role,
+    pub config: Config,
+    pub shutdown: Shutdown,
+    pub bus: Bus,
+    /// Present for the workers, and for the edge in `database` auth mode.
+    pub database: Option<Database>,
+    listener: TcpListener,
+}
+
+impl Process {
+    /// Checks what is left of the configuration, binds the HTTP port, and starts the bus and
+    /// (if `with_database`) the database in the background.
+    pub async fn start(
+        role: Role,
+        config: Config,
+        shutdown: Shutdown,
+        with_database: bool,
+    ) -> anyhow::Result<Self> {
+        let db_options = if with_database { Some(db::connect_options(&config)?) } else { None };
+        let addr = SocketAddr::new(config.listen_host, config.http_port(role));
+        let listener =
+            TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        let bus = Bus::start(&config, role.binary(), &shutdown);
+        let database = db_options.map(|options| Database::start(&config, options, &shutdown));
+        Ok(Self { role, config, shutdown, bus, database, listener })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Readiness: the bus, and the database when there is one.
+    pub fn readiness(&self) -> Readiness {
+        let bus = self.bus.clone();
+        let mut readiness = Readiness::new(&self.shutdown).check("bus", move || {
+            let ready = bus.is_ready();
+            async move { if ready { Ok(()) } else { Err("not connected".to_owned()) } }
+        });
+        if let Some(database) = self.database.clone() {
+            readiness = readiness.check("database", move || {
+                let database = database.clone();
+                async move { database.check().await }
+            });
+        }
+        readiness
+    }
+
+    /// Waits until the database (if any) is migrated and the bus is connected; false if
+    /// shutdown came first. Workers call this before they consume.
+    pub async fn wait_ready(&self) -> bool {
+        if let Some(database) = &self.database
+            && !database.wait_ready(&self.shutdown).await
+        {
+            return false;
+        }
+        self.bus.wait_ready().await
+    }
+
+    /// Serves `routes` plus the health routes until shutdown, then drains in-flight work
+    /// within `SHUTDOWN_GRACE_MS` and closes the bus and the database.
+    pub async fn serve(self, routes: Router) -> anyhow::Result<()> {
+        let app = routes.merge(health::router(self.readiness(), telemetry::init_metrics()));
+        let addr = self.listener.local_addr()?;
+        tracing::info!(%addr, role = self.role.binary(), "listening");
+        let token = self.shutdown.token().clone();
+        let server = axum::serve(self.listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move { token.cancelled().await });
+        let grace = self.config.shutdown_grace();
+        // The HTTP server stops accepting at shutdown; open connections (long-polling, the
+        // websockets the edge closes itself) get the grace period, not more.
+        let server = self.shutdown.spawn(async move { server.await });
+        self.shutdown.triggered().await;
+        if !self.shutdown.drain(grace).await {
+            tracing::warn!(
+                grace_ms = grace.as_millis() as u64,
+                "in-flight work did not finish within the grace period"
+            );
+        }
+        server.abort();
+        self.bus.close().await;
+        if let Some(database) = &self.database {
+            database.close().await;
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
