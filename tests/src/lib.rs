@@ -1,1 +1,154 @@
+//! The end-to-end test harness: real binaries against the real RabbitMQ and PostgreSQL.
+//!
+//! Each test makes a [`TestEnv`]: its own database (migrated by the first binary that starts)
+//! and its own RabbitMQ vhost, so tests run in parallel and never see each other's messages.
+//! [`TestEnv::spawn`] starts a binary as cargo built it, on a free port (the binary binds port 0
+//! and logs the address it got), and [`Running::wait_ready`] polls `/readyz`: no fixed sleeps.
+//! Clients are driven by the official `socket.io-client` through [`node::Driver`].
+//!
+//! Everything is removed when the test ends: processes are killed, the database dropped, the
+//! vhost deleted. When a test fails, the logs of its processes are printed.
 
+pub mod node;
+pub mod process;
+pub mod rabbit;
+
+use std::time::Duration;
+
+pub use node::Driver;
+pub use process::{Bin, Running};
+
+/// The connection the harness uses to create and drop test databases. The role needs
+/// CREATEDB; `deploy/services.sh` creates it.
+pub fn admin_database_url() -> String {
+    std::env::var("SWITCHBOARD_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://switchboard:switchboard@127.0.0.1:5432/switchboard".into())
+}
+
+/// One test's private world.
+pub struct TestEnv {
+    /// Unique per test; used for the database and the vhost.
+    pub name: String,
+    pub database_url: String,
+    pub vhost: String,
+    pub rabbit: rabbit::Admin,
+}
+
+impl TestEnv {
+    pub async fn new() -> TestEnv {
+        let name = format!("sbt_{}", uuid::Uuid::now_v7().simple());
+        let admin = admin_database_url();
+        let mut conn = sqlx::postgres::PgConnection::connect_with(
+            &admin.parse().expect("SWITCHBOARD_TEST_DATABASE_URL is a URL"),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {admin} (run deploy/services.sh): {e}"));
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .expect("create the test database");
+        let base = admin.rsplit_once('/').map(|(base, _)| base).expect("a database URL has a path");
+        let rabbit = rabbit::Admin::from_env();
+        rabbit.create_vhost(&name).await;
+        TestEnv { database_url: format!("{base}/{name}"), vhost: name.clone(), name, rabbit }
+    }
+
+    /// A pool on the test's database (for arranging data and checking results).
+    pub async fn db(&self) -> sqlx::PgPool {
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(4)
+            .connect(&self.database_url)
+            .await
+            .expect("connect to the test database")
+    }
+
+    /// The environment every binary of this test gets; `spawn` adds per-process variables.
+    pub fn base_env(&self) -> Vec<(String, String)> {
+        [
+            ("RABBITMQ_VHOST", self.vhost.as_str()),
+            ("DATABASE_URL", self.database_url.as_str()),
+            ("LISTEN_HOST", "127.0.0.1"),
+            ("WEBSOCKET_PORT", "0"),
+            ("METRICS_PORT", "0"),
+            ("LOG_FORMAT", "json"),
+            ("SHUTDOWN_GRACE_MS", "5000"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
+    /// Starts `bin` with the base environment plus `extra` (which wins), and waits until it
+    /// listens. It need not be ready yet: see [`Running::wait_ready`].
+    pub async fn spawn(&self, bin: Bin, extra: &[(&str, &str)]) -> Running {
+        let mut env = self.base_env();
+        env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        Running::start(bin, &env).await
+    }
+
+    /// Starts `bin` and waits until it is ready.
+    pub async fn spawn_ready(&self, bin: Bin, extra: &[(&str, &str)]) -> Running {
+        let running = self.spawn(bin, extra).await;
+        running.wait_ready().await;
+        running
+    }
+
+    /// Adds a session to the default `sessions` table (database auth mode).
+    pub async fn add_session(&self, token: &str, user_id: &str, valid_for: chrono::Duration) {
+        let db = self.db().await;
+        sqlx::query("INSERT INTO sessions (token, user_id, expires_at) VALUES ($1, $2, now() + $3)")
+            .bind(token)
+            .bind(user_id)
+            .bind(valid_for)
+            .execute(&db)
+            .await
+            .expect("insert a session (is the schema migrated? start a binary first)");
+        db.close().await;
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime, which cannot block on its own futures: clean up
+        // on a thread with a runtime of its own, and with clients of its own (a client's
+        // pooled connections belong to the runtime that made them, which is blocked here).
+        let rabbit = rabbit::Admin::from_env();
+        let cleanup = std::thread::spawn(move || {
+            let runtime =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            runtime.block_on(async move {
+                rabbit.delete_vhost(&name).await;
+                if let Ok(mut conn) =
+                    sqlx::postgres::PgConnection::connect_with(&admin_database_url().parse().expect("a URL"))
+                        .await
+                {
+                    let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&mut conn).await;
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
+use sqlx::Connection as _;
+
+/// Polls `check` until it returns `Some`, for at most `timeout`; panics with `what` otherwise.
+/// Assert eventual effects with this, never with a sleep.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

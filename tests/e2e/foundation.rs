@@ -1,0 +1,171 @@
+//! The process skeleton every binary shares (issue 2): readiness, configuration errors,
+//! broker loss and return, SIGTERM, concurrent migrations, and the first Socket.IO test.
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde_json::json;
+use switchboard_tests::{Bin, Driver, Running, TestEnv};
+
+#[tokio::test]
+async fn every_binary_becomes_ready_and_serves_health_and_metrics() {
+    let env = TestEnv::new().await;
+    let mut running = Vec::new();
+    for bin in Bin::ALL {
+        running.push(env.spawn(bin, &[]).await);
+    }
+    for process in &running {
+        process.wait_ready().await;
+        assert_eq!(process.get("/healthz").await.0, 200, "{}", process.bin.name());
+        let (status, body) = process.get("/readyz").await;
+        assert_eq!((status, body.as_str()), (200, r#"{"status":"ready"}"#), "{}", process.bin.name());
+        let (status, metrics) = process.get("/metrics").await;
+        assert_eq!(status, 200, "{}", process.bin.name());
+        assert!(
+            metrics.contains("bus_published_total") || metrics.is_empty() || metrics.contains('#'),
+            "{metrics}"
+        );
+    }
+    // The exchanges of contract section 1 exist, declared by the processes themselves.
+    let exchanges: Vec<String> = reqwest_exchanges(&env).await;
+    for name in ["user.direct", "events.topic", "presence.fanout"] {
+        assert!(exchanges.iter().any(|e| e == name), "{name} missing from {exchanges:?}");
+    }
+}
+
+async fn reqwest_exchanges(env: &TestEnv) -> Vec<String> {
+    let url = format!("http://127.0.0.1:15672/api/exchanges/{}", env.vhost);
+    let list: Vec<serde_json::Value> = reqwest::Client::new()
+        .get(url)
+        .basic_auth("guest", Some("guest"))
+        .send()
+        .await
+        .expect("management API")
+        .json()
+        .await
+        .expect("JSON");
+    list.iter().filter_map(|e| e["name"].as_str().map(str::to_owned)).collect()
+}
+
+#[tokio::test]
+async fn a_bad_setting_exits_64_naming_the_variable_before_binding() {
+    let env = TestEnv::new().await;
+    type Case<'a> = (Bin, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
+        (Bin::Edge, &[("RABBITMQ_PORT", "not-a-port")], "RABBITMQ_PORT"),
+        (Bin::Messages, &[("RABBITMQ_PORT", "99999")], "RABBITMQ_PORT"),
+        (Bin::Presence, &[("SHUTDOWN_GRACE_MS", "soon")], "SHUTDOWN_GRACE_MS"),
+        (Bin::Notifier, &[("DATABASE_MIGRATE", "perhaps")], "DATABASE_MIGRATE"),
+        (Bin::Edge, &[("AUTH_MODE", "jwt")], "AUTH_JWT_SECRET"),
+        (Bin::Edge, &[("AUTH_MODE", "ldap")], "AUTH_MODE"),
+        (Bin::Messages, &[("DATABASE_URL", "mysql://nope")], "DATABASE_URL"),
+    ];
+    for (bin, extra, variable) in cases {
+        let mut vars = env.base_env();
+        vars.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let (status, output) = Running::run_to_exit(*bin, &vars, Duration::from_secs(10)).await;
+        assert_eq!(status.code(), Some(64), "{} with {extra:?}: {output:?}", bin.name());
+        assert_eq!(output.len(), 1, "exactly one line: {output:?}");
+        assert!(
+            output[0].starts_with(&format!("{}: invalid configuration: {variable}: ", bin.name())),
+            "{} with {extra:?} printed {:?}",
+            bin.name(),
+            output[0]
+        );
+        // One line, nothing else: in particular no "listening" (no port was bound).
+    }
+}
+
+#[tokio::test]
+async fn secrets_are_never_printed() {
+    let env = TestEnv::new().await;
+    let mut vars = env.base_env();
+    vars.push(("AUTH_MODE".into(), "jwt".into()));
+    vars.push(("AUTH_JWT_SECRET".into(), "super-secret-value".into()));
+    vars.push(("RABBITMQ_PORT".into(), "x".into()));
+    let (status, output) = Running::run_to_exit(Bin::Edge, &vars, Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(64));
+    assert!(!output.join("\n").contains("super-secret-value"));
+}
+
+#[tokio::test]
+async fn readiness_follows_the_broker_away_and_back() {
+    let env = TestEnv::new().await;
+    let workers = [env.spawn_ready(Bin::Messages, &[]).await, env.spawn_ready(Bin::Edge, &[]).await];
+    // Deleting the vhost makes the broker close every connection to it, and refuse new ones.
+    env.rabbit.delete_vhost(&env.vhost).await;
+    for process in &workers {
+        process.wait_readyz(503, Duration::from_secs(10)).await;
+        let (_, body) = process.get("/readyz").await;
+        let body: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(body["status"], "not ready");
+        assert!(body["failing"]["bus"].is_string(), "{body}");
+        assert!(body["failing"].get("database").is_none(), "{body}");
+        assert_eq!(process.get("/healthz").await.0, 200, "alive while not ready");
+    }
+    env.rabbit.create_vhost(&env.vhost).await;
+    for process in &workers {
+        // Backoff tops out at 5 s between attempts.
+        process.wait_readyz(200, Duration::from_secs(15)).await;
+    }
+}
+
+#[tokio::test]
+async fn sigterm_exits_zero_within_the_grace_period() {
+    let env = TestEnv::new().await;
+    for bin in Bin::ALL {
+        let mut process = env.spawn_ready(bin, &[("SHUTDOWN_GRACE_MS", "3000")]).await;
+        let started = tokio::time::Instant::now();
+        process.signal(Signal::SIGTERM);
+        let status = process.wait_exit(Duration::from_secs(5)).await;
+        assert_eq!(status.code(), Some(0), "{} exit status", bin.name());
+        assert!(started.elapsed() < Duration::from_secs(3), "{} took {:?}", bin.name(), started.elapsed());
+        assert!(process.logs().iter().any(|l| l.contains("\"stopped\"")), "{} logs its stop", bin.name());
+    }
+}
+
+#[tokio::test]
+async fn two_copies_starting_at_once_both_migrate_without_error() {
+    let env = TestEnv::new().await;
+    let (a, b) = tokio::join!(env.spawn(Bin::Messages, &[]), env.spawn(Bin::Notifier, &[]));
+    let (c, d) = tokio::join!(env.spawn(Bin::Messages, &[]), env.spawn(Bin::Presence, &[]));
+    let copies = [a, b, c, d];
+    for copy in &copies {
+        copy.wait_ready().await;
+        let errors: Vec<_> =
+            copy.logs().into_iter().filter(|l| l.contains("\"ERROR\"") || l.contains("\"WARN\"")).collect();
+        assert!(errors.is_empty(), "{} logged: {errors:#?}", copy.bin.name());
+    }
+    let db = env.db().await;
+    let applied: Vec<(i64, bool)> =
+        sqlx::query_as("SELECT version, success FROM _sqlx_migrations ORDER BY version")
+            .fetch_all(&db)
+            .await
+            .expect("query");
+    let expected: Vec<(i64, bool)> = switchboard::db::MIGRATOR.iter().map(|m| (m.version, true)).collect();
+    assert_eq!(applied, expected);
+}
+
+#[tokio::test]
+async fn socket_io_client_without_a_session_is_refused_and_with_one_is_admitted() {
+    let env = TestEnv::new().await;
+    let edge = env.spawn_ready(Bin::Edge, &[]).await;
+    env.add_session("good-token", "alice", chrono::Duration::hours(1)).await;
+    let mut driver = Driver::start().await;
+    for transport in ["websocket", "polling"] {
+        let refused = driver.connect("anon", &edge.url(), json!({ "transports": [transport] })).await;
+        assert_eq!(refused, Err("unauthorized".to_owned()), "{transport}");
+        let admitted = driver
+            .connect(
+                "alice",
+                &edge.url(),
+                json!({ "transports": [transport], "auth": { "token": "good-token" } }),
+            )
+            .await;
+        assert!(admitted.is_ok(), "{transport}: {admitted:?}");
+        let session = driver.event("alice", "session").await;
+        assert_eq!(session["userId"], "alice");
+        assert!(session["serverTime"].as_str().is_some_and(|t| t.ends_with('Z')), "{session}");
+        driver.disconnect("alice").await;
+    }
+}
