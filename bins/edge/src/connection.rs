@@ -12,7 +12,6 @@ use socketioxide::{
     SocketIo,
     extract::{SocketRef, State, TryData},
     handler::ConnectHandler,
-    layer::SocketIoLayer,
 };
 use switchboard::{
     Config,
@@ -41,16 +40,16 @@ struct HandshakeAuth {
     token: Option<String>,
 }
 
-/// Builds the Socket.IO layer and its handle.
-pub fn build(config: &Config, auth: Arc<Authenticator>) -> (SocketIoLayer, SocketIo) {
-    let (layer, io) = SocketIo::builder()
+/// Builds the Socket.IO routes (at `/socket.io/`) and the server's handle.
+pub fn build(config: &Config, auth: Arc<Authenticator>) -> (axum::Router, SocketIo) {
+    let (service, io) = SocketIo::builder()
         .max_payload(config.max_frame_bytes)
         .ws_max_message_size(usize::try_from(config.max_frame_bytes).unwrap_or(usize::MAX))
         .ws_max_frame_size(usize::try_from(config.max_frame_bytes).unwrap_or(usize::MAX))
         .with_state(auth)
-        .build_layer();
+        .build_svc();
     io.ns("/", on_connect.with(authenticate));
-    (layer, io)
+    (axum::Router::new().route_service("/socket.io/", service), io)
 }
 
 async fn authenticate(

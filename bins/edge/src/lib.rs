@@ -21,10 +21,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let with_database = config.auth_mode == AuthMode::Database;
     let process = Process::start(Role::Edge, config, shutdown, with_database).await?;
     let auth = Arc::new(auth::Authenticator::new(&process.config, process.database.clone())?);
-    let (layer, io) = connection::build(&process.config, auth);
-    let routes = axum::Router::new()
-        .layer(layer)
-        .layer(axum::middleware::from_fn_with_state(Arc::new(origins), origin::check));
+    let (socket_io, io) = connection::build(&process.config, auth);
+    let routes = socket_io.layer(axum::middleware::from_fn_with_state(Arc::new(origins), origin::check));
     let closing = io.clone();
     let shutdown = process.shutdown.clone();
     tokio::spawn(async move {
