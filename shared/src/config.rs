@@ -60,6 +60,8 @@ pub enum Role {
     Messages,
     Presence,
     Notifier,
+    /// A host application's backend using this crate to publish (contract section 6).
+    Backend,
 }
 
 impl Role {
@@ -70,6 +72,7 @@ impl Role {
             Role::Messages => "switchboard-messages",
             Role::Presence => "switchboard-presence",
             Role::Notifier => "switchboard-notifier",
+            Role::Backend => "switchboard-backend",
         }
     }
 
@@ -79,6 +82,7 @@ impl Role {
             Role::Messages => 9101,
             Role::Presence => 9102,
             Role::Notifier => 9103,
+            Role::Backend => 0,
         }
     }
 }

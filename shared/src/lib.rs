@@ -11,6 +11,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod backend;
 pub mod bus;
 pub mod config;
 pub mod contract;

@@ -31,6 +31,7 @@ where
         }
     };
     telemetry::init_tracing(config.log_format);
+    telemetry::init_metrics();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -114,7 +115,16 @@ impl Process {
     /// Serves `routes` plus the health routes until shutdown, then drains in-flight work
     /// within `SHUTDOWN_GRACE_MS` and closes the bus and the database.
     pub async fn serve(self, routes: Router) -> anyhow::Result<()> {
-        let app = routes.merge(health::router(self.readiness(), telemetry::init_metrics()));
+        let readiness = self.readiness();
+        self.serve_with(routes, readiness).await
+    }
+
+    /// [`Process::serve`] with readiness checks of the caller's choosing (the edge adds its
+    /// delivery queue to the bus and database).
+    pub async fn serve_with(self, routes: Router, readiness: Readiness) -> anyhow::Result<()> {
+        metrics::gauge!("switchboard_build_info", "binary" => self.role.binary(), "version" => env!("CARGO_PKG_VERSION"))
+            .set(1.0);
+        let app = routes.merge(health::router(readiness, telemetry::init_metrics()));
         let addr = self.listener.local_addr()?;
         tracing::info!(%addr, role = self.role.binary(), "listening");
         let token = self.shutdown.token().clone();

@@ -1,4 +1,5 @@
 //! End-to-end tests: the real binaries, the real broker and database, the official
 //! `socket.io-client`. One test binary; one module per area (STYLE practice 7).
 
+mod edge;
 mod foundation;

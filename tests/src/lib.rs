@@ -25,6 +25,9 @@ pub fn admin_database_url() -> String {
         .unwrap_or_else(|_| "postgres://switchboard:switchboard@127.0.0.1:5432/switchboard".into())
 }
 
+/// The ingress key every test edge accepts.
+pub const INGRESS_KEY: &str = "test-ingress-key";
+
 /// One test's private world.
 pub struct TestEnv {
     /// Unique per test; used for the database and the vhost.
@@ -72,6 +75,7 @@ impl TestEnv {
             ("METRICS_PORT", "0"),
             ("LOG_FORMAT", "json"),
             ("SHUTDOWN_GRACE_MS", "5000"),
+            ("INGRESS_API_KEYS", INGRESS_KEY),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))

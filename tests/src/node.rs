@@ -167,8 +167,10 @@ impl Driver {
         line["reason"].as_str().unwrap_or_default().to_owned()
     }
 
+    /// Disconnects a client and waits until the driver reports it gone.
     pub async fn disconnect(&mut self, client: &str) {
         self.send(json!({ "cmd": "disconnect", "client": client })).await;
+        self.disconnected(client).await;
     }
 }
 

@@ -167,6 +167,33 @@ impl Running {
         }
     }
 
+    /// POSTs (or DELETEs, with `method`) JSON to the ingress with a bearer key; returns the
+    /// status and the JSON body (`Null` when there is none).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, serde_json::Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.url()));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            request = request.header("content-type", "application/json").body(body.to_owned());
+        }
+        let response = request.send().await.expect("the edge answers");
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+    }
+
+    /// POSTs JSON to the ingress with the test key.
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        self.call(reqwest::Method::POST, path, Some(crate::INGRESS_KEY), Some(&body.to_string())).await
+    }
+
     /// Waits until `/readyz` answers `status`, at most `timeout`.
     pub async fn wait_readyz(&self, status: u16, timeout: Duration) {
         let what = format!("{} /readyz to answer {status}", self.bin.name());

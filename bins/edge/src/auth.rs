@@ -104,7 +104,10 @@ impl Authenticator {
             Method::Jwt { key, validation } => {
                 let data = jsonwebtoken::decode::<Claims>(token, key, validation)
                     .map_err(|e| Refusal::InvalidToken(e.to_string()))?;
-                data.claims.sub.parse().map_err(Refusal::InvalidToken)
+                data.claims
+                    .sub
+                    .parse()
+                    .map_err(|e: switchboard::contract::ids::InvalidId| Refusal::InvalidToken(e.0))
             }
             Method::Database { database, query, ttl, cache } => {
                 if let Some(user) = cached(cache, token) {

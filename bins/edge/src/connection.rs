@@ -1,12 +1,15 @@
-//! Admitting a socket (contract section 3).
+//! Admitting a socket and letting it go (contract section 3).
 //!
-//! The connect middleware runs before the socket exists for the client: it authenticates,
-//! and a refusal becomes `connect_error` with message `unauthorized` (the reason is logged,
-//! never sent). Only when the middleware succeeds does the client get `connect`, and the
-//! handler then sends `session`.
+//! The connect middleware runs before the client is told it is connected: it authenticates
+//! (a refusal becomes `connect_error` `unauthorized`; the reason is logged, never sent), then
+//! binds the user's deliveries to this edge's queue and joins the socket to `user:<id>`. Only
+//! then does the client get `connect`, so nothing addressed to the user after that is lost.
+//! The connect handler sends `session` and registers the event families; the disconnect
+//! handler releases the socket's bindings.
 
-use std::sync::Arc;
+use std::{collections::HashSet, num::NonZeroU32, sync::Arc, sync::Mutex};
 
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Deserialize;
 use socketioxide::{
     SocketIo,
@@ -16,12 +19,12 @@ use socketioxide::{
 use switchboard::{
     Config,
     contract::{
-        UserId,
+        ConversationId, Room, UserId,
         server::{ServerEvent, Session},
     },
 };
 
-use crate::auth::{Authenticator, Refusal};
+use crate::{App, auth::Refusal, events};
 
 /// The `connect_error` messages a client can see.
 #[derive(Debug, thiserror::Error)]
@@ -29,9 +32,54 @@ pub enum ConnectRefused {
     /// No, unknown, expired or malformed session.
     #[error("unauthorized")]
     Unauthorized,
-    /// The session could not be checked (database down); retrying later may work.
+    /// The session could not be checked, or deliveries cannot be set up (database or broker
+    /// down); retrying later may work.
     #[error("unavailable")]
     Unavailable,
+}
+
+/// What the edge knows about one connected socket, kept in its extensions.
+pub struct Client {
+    pub user: UserId,
+    limiter: DefaultDirectRateLimiter,
+    /// The conversations this socket joined (and so the room bindings it holds).
+    joined: Mutex<HashSet<ConversationId>>,
+}
+
+impl Client {
+    fn new(user: UserId, config: &Config) -> Self {
+        let per_second = NonZeroU32::new(config.rate_limit_per_sec).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(config.rate_limit_burst).unwrap_or(per_second);
+        let quota = Quota::per_second(per_second).allow_burst(burst);
+        Self { user, limiter: RateLimiter::direct(quota), joined: Mutex::default() }
+    }
+
+    /// Takes one event from the socket's token bucket; false when it is empty.
+    pub fn allow_event(&self) -> bool {
+        self.limiter.check().is_ok()
+    }
+
+    pub fn has_joined(&self, id: ConversationId) -> bool {
+        self.joined().contains(&id)
+    }
+
+    /// Records a join; false if it was already recorded.
+    pub fn mark_joined(&self, id: ConversationId) -> bool {
+        self.joined().insert(id)
+    }
+
+    /// Records a leave; false if the socket had not joined.
+    pub fn mark_left(&self, id: ConversationId) -> bool {
+        self.joined().remove(&id)
+    }
+
+    fn take_joined(&self) -> Vec<ConversationId> {
+        self.joined().drain().collect()
+    }
+
+    fn joined(&self) -> std::sync::MutexGuard<'_, HashSet<ConversationId>> {
+        self.joined.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 /// The handshake's `auth` object; only `token` is read.
@@ -41,47 +89,70 @@ struct HandshakeAuth {
 }
 
 /// Builds the Socket.IO routes (at `/socket.io/`) and the server's handle.
-pub fn build(config: &Config, auth: Arc<Authenticator>) -> (axum::Router, SocketIo) {
+pub fn build(app: Arc<App>) -> (axum::Router, SocketIo) {
+    let config = &app.config;
+    let frame = usize::try_from(config.max_frame_bytes).unwrap_or(usize::MAX);
     let (service, io) = SocketIo::builder()
         .max_payload(config.max_frame_bytes)
-        .ws_max_message_size(usize::try_from(config.max_frame_bytes).unwrap_or(usize::MAX))
-        .ws_max_frame_size(usize::try_from(config.max_frame_bytes).unwrap_or(usize::MAX))
-        .with_state(auth)
+        .ws_max_message_size(frame)
+        .ws_max_frame_size(frame)
+        // Packets queued per socket before emits to it fail: room for a burst of deliveries
+        // to a slow client.
+        .max_buffer_size(1024)
+        .with_state(app.clone())
         .build_svc();
-    io.ns("/", on_connect.with(authenticate));
+    io.ns("/", on_connect.with(admit));
     (axum::Router::new().route_service("/socket.io/", service), io)
 }
 
-async fn authenticate(
+async fn admit(
     socket: SocketRef,
-    State(auth): State<Arc<Authenticator>>,
+    State(app): State<Arc<App>>,
     TryData(handshake): TryData<HandshakeAuth>,
 ) -> Result<(), ConnectRefused> {
     let auth_token = handshake.ok().and_then(|h| h.token);
-    let token = auth.token(&socket.req_parts().headers, auth_token.as_deref());
-    match auth.authenticate(token).await {
-        Ok(user) => {
-            socket.extensions.insert(user);
-            Ok(())
-        }
+    let token = app.auth.token(&socket.req_parts().headers, auth_token.as_deref());
+    let user = match app.auth.authenticate(token).await {
+        Ok(user) => user,
         Err(Refusal::Unavailable(error)) => {
             tracing::warn!(%error, "cannot check a session; refusing the connection as unavailable");
             metrics::counter!("edge_connect_refused_total", "reason" => "unavailable").increment(1);
-            Err(ConnectRefused::Unavailable)
+            return Err(ConnectRefused::Unavailable);
         }
         Err(refusal) => {
             tracing::info!(reason = %refusal, "refused a connection");
             metrics::counter!("edge_connect_refused_total", "reason" => "unauthorized").increment(1);
-            Err(ConnectRefused::Unauthorized)
+            return Err(ConnectRefused::Unauthorized);
         }
+    };
+    let room = Room::User(user.clone());
+    if let Err(error) = app.deliveries.add(&room).await {
+        tracing::warn!(%error, "cannot bind deliveries; refusing the connection as unavailable");
+        metrics::counter!("edge_connect_refused_total", "reason" => "unavailable").increment(1);
+        return Err(ConnectRefused::Unavailable);
     }
+    socket.join(room.to_string());
+    socket.extensions.insert(Arc::new(Client::new(user, &app.config)));
+    Ok(())
 }
 
 async fn on_connect(socket: SocketRef) {
-    let Some(user) = socket.extensions.get::<UserId>() else { return };
+    let Some(client) = socket.extensions.get::<Arc<Client>>() else { return };
     metrics::counter!("edge_connects_total").increment(1);
-    let session = Session { user_id: user, server_time: chrono::Utc::now() };
+    metrics::gauge!("edge_sockets_connected").increment(1.0);
+    events::register(&socket);
+    socket.on_disconnect(on_disconnect);
+    let session = Session { user_id: client.user.clone(), server_time: chrono::Utc::now() };
     if let Err(error) = socket.emit(Session::NAME, &session) {
         tracing::debug!(%error, "socket left before its session event");
     }
+}
+
+async fn on_disconnect(socket: SocketRef, State(app): State<Arc<App>>) {
+    metrics::gauge!("edge_sockets_connected").decrement(1.0);
+    let Some(client) = socket.extensions.get::<Arc<Client>>() else { return };
+    for conversation in client.take_joined() {
+        app.deliveries.remove(&Room::Conversation(conversation)).await;
+    }
+    app.deliveries.remove(&Room::User(client.user.clone())).await;
 }

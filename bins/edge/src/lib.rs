@@ -1,35 +1,96 @@
 //! `switchboard-edge`: the Socket.IO server for clients (websocket and long-polling), the HTTP
 //! ingress for backends, and health and metrics, all on `WEBSOCKET_PORT` (contract section 1).
 //!
-//! Layout, following a connection:
+//! Following a connection through the modules:
 //! - [`origin`]: the handshake's `Origin` check, before Socket.IO sees the request;
 //! - [`auth`]: who is connecting (cookie, `auth.token`, bearer; database or JWT);
-//! - [`connection`]: the connect middleware and handler: refuse or admit, then `session`.
+//! - [`connection`]: admit or refuse, bind the user's deliveries, `session`, clean-up;
+//! - [`events`]: client events, one module per family, behind one ack/validation wrapper;
+//! - [`delivery`]: this edge's queue, its bindings, and emitting what arrives to sockets;
+//! - [`ingress`]: `/api/v1/*` for backends.
+//!
+//! Shutdown (SIGTERM): the HTTP server stops accepting, the bus hears that this edge's users
+//! are leaving (`edge.stopping`), every socket is closed, the queue is deleted, and the process
+//! exits within `SHUTDOWN_GRACE_MS`.
 
 #![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod connection;
+pub mod delivery;
+pub mod events;
+pub mod ingress;
 pub mod origin;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
-use switchboard::{Config, Role, Shutdown, config::AuthMode, service::Process};
+use switchboard::{
+    Bus, Config, Role, Shutdown,
+    bus::{Durability, topology},
+    config::{AuthMode, Secret},
+    contract::bus::EdgeStopping,
+    service::Process,
+};
+
+use crate::{auth::Authenticator, delivery::Deliveries};
+
+/// What every handler of the edge shares.
+pub struct App {
+    pub config: Config,
+    pub bus: Bus,
+    pub auth: Authenticator,
+    pub deliveries: Arc<Deliveries>,
+    pub ingress_keys: Vec<Secret>,
+}
 
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let origins = config.origins()?;
     let with_database = config.auth_mode == AuthMode::Database;
     let process = Process::start(Role::Edge, config, shutdown, with_database).await?;
-    let auth = Arc::new(auth::Authenticator::new(&process.config, process.database.clone())?);
-    let (socket_io, io) = connection::build(&process.config, auth);
-    let routes = socket_io.layer(axum::middleware::from_fn_with_state(Arc::new(origins), origin::check));
-    let closing = io.clone();
-    let shutdown = process.shutdown.clone();
-    tokio::spawn(async move {
-        shutdown.triggered().await;
-        // Closing every socket lets clients reconnect elsewhere at once instead of waiting for
-        // a ping timeout; the HTTP server stops accepting in the meantime.
-        closing.close().await;
+    let deliveries = Deliveries::new(process.bus.clone());
+    let app = Arc::new(App {
+        auth: Authenticator::new(&process.config, process.database.clone())?,
+        ingress_keys: process.config.ingress_keys(),
+        config: process.config.clone(),
+        bus: process.bus.clone(),
+        deliveries: deliveries.clone(),
     });
-    process.serve(routes).await
+    let (socket_io, io) = connection::build(app.clone());
+    deliveries.start(io.clone(), &process.shutdown);
+    let routes = socket_io
+        .merge(ingress::router(app.clone()))
+        .layer(axum::middleware::from_fn_with_state(Arc::new(origins), origin::check));
+
+    let stopping = process.shutdown.clone();
+    process.shutdown.spawn(async move {
+        stopping.triggered().await;
+        say_goodbye(&app).await;
+        // Closing every socket lets clients reconnect to another edge at once instead of
+        // waiting for a ping timeout.
+        io.close().await;
+    });
+    let deliveries_ready = deliveries.clone();
+    let readiness = process.readiness().check("deliveries", move || {
+        let ready = deliveries_ready.is_ready();
+        async move { if ready { Ok(()) } else { Err("the delivery queue is not consuming".to_owned()) } }
+    });
+    process.serve_with(routes, readiness).await
+}
+
+/// Tells the bus that this edge's users are leaving, so presence need not wait for the edge's
+/// reports to stop. Bounded: a broker that is down must not hold up the shutdown.
+async fn say_goodbye(app: &App) {
+    let users = app.deliveries.users().await;
+    let goodbye = EdgeStopping { edge_id: app.deliveries.edge_id, users };
+    let publish = app.bus.publish(
+        topology::EVENTS_TOPIC,
+        topology::keys::EDGE_STOPPING,
+        &goodbye,
+        Durability::Confirmed,
+    );
+    match tokio::time::timeout(Duration::from_secs(2), publish).await {
+        Ok(Ok(())) => tracing::info!(users = goodbye.users.len(), "told the bus this edge is stopping"),
+        Ok(Err(error)) => tracing::warn!(%error, "could not announce the shutdown"),
+        Err(_) => tracing::warn!("could not announce the shutdown in time"),
+    }
 }

@@ -297,7 +297,7 @@ async fn wait_until_lost(mut events: impl futures::Stream<Item = lapin::Event> +
 
 /// Delays between reconnection attempts: 100 ms doubling to 5 s, with jitter so that many
 /// processes do not reconnect in step.
-pub(crate) fn backoff() -> impl Iterator<Item = Duration> + Send {
+pub fn backoff() -> impl Iterator<Item = Duration> + Send {
     backon::ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))
         .with_max_delay(Duration::from_secs(5))

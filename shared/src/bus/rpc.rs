@@ -7,6 +7,9 @@
 //! `correlation_id`. A request carries an AMQP `expiration` equal to the caller's timeout, so a
 //! server that was down does not work through requests nobody waits for any more.
 //!
+//! The request is published as mandatory on a confirm-mode channel, so a request that no
+//! queue is bound to (the server has never run) fails at once with `Unavailable`.
+//!
 //! A reply body is `{ "ok": <response> }` or `{ "error": { "code", "message" } }` inside the
 //! usual [`Envelope`], whose kind is the response's kind.
 
@@ -19,8 +22,8 @@ use std::{
 
 use futures::StreamExt;
 use lapin::{
-    BasicProperties, Channel,
-    options::{BasicConsumeOptions, BasicPublishOptions},
+    BasicProperties, Channel, Confirmation,
+    options::{BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions},
     types::FieldTable,
 };
 use serde::{Deserialize, Serialize};
@@ -88,18 +91,33 @@ impl Bus {
             .with_correlation_id(correlation.as_str().into())
             .with_expiration(timeout.as_millis().to_string().into())
             .with_delivery_mode(1);
+        // Mandatory, on a confirm-mode channel: a request no queue is bound for comes back at
+        // once as returned, and the caller hears `unavailable` instead of waiting for its
+        // timeout.
         let sent = channel
             .basic_publish(
                 exchange.into(),
                 routing_key.into(),
-                BasicPublishOptions::default(),
+                BasicPublishOptions { mandatory: true, ..Default::default() },
                 &envelope.encode(),
                 properties,
             )
             .await;
-        if let Err(error) = sent {
+        let confirmed = match sent {
+            Ok(confirm) => confirm.await,
+            Err(error) => Err(error),
+        };
+        let failure = match confirmed {
+            Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => None,
+            Ok(Confirmation::Ack(Some(_))) => {
+                Some(BusError::Unavailable(format!("nothing serves {routing_key}")))
+            }
+            Ok(Confirmation::Nack(_)) => Some(BusError::Nacked),
+            Err(error) => Some(BusError::from(error)),
+        };
+        if let Some(error) = failure {
             lock(&pending).remove(&correlation);
-            return Err(BusError::from(error).into());
+            return Err(error.into());
         }
         metrics::counter!("bus_published_total", "exchange" => exchange.to_owned()).increment(1);
         let bytes = match tokio::time::timeout(timeout, receiver).await {
@@ -124,6 +142,7 @@ impl Bus {
             return Ok((channel.clone(), pending.clone()));
         }
         let channel = self.channel().await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
         let mut replies = channel
             .basic_consume(
                 DIRECT_REPLY_TO.into(),

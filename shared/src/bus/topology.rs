@@ -27,6 +27,12 @@ pub mod keys {
     pub fn conversation_room(id: ConversationId) -> String {
         format!("room.conversation.{id}")
     }
+
+    /// Membership questions for the owner of conversations (request/reply).
+    pub const MEMBERSHIP_QUERY: &str = "rpc.conversation.membership";
+
+    /// An edge is stopping.
+    pub const EDGE_STOPPING: &str = "edge.stopping";
 }
 
 /// The exchanges of contract section 1.
@@ -104,7 +110,7 @@ impl QueueSpec {
         self
     }
 
-    pub(crate) async fn declare(&self, channel: &Channel) -> lapin::Result<()> {
+    pub async fn declare(&self, channel: &Channel) -> lapin::Result<()> {
         let mut args = FieldTable::default();
         if self.single_active_consumer {
             args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));

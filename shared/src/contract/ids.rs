@@ -7,15 +7,20 @@ use std::{fmt, str::FromStr};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+/// Why a string is not a valid id or room; the message says what is allowed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidId(pub String);
+
 /// Checks the host application's id alphabet (contract, terms).
-fn check_external_id(kind: &str, raw: &str) -> Result<(), String> {
+fn check_external_id(kind: &str, raw: &str) -> Result<(), InvalidId> {
     if raw.is_empty() || raw.len() > 128 {
-        return Err(format!("{kind} must be 1 to 128 characters"));
+        return Err(InvalidId(format!("{kind} must be 1 to 128 characters")));
     }
     if let Some(c) =
         raw.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '@' | '-')))
     {
-        return Err(format!("{kind} contains {c:?}; allowed are A-Z a-z 0-9 _ . : @ -"));
+        return Err(InvalidId(format!("{kind} contains {c:?}; allowed are A-Z a-z 0-9 _ . : @ -")));
     }
     Ok(())
 }
@@ -34,16 +39,16 @@ macro_rules! external_id {
         }
 
         impl TryFrom<String> for $name {
-            type Error = String;
-            fn try_from(raw: String) -> Result<Self, String> {
+            type Error = InvalidId;
+            fn try_from(raw: String) -> Result<Self, InvalidId> {
                 check_external_id($kind, &raw)?;
                 Ok(Self(raw))
             }
         }
 
         impl FromStr for $name {
-            type Err = String;
-            fn from_str(raw: &str) -> Result<Self, String> {
+            type Err = InvalidId;
+            fn from_str(raw: &str) -> Result<Self, InvalidId> {
                 Self::try_from(raw.to_owned())
             }
         }
@@ -139,8 +144,8 @@ impl fmt::Display for Room {
 }
 
 impl FromStr for Room {
-    type Err = String;
-    fn from_str(raw: &str) -> Result<Self, String> {
+    type Err = InvalidId;
+    fn from_str(raw: &str) -> Result<Self, InvalidId> {
         if let Some(user) = raw.strip_prefix("user:") {
             return user.parse().map(Room::User);
         }
@@ -148,9 +153,9 @@ impl FromStr for Room {
             return conversation
                 .parse()
                 .map(Room::Conversation)
-                .map_err(|_| "conversation room id must be a UUID".to_owned());
+                .map_err(|_| InvalidId("conversation room id must be a UUID".to_owned()));
         }
-        Err("room must be user:<userId> or conversation:<conversationId>".to_owned())
+        Err(InvalidId("room must be user:<userId> or conversation:<conversationId>".to_owned()))
     }
 }
 

@@ -1,0 +1,252 @@
+//! Delivery to this edge's sockets (contract sections 3 and 5).
+//!
+//! Each edge process has its own queue, `edge.<edge id>`, exclusive to its connection: when
+//! the edge dies, the broker deletes the queue and every binding with it, so a crashed or
+//! restarted edge leaves nothing stale behind. The queue is bound
+//! - on `user.direct` with a user's id while that user has at least one socket here, and
+//! - on `events.topic` with `room.conversation.<id>` while a socket here has joined that room,
+//!
+//! and only then, so an edge receives what its sockets need and nothing else. Bindings are
+//! reference-counted per room: the first local socket binds, the last one to leave unbinds.
+//!
+//! **No lost window.** A socket's user binding is made (and confirmed by the broker's
+//! `bind-ok`) in the connect middleware, before the client is sent `connect`, and the socket
+//! joins its `user:<id>` room in the same step. Anything published after the client saw
+//! `connect` is therefore routed to this queue and reaches the socket.
+//!
+//! **Reconnection.** When the channel dies (broker restart, connection closed by an operator),
+//! the consumer loop backs off, then declares the queue again, re-binds every room that still
+//! has local sockets, and only then consumes: nothing published after the re-bind is missed.
+//! While the queue is down, new sockets are refused (`unavailable`) rather than admitted
+//! without a binding, since their `connect` would promise a delivery we could not make.
+//!
+//! Deliveries are handled one at a time, in queue order, so a conversation's `message:new`
+//! reach each socket in `seq` order.
+
+use std::{collections::HashMap, str::FromStr, sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use lapin::{
+    Channel,
+    options::{
+        BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions, QueueBindOptions,
+        QueueDeleteOptions,
+    },
+    types::FieldTable,
+};
+use socketioxide::{SocketIo, socket::Sid};
+use switchboard::{
+    Bus, Shutdown,
+    backend::route,
+    bus::{BusError, Envelope, QueueSpec},
+    contract::{Room, bus::Deliver},
+};
+use tokio::sync::{Mutex, watch};
+use uuid::Uuid;
+
+/// The edge's queue and its bindings.
+pub struct Deliveries {
+    pub edge_id: Uuid,
+    queue: String,
+    bus: Bus,
+    state: Mutex<Bindings>,
+    /// True while the queue is declared, bound and consumed.
+    ready: watch::Sender<bool>,
+}
+
+#[derive(Default)]
+struct Bindings {
+    /// The channel on the connection that owns the exclusive queue; `None` while it is down.
+    channel: Option<Channel>,
+    /// Local sockets per room: a room is bound while its count is above zero.
+    counts: HashMap<Room, usize>,
+    /// Set at shutdown: the queue is about to be deleted, so unbinding is pointless.
+    closing: bool,
+}
+
+impl Deliveries {
+    pub fn new(bus: Bus) -> Arc<Self> {
+        let edge_id = Uuid::now_v7();
+        let (ready, _) = watch::channel(false);
+        Arc::new(Self { edge_id, queue: format!("edge.{edge_id}"), bus, state: Mutex::default(), ready })
+    }
+
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
+    /// Adds one local socket to `room`, binding the queue if it is the first. Returns once the
+    /// broker confirmed the binding.
+    pub async fn add(&self, room: &Room) -> Result<(), BusError> {
+        let mut state = self.state.lock().await;
+        let count = state.counts.get(room).copied().unwrap_or(0);
+        if count == 0 {
+            let channel = state
+                .channel
+                .clone()
+                .ok_or_else(|| BusError::Unavailable("the edge's queue is not ready".into()))?;
+            bind(&channel, &self.queue, room).await?;
+        }
+        state.counts.insert(room.clone(), count + 1);
+        Ok(())
+    }
+
+    /// Removes one local socket from `room`, unbinding the queue if it was the last.
+    pub async fn remove(&self, room: &Room) {
+        let mut state = self.state.lock().await;
+        let Some(count) = state.counts.get_mut(room) else { return };
+        *count -= 1;
+        if *count > 0 {
+            return;
+        }
+        state.counts.remove(room);
+        if state.closing {
+            return;
+        }
+        if let Some(channel) = state.channel.clone() {
+            let (exchange, key) = route(room);
+            let unbound = channel
+                .queue_unbind(self.queue.as_str().into(), exchange.into(), key.into(), FieldTable::default())
+                .await;
+            if let Err(error) = unbound {
+                // The channel died: the re-bind after reconnection only binds rooms still counted.
+                tracing::warn!(%room, %error, "could not unbind a room");
+            }
+        }
+    }
+
+    /// The users with at least one socket here.
+    pub async fn users(&self) -> Vec<switchboard::contract::UserId> {
+        let state = self.state.lock().await;
+        state
+            .counts
+            .keys()
+            .filter_map(|room| match room {
+                Room::User(user) => Some(user.clone()),
+                Room::Conversation(_) => None,
+            })
+            .collect()
+    }
+
+    /// Runs the consumer until shutdown, then deletes the queue.
+    pub fn start(self: &Arc<Self>, io: SocketIo, shutdown: &Shutdown) {
+        let this = self.clone();
+        let shutdown = shutdown.clone();
+        let tracker = shutdown.clone();
+        tracker.spawn(async move {
+            let mut delays = switchboard::bus::backoff();
+            loop {
+                if !this.bus.wait_ready().await {
+                    break;
+                }
+                match this.consume(&io, &shutdown).await {
+                    Ok(()) => break,
+                    Err(error) => {
+                        tracing::warn!(queue = %this.queue, %error, "delivery queue lost; re-creating it")
+                    }
+                }
+                this.ready.send_replace(false);
+                this.state.lock().await.channel = None;
+                tokio::select! {
+                    _ = tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(5))) => {}
+                    _ = shutdown.triggered() => break,
+                }
+            }
+            this.ready.send_replace(false);
+        });
+    }
+
+    /// One life of the queue: declare, re-bind, consume until the channel dies or shutdown.
+    async fn consume(&self, io: &SocketIo, shutdown: &Shutdown) -> Result<(), BusError> {
+        let channel = self.bus.channel().await?;
+        channel.basic_qos(256, BasicQosOptions::default()).await?;
+        let mut consumer = {
+            let mut state = self.state.lock().await;
+            QueueSpec::exclusive(&self.queue).declare(&channel).await?;
+            for room in state.counts.keys() {
+                bind(&channel, &self.queue, room).await?;
+            }
+            let consumer = channel
+                .basic_consume(
+                    self.queue.as_str().into(),
+                    "".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            state.channel = Some(channel.clone());
+            consumer
+        };
+        self.ready.send_replace(true);
+        tracing::info!(queue = %self.queue, "delivering");
+        loop {
+            let next = tokio::select! {
+                next = consumer.next() => next,
+                _ = shutdown.triggered() => break,
+            };
+            let delivery = match next {
+                Some(Ok(delivery)) => delivery,
+                Some(Err(error)) => return Err(error.into()),
+                None => return Err(BusError::Unavailable("the broker cancelled the consumer".into())),
+            };
+            metrics::counter!("bus_consumed_total", "queue" => "edge").increment(1);
+            let settled = match Envelope::<Deliver>::decode(&delivery.data) {
+                Ok(envelope) => {
+                    emit(io, &envelope).await;
+                    delivery.acker.ack(BasicAckOptions::default()).await
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "dropping an undeliverable message");
+                    delivery.acker.reject(BasicRejectOptions { requeue: false }).await
+                }
+            };
+            if let Err(error) = settled {
+                return Err(error.into());
+            }
+        }
+        self.stop(&channel).await;
+        Ok(())
+    }
+
+    /// At shutdown: no more unbinding one by one, the queue goes as a whole.
+    async fn stop(&self, channel: &Channel) {
+        let mut state = self.state.lock().await;
+        state.closing = true;
+        state.channel = None;
+        self.ready.send_replace(false);
+        if let Err(error) =
+            channel.queue_delete(self.queue.as_str().into(), QueueDeleteOptions::default()).await
+        {
+            tracing::warn!(queue = %self.queue, %error, "could not delete the delivery queue");
+        }
+    }
+}
+
+async fn bind(channel: &Channel, queue: &str, room: &Room) -> Result<(), BusError> {
+    let (exchange, key) = route(room);
+    channel
+        .queue_bind(
+            queue.into(),
+            exchange.into(),
+            key.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Emits one delivery to the local sockets of its room.
+async fn emit(io: &SocketIo, envelope: &Envelope<Deliver>) {
+    let deliver = &envelope.data;
+    let mut operator = io.to(deliver.room.to_string());
+    if let Some(except) = deliver.except_socket.as_deref().and_then(|sid| Sid::from_str(sid).ok()) {
+        operator = operator.except(except);
+    }
+    if let Err(error) = operator.emit(deliver.event.as_str(), &deliver.data).await {
+        tracing::debug!(%error, event = %deliver.event, "a socket could not take a delivery");
+    }
+    metrics::counter!("edge_events_out_total", "event" => deliver.event.to_string()).increment(1);
+    let latency = (chrono::Utc::now() - envelope.sent_at).to_std().unwrap_or_default();
+    metrics::histogram!("edge_delivery_latency_seconds").record(latency.as_secs_f64());
+}

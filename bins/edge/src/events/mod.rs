@@ -1,0 +1,109 @@
+//! Client events (contract section 4): one module per event family, and the one place that
+//! turns a handler's result into the contract's acknowledgement.
+//!
+//! A family registers its events with [`on`]. Before a handler runs, the wrapper applies the
+//! socket's rate limit (`rate_limited`), parses the payload into its contract type (`invalid`,
+//! with the reason), and bounds the handler by `ACK_TIMEOUT_MS` (`timeout`). Whatever happens,
+//! bad input never closes the socket and never reaches another user, and a handler cannot
+//! panic the connection: it returns `Result<Reply, AckError>`.
+//!
+//! An event name no family registered is answered `invalid` when it carries an ack.
+
+pub mod conversations;
+
+use std::{future::Future, sync::Arc, time::Instant};
+
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::Value;
+use socketioxide::extract::{AckSender, Event, SocketRef, State, TryData};
+use switchboard::contract::{AckError, ack::ack_body};
+
+use crate::{App, connection::Client};
+
+/// What a handler gets besides its payload.
+pub struct Context {
+    pub socket: SocketRef,
+    pub client: Arc<Client>,
+    pub app: Arc<App>,
+}
+
+/// Registers every family's events on a newly connected socket.
+pub fn register(socket: &SocketRef) {
+    conversations::register(socket);
+    socket.on_fallback(unknown_event);
+}
+
+/// Registers `handler` for `event` behind the rate limit, payload validation and timeout.
+pub fn on<P, R, F, Fut>(socket: &SocketRef, event: &'static str, handler: F)
+where
+    P: DeserializeOwned + Send + 'static,
+    R: Serialize + Send + 'static,
+    F: Fn(Context, P) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, AckError>> + Send + 'static,
+{
+    socket.on(
+        event,
+        move |socket: SocketRef,
+              TryData(data): TryData<Value>,
+              ack: AckSender,
+              State(app): State<Arc<App>>| {
+            let handler = handler.clone();
+            async move {
+                let started = Instant::now();
+                metrics::counter!("edge_events_in_total", "event" => event).increment(1);
+                let Some(client) = socket.extensions.get::<Arc<Client>>() else { return };
+                let result = if !client.allow_event() {
+                    Err(AckError::rate_limited())
+                } else {
+                    match data
+                        .map_err(|e| e.to_string())
+                        .and_then(|v| serde_json::from_value::<P>(v).map_err(|e| e.to_string()))
+                    {
+                        Err(reason) => Err(AckError::invalid(reason)),
+                        Ok(payload) => {
+                            let timeout = app.config.ack_timeout();
+                            let context = Context { socket: socket.clone(), client, app };
+                            match tokio::time::timeout(timeout, handler(context, payload)).await {
+                                Ok(result) => result,
+                                Err(_) => Err(AckError::timeout()),
+                            }
+                        }
+                    }
+                };
+                reply(event, ack, &result);
+                metrics::histogram!("edge_event_duration_seconds", "event" => event)
+                    .record(started.elapsed().as_secs_f64());
+            }
+        },
+    );
+}
+
+fn reply<R: Serialize>(event: &'static str, ack: AckSender, result: &Result<R, AckError>) {
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(error) => error.code.as_str(),
+    };
+    metrics::counter!("edge_acks_total", "event" => event, "result" => outcome).increment(1);
+    if let Err(error) = ack.send(&ack_body(result)) {
+        tracing::debug!(%error, event, "could not send an ack");
+    }
+}
+
+/// Any event no family handles: `invalid` if the client asked for an ack, ignored otherwise.
+async fn unknown_event(socket: SocketRef, Event(name): Event, ack: AckSender) {
+    metrics::counter!("edge_events_in_total", "event" => "unknown").increment(1);
+    let limited = socket.extensions.get::<Arc<Client>>().is_some_and(|c| !c.allow_event());
+    let error = if limited {
+        AckError::rate_limited()
+    } else {
+        AckError::invalid(format!("unknown event {:?}", truncate(&name, 64)))
+    };
+    reply::<()>("unknown", ack, &Err(error));
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((index, _)) => &text[..index],
+        None => text,
+    }
+}

@@ -1,0 +1,134 @@
+//! The HTTP ingress for backends (contract section 6), on the edge's port under `/api/v1/`.
+//!
+//! Every route needs `Authorization: Bearer <one of INGRESS_API_KEYS>` (401 otherwise; with no
+//! keys configured the ingress is disabled and everything is 401). Bodies are parsed into the
+//! contract's types; anything malformed is 400 with `{ error: { code: "invalid", message } }`.
+//! A request is answered 202 only once the broker confirmed the message it produced.
+
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::State,
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::post,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use switchboard::{
+    backend,
+    bus::Durability,
+    config::Secret,
+    contract::{
+        ErrorCode, Room, UserId,
+        bus::{Deliver, EventName},
+    },
+};
+
+use crate::App;
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new().route("/api/v1/emit", post(emit)).with_state(app)
+}
+
+/// An ingress error: the status and the contract's error body. The one place that turns a
+/// failure into an HTTP answer.
+pub struct ApiError {
+    status: StatusCode,
+    code: ErrorCode,
+    message: String,
+}
+
+impl ApiError {
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::BAD_REQUEST, code: ErrorCode::Invalid, message: message.into() }
+    }
+
+    fn unauthorized() -> Self {
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            code: ErrorCode::Forbidden,
+            message: "a valid ingress key is required".into(),
+        }
+    }
+
+    pub fn unavailable() -> Self {
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: ErrorCode::Unavailable,
+            message: "the message bus is unavailable, try again".into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(json!({ "error": { "code": self.code, "message": self.message } }));
+        let mut response = (self.status, body).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static header"));
+        }
+        response
+    }
+}
+
+/// Checks the bearer key in constant time against every configured key.
+pub fn authorize(keys: &[Secret], headers: &HeaderMap) -> Result<(), ApiError> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(ApiError::unauthorized)?;
+    let mut matched = false;
+    for key in keys {
+        matched |= constant_time_eq(key.expose().as_bytes(), presented.as_bytes());
+    }
+    if matched { Ok(()) } else { Err(ApiError::unauthorized()) }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Parses a JSON body into `T`, answering the contract's 400 on any failure.
+pub fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::invalid(e.to_string()))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct EmitRequest {
+    user_id: Option<UserId>,
+    room: Option<Room>,
+    event: EventName,
+    #[serde(default)]
+    data: Value,
+}
+
+/// `POST /api/v1/emit`: `{ userId, event, data }` or `{ room, event, data }`.
+async fn emit(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    authorize(&app.ingress_keys, &headers)?;
+    let request: EmitRequest = parse(&body)?;
+    let room = match (request.user_id, request.room) {
+        (Some(user), None) => Room::User(user),
+        (None, Some(room)) => room,
+        _ => return Err(ApiError::invalid("give exactly one of userId and room")),
+    };
+    let deliver = Deliver { room, event: request.event, data: request.data, except_socket: None };
+    backend::deliver(&app.bus, deliver, Durability::Confirmed).await.map_err(|error| {
+        tracing::warn!(%error, "ingress emit not confirmed");
+        ApiError::unavailable()
+    })?;
+    metrics::counter!("edge_ingress_total", "route" => "emit").increment(1);
+    Ok((StatusCode::ACCEPTED, Json(json!({}))))
+}

@@ -1,0 +1,79 @@
+//! Reaching users from a Rust backend without the HTTP hop (contract section 6).
+//!
+//! ```no_run
+//! use switchboard::{Bus, Config, Role, Shutdown, backend};
+//!
+//! # async fn example() -> anyhow::Result<()> {
+//! // RABBITMQ_* variables (or switchboard.toml) say where the broker is.
+//! let config = Config::load(Role::Backend)?;
+//! let shutdown = Shutdown::new();
+//! let bus = Bus::start(&config, "my-backend", &shutdown);
+//! bus.wait_ready().await;
+//!
+//! let alice = "alice".parse()?;
+//! backend::emit_to_user(&bus, &alice, "order:shipped", serde_json::json!({ "orderId": 42 })).await?;
+//! backend::emit_to_room(&bus, &"user:bob".parse()?, "hello", serde_json::json!({})).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! `examples/emit.rs` is the same as a program. Each call returns once the broker confirmed
+//! the message; an error means it may or may not have been delivered.
+
+use serde::Serialize;
+
+use crate::{
+    bus::{Bus, BusError, Durability, topology},
+    contract::{
+        Room, UserId,
+        bus::{Deliver, EventName},
+    },
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmitError {
+    #[error("invalid event: {0}")]
+    InvalidEvent(String),
+    #[error("data is not serializable: {0}")]
+    InvalidData(String),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
+/// Emits `event` with `data` to every socket of `user_id`, on every edge.
+pub async fn emit_to_user(
+    bus: &Bus,
+    user_id: &UserId,
+    event: &str,
+    data: impl Serialize,
+) -> Result<(), EmitError> {
+    emit_to_room(bus, &Room::User(user_id.clone()), event, data).await
+}
+
+/// Emits `event` with `data` to a room: `user:<id>` or `conversation:<id>`.
+pub async fn emit_to_room(
+    bus: &Bus,
+    room: &Room,
+    event: &str,
+    data: impl Serialize,
+) -> Result<(), EmitError> {
+    let event = EventName::try_from(event.to_owned()).map_err(EmitError::InvalidEvent)?;
+    let data = serde_json::to_value(data).map_err(|e| EmitError::InvalidData(e.to_string()))?;
+    deliver(bus, Deliver { room: room.clone(), event, data, except_socket: None }, Durability::Confirmed)
+        .await?;
+    Ok(())
+}
+
+/// Publishes a delivery where the edges holding its room's sockets receive it.
+pub async fn deliver(bus: &Bus, deliver: Deliver, durability: Durability) -> Result<(), BusError> {
+    let (exchange, key) = route(&deliver.room);
+    bus.publish(exchange, &key, &deliver, durability).await
+}
+
+/// The exchange and routing key that reach a room's edges.
+pub fn route(room: &Room) -> (&'static str, String) {
+    match room {
+        Room::User(user) => (topology::USER_DIRECT, user.to_string()),
+        Room::Conversation(id) => (topology::EVENTS_TOPIC, topology::keys::conversation_room(*id)),
+    }
+}

@@ -1,0 +1,483 @@
+//! The socket edge (issue 3): authentication, the origin check, per-user delivery across two
+//! edges, bindings that follow sockets, validation and limits, the ingress, broker loss, and
+//! shutdown. Every client is the official socket.io-client.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::{
+    options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions},
+    types::FieldTable,
+};
+use nix::sys::signal::Signal;
+use serde_json::{Value, json};
+use switchboard_tests::{Bin, Driver, Running, TestEnv, eventually};
+
+const HOUR: chrono::Duration = chrono::Duration::hours(1);
+
+fn token(user: &str) -> String {
+    format!("{user}-token")
+}
+
+/// Options for a client that authenticates with `auth.token`.
+fn as_user(user: &str, transport: &str) -> Value {
+    json!({ "transports": [transport], "auth": { "token": token(user) } })
+}
+
+async fn sessions(env: &TestEnv, users: &[&str]) {
+    for user in users {
+        env.add_session(&token(user), user, HOUR).await;
+    }
+}
+
+#[tokio::test]
+async fn database_sessions_from_cookie_auth_token_or_bearer_and_refusals() {
+    let env = TestEnv::new().await;
+    let edge = env.spawn_ready(Bin::Edge, &[("AUTH_COOKIE_NAME", "sid")]).await;
+    env.add_session("valid", "alice", HOUR).await;
+    env.add_session("expired", "bob", chrono::Duration::seconds(-5)).await;
+    let mut driver = Driver::start().await;
+    let url = edge.url();
+
+    for (name, options) in [
+        ("none", json!({ "transports": ["websocket"] })),
+        ("unknown", json!({ "transports": ["websocket"], "auth": { "token": "nope" } })),
+        ("expired", json!({ "transports": ["websocket"], "auth": { "token": "expired" } })),
+        (
+            "wrong cookie name",
+            json!({ "transports": ["polling"], "extraHeaders": { "cookie": "session_token=valid" } }),
+        ),
+        (
+            "not bearer",
+            json!({ "transports": ["polling"], "extraHeaders": { "authorization": "Basic valid" } }),
+        ),
+    ] {
+        assert_eq!(driver.connect(name, &url, options).await, Err("unauthorized".into()), "{name}");
+    }
+    for (name, options) in [
+        (
+            "cookie",
+            json!({ "transports": ["websocket"], "extraHeaders": { "cookie": "theme=dark; sid=valid" } }),
+        ),
+        ("auth.token", json!({ "transports": ["polling"], "auth": { "token": "valid" } })),
+        (
+            "bearer",
+            json!({ "transports": ["websocket"], "extraHeaders": { "authorization": "Bearer valid" } }),
+        ),
+    ] {
+        assert!(driver.connect(name, &url, options).await.is_ok(), "{name}");
+        assert_eq!(driver.event(name, "session").await["userId"], "alice", "{name}");
+    }
+    // The cookie wins over auth.token: a bad cookie is not rescued by a good auth.token.
+    let both = json!({ "transports": ["websocket"], "extraHeaders": { "cookie": "sid=nope" }, "auth": { "token": "valid" } });
+    assert_eq!(driver.connect("both", &url, both).await, Err("unauthorized".into()));
+    // A refusal is not cached: the session created now is accepted at once.
+    env.add_session("nope", "carol", HOUR).await;
+    let retry = json!({ "transports": ["websocket"], "auth": { "token": "nope" } });
+    assert!(driver.connect("retry", &url, retry).await.is_ok());
+}
+
+#[tokio::test]
+async fn jwt_mode_accepts_valid_tokens_and_refuses_forged_expired_or_incomplete_ones() {
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    let env = TestEnv::new().await;
+    let secret = "jwt-test-secret";
+    let edge = env.spawn_ready(Bin::Edge, &[("AUTH_MODE", "jwt"), ("AUTH_JWT_SECRET", secret)]).await;
+    let now = chrono::Utc::now().timestamp();
+    let sign = |claims: Value, key: &str| {
+        encode(&Header::default(), &claims, &EncodingKey::from_secret(key.as_bytes())).expect("sign")
+    };
+    let mut driver = Driver::start().await;
+    let cases = [
+        ("valid", sign(json!({ "sub": "alice", "exp": now + 600 }), secret), true),
+        ("forged", sign(json!({ "sub": "alice", "exp": now + 600 }), "another-secret"), false),
+        ("expired", sign(json!({ "sub": "alice", "exp": now - 600 }), secret), false),
+        ("no exp", sign(json!({ "sub": "alice" }), secret), false),
+        ("bad sub", sign(json!({ "sub": "not valid!", "exp": now + 600 }), secret), false),
+        ("garbage", "not.a.jwt".to_owned(), false),
+    ];
+    for (name, jwt, accepted) in cases {
+        let result = driver
+            .connect(name, &edge.url(), json!({ "transports": ["websocket"], "auth": { "token": jwt } }))
+            .await;
+        if accepted {
+            assert!(result.is_ok(), "{name}: {result:?}");
+            assert_eq!(driver.event(name, "session").await["userId"], "alice");
+        } else {
+            assert_eq!(result, Err("unauthorized".into()), "{name}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_handshake_from_a_foreign_origin_is_refused_on_both_transports() {
+    let env = TestEnv::new().await;
+    let edge = env.spawn_ready(Bin::Edge, &[("ALLOWED_ORIGINS", "https://app.example.com")]).await;
+    sessions(&env, &["alice"]).await;
+    let mut driver = Driver::start().await;
+    for transport in ["websocket", "polling"] {
+        let mut foreign = as_user("alice", transport);
+        foreign["extraHeaders"] = json!({ "origin": "https://evil.example.com" });
+        assert!(driver.connect("foreign", &edge.url(), foreign).await.is_err(), "{transport}");
+        let mut listed = as_user("alice", transport);
+        listed["extraHeaders"] = json!({ "origin": "https://app.example.com" });
+        assert!(driver.connect("listed", &edge.url(), listed).await.is_ok(), "{transport}");
+        assert!(
+            driver.connect("no-origin", &edge.url(), as_user("alice", transport)).await.is_ok(),
+            "{transport}"
+        );
+    }
+    let client = reqwest::Client::new();
+    let status = client
+        .get(format!("{}/socket.io/?EIO=4&transport=polling", edge.url()))
+        .header("origin", "https://evil.example.com")
+        .send()
+        .await
+        .expect("answer")
+        .status();
+    assert_eq!(status.as_u16(), 403);
+}
+
+/// Two edges, the users connected to them, and a driver.
+struct TwoEdges {
+    env: TestEnv,
+    edges: [Running; 2],
+    driver: Driver,
+}
+
+impl TwoEdges {
+    async fn start(users: &[&str]) -> TwoEdges {
+        let env = TestEnv::new().await;
+        let (a, b) = tokio::join!(env.spawn_ready(Bin::Edge, &[]), env.spawn_ready(Bin::Edge, &[]));
+        sessions(&env, users).await;
+        TwoEdges { env, edges: [a, b], driver: Driver::start().await }
+    }
+
+    async fn connect(&mut self, client: &str, user: &str, edge: usize, transport: &str) {
+        let url = self.edges[edge].url();
+        let result = self.driver.connect(client, &url, as_user(user, transport)).await;
+        assert!(result.is_ok(), "{client} as {user} on edge {edge}: {result:?}");
+    }
+
+    /// Whether `user.direct` in the test vhost has a binding for `user`.
+    async fn bound(&self, user: &str) -> usize {
+        let bindings = self.env.rabbit.bindings(&self.env.vhost).await;
+        bindings.iter().filter(|b| b["source"] == "user.direct" && b["routing_key"] == user).count()
+    }
+}
+
+#[tokio::test]
+async fn an_emit_to_a_user_reaches_all_their_sockets_on_both_edges_and_nobody_else() {
+    let mut t = TwoEdges::start(&["alice", "bob"]).await;
+    t.connect("alice-1", "alice", 0, "websocket").await;
+    t.connect("alice-2", "alice", 1, "polling").await;
+    t.connect("alice-3", "alice", 1, "websocket").await;
+    t.connect("bob", "bob", 0, "websocket").await;
+
+    let (status, body) = t.edges[0]
+        .post("/api/v1/emit", json!({ "userId": "alice", "event": "ping", "data": { "n": 1 } }))
+        .await;
+    assert_eq!((status, body), (202, json!({})));
+    for client in ["alice-1", "alice-2", "alice-3"] {
+        assert_eq!(t.driver.event(client, "ping").await, json!({ "n": 1 }), "{client}");
+    }
+    // The same through a room name, from the other edge's ingress.
+    let (status, _) =
+        t.edges[1].post("/api/v1/emit", json!({ "room": "user:alice", "event": "ping", "data": [2] })).await;
+    assert_eq!(status, 202);
+    for client in ["alice-1", "alice-2", "alice-3"] {
+        assert_eq!(t.driver.event(client, "ping").await, json!([2]), "{client}");
+    }
+    t.driver.no_event("bob", "ping", Duration::from_millis(500)).await;
+    for client in ["alice-1", "alice-2", "alice-3"] {
+        t.driver.no_event(client, "ping", Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_emit_right_after_connect_is_never_lost() {
+    let mut t = TwoEdges::start(&["alice"]).await;
+    for i in 0..200 {
+        let client = format!("c{i}");
+        t.connect(&client, "alice", i % 2, if i % 4 < 2 { "websocket" } else { "polling" }).await;
+        let (status, _) = t.edges[(i + 1) % 2]
+            .post("/api/v1/emit", json!({ "userId": "alice", "event": "hello", "data": i }))
+            .await;
+        assert_eq!(status, 202);
+        assert_eq!(t.driver.event(&client, "hello").await, json!(i), "iteration {i}");
+        t.driver.disconnect(&client).await;
+    }
+}
+
+#[tokio::test]
+async fn bindings_follow_the_sockets_on_each_edge() {
+    let mut t = TwoEdges::start(&["alice"]).await;
+    t.connect("alice-1", "alice", 0, "websocket").await;
+    t.connect("alice-2", "alice", 1, "websocket").await;
+    assert_eq!(t.bound("alice").await, 2, "one binding per edge");
+    t.driver.disconnect("alice-1").await;
+    eventually("edge 0 to unbind alice", Duration::from_secs(5), || async {
+        (t.bound("alice").await == 1).then_some(())
+    })
+    .await;
+    let (status, _) =
+        t.edges[0].post("/api/v1/emit", json!({ "userId": "alice", "event": "still", "data": 1 })).await;
+    assert_eq!(status, 202);
+    assert_eq!(t.driver.event("alice-2", "still").await, json!(1));
+    t.driver.disconnect("alice-2").await;
+    eventually("every edge to unbind alice", Duration::from_secs(5), || async {
+        (t.bound("alice").await == 0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bad_input_is_invalid_and_the_socket_keeps_working() {
+    let env = TestEnv::new().await;
+    let edge = env.spawn_ready(Bin::Edge, &[]).await;
+    sessions(&env, &["alice"]).await;
+    let mut driver = Driver::start().await;
+    driver.connect("a", &edge.url(), as_user("alice", "websocket")).await.expect("connects");
+    let invalid = |reply: &Value| reply["success"] == false && reply["error"]["code"] == "invalid";
+    for (event, args) in [
+        ("conversation:join", json!([])),
+        ("conversation:join", json!(["a string"])),
+        ("conversation:join", json!([{}])),
+        ("conversation:join", json!([{ "conversationId": "not-a-uuid" }])),
+        ("conversation:join", json!([{ "conversationId": 42 }])),
+        ("conversation:join", json!([null])),
+        ("no:such:event", json!([{}])),
+    ] {
+        let reply = driver.emit_ack("a", event, args.clone()).await;
+        assert!(invalid(&reply), "{event} {args}: {reply}");
+        assert!(reply["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{reply}");
+    }
+    // An unknown event without an ack is ignored; the socket is still connected and answers.
+    driver.emit("a", "no:such:event", json!([1])).await;
+    // No messages worker runs yet: a valid join is answered unavailable, at once.
+    let started = std::time::Instant::now();
+    let reply =
+        driver.emit_ack("a", "conversation:join", json!({ "conversationId": uuid::Uuid::now_v7() })).await;
+    assert_eq!(
+        reply,
+        json!({ "success": false, "error": { "code": "unavailable", "message": "service unavailable, try again" } })
+    );
+    assert!(started.elapsed() < Duration::from_secs(2), "unavailable should not wait for the timeout");
+    let reply =
+        driver.emit_ack("a", "conversation:leave", json!({ "conversationId": uuid::Uuid::now_v7() })).await;
+    assert_eq!(reply, json!({ "success": true }));
+}
+
+#[tokio::test]
+async fn a_flood_is_rate_limited_and_the_socket_recovers() {
+    let env = TestEnv::new().await;
+    let edge = env.spawn_ready(Bin::Edge, &[("RATE_LIMIT_PER_SEC", "5"), ("RATE_LIMIT_BURST", "10")]).await;
+    sessions(&env, &["alice"]).await;
+    let mut driver = Driver::start().await;
+    driver.connect("a", &edge.url(), as_user("alice", "websocket")).await.expect("connects");
+    let leave = json!({ "conversationId": uuid::Uuid::now_v7() });
+    let mut codes = Vec::new();
+    for _ in 0..30 {
+        let reply = driver.emit_ack("a", "conversation:leave", leave.clone()).await;
+        codes.push(if reply["success"] == true {
+            "ok".to_owned()
+        } else {
+            reply["error"]["code"].as_str().unwrap_or("?").to_owned()
+        });
+    }
+    assert!(codes[..10].iter().all(|c| c == "ok"), "the burst passes: {codes:?}");
+    let limited = codes[10..].iter().filter(|c| *c == "rate_limited").count();
+    assert!(limited >= 15, "the flood past the burst is limited: {codes:?}");
+    // Tokens come back at 5 per second: the socket is served again shortly, without
+    // reconnecting.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let reply = driver.emit_ack("a", "conversation:leave", leave.clone()).await;
+        if reply == json!({ "success": true }) {
+            break;
+        }
+        assert_eq!(reply["error"]["code"], "rate_limited", "{reply}");
+        assert!(tokio::time::Instant::now() < deadline, "still limited after 3 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_oversized_frame_closes_only_that_connection() {
+    let env = TestEnv::new().await;
+    let edge = env.spawn_ready(Bin::Edge, &[("MAX_FRAME_BYTES", "4096")]).await;
+    sessions(&env, &["alice", "bob"]).await;
+    let mut driver = Driver::start().await;
+    for transport in ["websocket", "polling"] {
+        driver.connect("big", &edge.url(), as_user("alice", transport)).await.expect("connects");
+        driver.connect("bystander", &edge.url(), as_user("bob", "websocket")).await.expect("connects");
+        driver.emit("big", "conversation:join", json!([{ "conversationId": "x".repeat(8192) }])).await;
+        let reason = driver.disconnected("big").await;
+        assert!(reason.starts_with("transport"), "{transport}: {reason}");
+        // The bystander is untouched and keeps working.
+        let reply = driver
+            .emit_ack("bystander", "conversation:leave", json!({ "conversationId": uuid::Uuid::now_v7() }))
+            .await;
+        assert_eq!(reply, json!({ "success": true }));
+        let (status, _) =
+            edge.post("/api/v1/emit", json!({ "userId": "bob", "event": "ok", "data": 1 })).await;
+        assert_eq!(status, 202);
+        assert_eq!(driver.event("bystander", "ok").await, json!(1));
+        // The sender may connect again and is served as usual.
+        driver.connect("big", &edge.url(), as_user("alice", transport)).await.expect("reconnects");
+        let reply = driver
+            .emit_ack("big", "conversation:leave", json!({ "conversationId": uuid::Uuid::now_v7() }))
+            .await;
+        assert_eq!(reply, json!({ "success": true }));
+        driver.disconnect("big").await;
+        driver.disconnect("bystander").await;
+    }
+}
+
+#[tokio::test]
+async fn the_ingress_checks_keys_and_bodies() {
+    let env = TestEnv::new().await;
+    let edge = env.spawn_ready(Bin::Edge, &[("INGRESS_API_KEYS", "k1,k2")]).await;
+    let good = r#"{"userId":"alice","event":"x","data":{}}"#;
+    let post = reqwest::Method::POST;
+    assert_eq!(edge.call(post.clone(), "/api/v1/emit", None, Some(good)).await.0, 401);
+    assert_eq!(edge.call(post.clone(), "/api/v1/emit", Some("k3"), Some(good)).await.0, 401);
+    assert_eq!(edge.call(post.clone(), "/api/v1/emit", Some("k2"), Some(good)).await, (202, json!({})));
+    for bad in [
+        "not json",
+        r#"{"event":"x","data":{}}"#,
+        r#"{"userId":"alice","room":"user:bob","event":"x"}"#,
+        r#"{"userId":"alice"}"#,
+        r#"{"userId":"alice","event":""}"#,
+        r#"{"userId":"alice","event":"connect"}"#,
+        r#"{"userId":"has space","event":"x"}"#,
+        r#"{"room":"lobby","event":"x"}"#,
+        r#"{"userId":"alice","event":"x","extra":1}"#,
+    ] {
+        let (status, body) = edge.call(post.clone(), "/api/v1/emit", Some("k1"), Some(bad)).await;
+        assert_eq!(status, 400, "{bad}");
+        assert_eq!(body["error"]["code"], "invalid", "{bad}: {body}");
+        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn after_the_broker_closes_the_connection_the_edge_rebinds_and_delivers() {
+    let mut t = TwoEdges::start(&["alice", "bob"]).await;
+    t.connect("alice", "alice", 0, "websocket").await;
+    t.connect("bob", "bob", 0, "polling").await;
+    t.connect("bob-2", "bob", 1, "websocket").await;
+    // The management API lists connections a moment after they open: wait until both edges'
+    // are there (each names its connections after its pid).
+    let pids = [t.edges[0].pid(), t.edges[1].pid()];
+    let before: Vec<String> =
+        eventually("both edges' connections to be listed", Duration::from_secs(15), || async {
+            let connections = t.env.rabbit.connections(&t.env.vhost).await;
+            let of = |pid: i32| {
+                connections.iter().any(|c| {
+                    c["client_properties"]["connection_name"]
+                        .as_str()
+                        .is_some_and(|n| n.ends_with(&format!("pid {pid}")))
+                })
+            };
+            let names = connections.iter().filter_map(|c| c["name"].as_str().map(str::to_owned)).collect();
+            pids.iter().all(|pid| of(*pid)).then_some(names)
+        })
+        .await;
+    for name in &before {
+        t.env.rabbit.close_connection(name).await;
+    }
+    // Both edges come back with new connections, their queues re-declared and re-bound.
+    eventually("the edges to re-bind their users", Duration::from_secs(20), || async {
+        let connections = t.env.rabbit.connections(&t.env.vhost).await;
+        let fresh = connections.iter().all(|c| !before.iter().any(|b| c["name"] == b.as_str()));
+        let ready = t.edges[0].get("/readyz").await.0 == 200 && t.edges[1].get("/readyz").await.0 == 200;
+        (fresh && ready && t.bound("alice").await == 1 && t.bound("bob").await == 2).then_some(())
+    })
+    .await;
+    for (user, clients) in [("alice", vec!["alice"]), ("bob", vec!["bob", "bob-2"])] {
+        let (status, _) =
+            t.edges[1].post("/api/v1/emit", json!({ "userId": user, "event": "after", "data": user })).await;
+        assert_eq!(status, 202);
+        for client in clients {
+            assert_eq!(t.driver.event(client, "after").await, json!(user), "{client}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn sigterm_announces_the_users_closes_sockets_and_deletes_the_queue() {
+    let env = TestEnv::new().await;
+    let mut edge = env.spawn_ready(Bin::Edge, &[("SHUTDOWN_GRACE_MS", "3000")]).await;
+    sessions(&env, &["alice", "bob"]).await;
+    // Listen for edge.stopping the way presence will.
+    let uri = format!("amqp://guest:guest@127.0.0.1:5672/{}", env.vhost);
+    let connection =
+        lapin::Connection::connect(&uri, lapin::ConnectionProperties::default()).await.expect("amqp");
+    let channel = connection.create_channel().await.expect("channel");
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions { exclusive: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await
+        .expect("queue");
+    channel
+        .queue_bind(
+            queue.name().clone(),
+            "events.topic".into(),
+            "edge.stopping".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("bind");
+    let mut consumer = channel
+        .basic_consume(
+            queue.name().clone(),
+            "".into(),
+            BasicConsumeOptions { no_ack: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+
+    let mut driver = Driver::start().await;
+    driver.connect("alice", &edge.url(), as_user("alice", "websocket")).await.expect("connects");
+    driver.connect("bob", &edge.url(), as_user("bob", "polling")).await.expect("connects");
+    let queues_before = env.rabbit.queues(&env.vhost).await;
+    assert!(queues_before.iter().any(|q| q["name"].as_str().is_some_and(|n| n.starts_with("edge."))));
+
+    edge.signal(Signal::SIGTERM);
+    for client in ["alice", "bob"] {
+        let reason = driver.disconnected(client).await;
+        assert!(
+            ["io server disconnect", "transport close", "transport error"].contains(&reason.as_str()),
+            "{client}: {reason}"
+        );
+    }
+    let status = edge.wait_exit(Duration::from_secs(5)).await;
+    assert_eq!(status.code(), Some(0));
+
+    let delivery = tokio::time::timeout(Duration::from_secs(5), consumer.next())
+        .await
+        .expect("edge.stopping arrives")
+        .expect("a delivery")
+        .expect("ok");
+    let body: Value = serde_json::from_slice(&delivery.data).expect("JSON");
+    assert_eq!(body["kind"], "edge.stopping");
+    let mut users: Vec<String> = body["data"]["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .map(|u| u.as_str().unwrap_or_default().to_owned())
+        .collect();
+    users.sort();
+    assert_eq!(users, ["alice", "bob"]);
+    let queues_after = env.rabbit.queues(&env.vhost).await;
+    assert!(
+        !queues_after.iter().any(|q| q["name"].as_str().is_some_and(|n| n.starts_with("edge."))),
+        "{queues_after:?}"
+    );
+}
