@@ -59,14 +59,20 @@ CREATE TABLE messages (
     content           text        NOT NULL,
     -- The sender's retry key: the same (sender, clientMessageId) is one message.
     client_message_id text,
+    -- The id of the bus command that stored it: a broker redelivery of that command (the
+    -- worker died after committing, before acknowledging) finds this row instead of storing
+    -- the message twice, also when the client gave no clientMessageId.
+    command_id        uuid        NOT NULL,
     created_at        timestamptz NOT NULL DEFAULT now(),
     -- Gapless order per conversation; also the index messages:sync pages through
     -- (conversation_id = $1 AND seq > $2 ORDER BY seq).
     CONSTRAINT messages_conversation_seq UNIQUE (conversation_id, seq)
 );
--- Idempotent sends: a retry, or a broker redelivery after a worker died, finds the original.
+-- Idempotent sends: a client's retry with the same clientMessageId finds the original.
 CREATE UNIQUE INDEX messages_sender_client_id ON messages (sender_id, client_message_id)
     WHERE client_message_id IS NOT NULL;
+-- Idempotent commands: a broker redelivery finds what the first delivery stored.
+CREATE UNIQUE INDEX messages_command_id ON messages (command_id);
 
 -- How far each participant has read: one row per (conversation, user), moved forward only.
 CREATE TABLE read_receipts (

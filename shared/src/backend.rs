@@ -59,15 +59,19 @@ pub async fn emit_to_room(
 ) -> Result<(), EmitError> {
     let event = EventName::try_from(event.to_owned()).map_err(EmitError::InvalidEvent)?;
     let data = serde_json::to_value(data).map_err(|e| EmitError::InvalidData(e.to_string()))?;
-    deliver(bus, Deliver { room: room.clone(), event, data, except_socket: None }, Durability::Confirmed)
-        .await?;
+    let deliver_all = Deliver { rooms: vec![room.clone()], event, data, except_socket: None };
+    deliver(bus, deliver_all, Durability::Confirmed).await?;
     Ok(())
 }
 
-/// Publishes a delivery where the edges holding its room's sockets receive it.
+/// Publishes a delivery once, where every edge holding a socket in one of its rooms receives
+/// it: user rooms through `user.direct` with the extra users in the `CC` header, a
+/// conversation room through `events.topic`.
 pub async fn deliver(bus: &Bus, deliver: Deliver, durability: Durability) -> Result<(), BusError> {
-    let (exchange, key) = route(&deliver.room);
-    bus.publish(exchange, &key, &deliver, durability).await
+    let Some(first) = deliver.rooms.first() else { return Ok(()) };
+    let (exchange, key) = route(first);
+    let also: Vec<String> = deliver.rooms[1..].iter().map(|room| route(room).1).collect();
+    bus.publish_cc(exchange, &key, &also, &deliver, durability).await
 }
 
 /// The exchange and routing key that reach a room's edges.

@@ -138,6 +138,16 @@ impl Drop for TestEnv {
 
 use sqlx::Connection as _;
 
+impl TestEnv {
+    /// Creates a conversation through the ingress of `edge` (a messages worker must run).
+    pub async fn create_conversation(&self, edge: &Running, participants: &[&str]) -> String {
+        let (status, body) =
+            edge.post("/api/v1/conversations", serde_json::json!({ "participants": participants })).await;
+        assert_eq!(status, 201, "create a conversation: {body}");
+        body["conversationId"].as_str().expect("conversationId").to_owned()
+    }
+}
+
 /// Polls `check` until it returns `Some`, for at most `timeout`; panics with `what` otherwise.
 /// Assert eventual effects with this, never with a sleep.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T

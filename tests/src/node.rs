@@ -129,6 +129,47 @@ impl Driver {
         line["reply"].clone()
     }
 
+    /// Emits every event of `batch` at once, without waiting in between, then collects the
+    /// replies in emit order.
+    pub async fn emit_ack_many(&mut self, client: &str, event: &str, batch: Vec<Value>) -> Vec<Value> {
+        let mut reqs = Vec::new();
+        for args in batch {
+            self.next_req += 1;
+            let args = if args.is_array() { args } else { json!([args]) };
+            let command = json!({ "cmd": "emit", "client": client, "event": event, "args": args, "req": self.next_req, "ack": true, "timeoutMs": 15000 });
+            self.send(command).await;
+            reqs.push(self.next_req);
+        }
+        let mut replies = Vec::new();
+        for req in reqs {
+            let line = self
+                .wait_for_within("an ack", std::time::Duration::from_secs(20), |l| {
+                    l["client"] == client
+                        && l["req"] == req
+                        && (l["type"] == "ack" || l["type"] == "ack_timeout")
+                })
+                .await
+                .unwrap_or_else(|| panic!("no ack for request {req} of {client}"));
+            assert_eq!(line["type"], "ack", "{event} from {client}: {line}");
+            replies.push(line["reply"].clone());
+        }
+        replies
+    }
+
+    /// Every `event` received by `client` so far or within `quiet` of the last one, in order.
+    pub async fn events_until_quiet(&mut self, client: &str, event: &str, quiet: Duration) -> Vec<Value> {
+        let mut found = Vec::new();
+        while let Some(line) = self
+            .wait_for_within("", quiet, |l| {
+                l["client"] == client && l["type"] == "event" && l["event"] == event
+            })
+            .await
+        {
+            found.push(line["args"][0].clone());
+        }
+        found
+    }
+
     /// Emits without an acknowledgement.
     pub async fn emit(&mut self, client: &str, event: &str, args: Value) {
         self.next_req += 1;

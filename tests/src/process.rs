@@ -35,10 +35,14 @@ impl Bin {
         }
     }
 
-    /// The binary as cargo built it, next to this test executable (`target/<profile>/`).
+    /// The binary as cargo built it, in the same profile as the running executable: a test
+    /// runs from `target/<profile>/deps/`, a benchmark binary from `target/<profile>/`.
     pub fn path(self) -> PathBuf {
-        let exe = std::env::current_exe().expect("the test executable's path");
-        let dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>/deps/<test>");
+        let exe = std::env::current_exe().expect("the running executable's path");
+        let mut dir = exe.parent().expect("a directory").to_path_buf();
+        if dir.ends_with("deps") {
+            dir.pop();
+        }
         let path = dir.join(self.name());
         assert!(
             path.exists(),

@@ -7,14 +7,18 @@
 //! The connect handler sends `session` and registers the event families; the disconnect
 //! handler releases the socket's bindings.
 
-use std::{collections::HashSet, num::NonZeroU32, sync::Arc, sync::Mutex};
+use std::{
+    collections::{BTreeSet, HashMap, HashSet},
+    num::NonZeroU32,
+    sync::{Arc, Mutex},
+};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Deserialize;
 use socketioxide::{
     SocketIo,
     extract::{SocketRef, State, TryData},
-    handler::ConnectHandler,
+    handler::{ConnectHandler, FromMessageParts},
 };
 use switchboard::{
     Config,
@@ -23,6 +27,7 @@ use switchboard::{
         server::{ServerEvent, Session},
     },
 };
+use tokio::{sync::Notify, task::AbortHandle};
 
 use crate::{App, auth::Refusal, events};
 
@@ -44,6 +49,10 @@ pub struct Client {
     limiter: DefaultDirectRateLimiter,
     /// The conversations this socket joined (and so the room bindings it holds).
     joined: Mutex<HashSet<ConversationId>>,
+    /// The pending expiry of each conversation this socket is typing in.
+    typing: Mutex<HashMap<ConversationId, AbortHandle>>,
+    /// Hands out turns in the order the socket's events arrive.
+    order: Arc<Order>,
 }
 
 impl Client {
@@ -51,7 +60,30 @@ impl Client {
         let per_second = NonZeroU32::new(config.rate_limit_per_sec).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(config.rate_limit_burst).unwrap_or(per_second);
         let quota = Quota::per_second(per_second).allow_burst(burst);
-        Self { user, limiter: RateLimiter::direct(quota), joined: Mutex::default() }
+        Self {
+            user,
+            limiter: RateLimiter::direct(quota),
+            joined: Mutex::default(),
+            typing: Mutex::default(),
+            order: Arc::default(),
+        }
+    }
+
+    /// Records that the socket is typing in `id` until `expiry` fires (replacing an earlier one).
+    pub fn set_typing(&self, id: ConversationId, expiry: AbortHandle) {
+        if let Some(previous) = lock(&self.typing).insert(id, expiry) {
+            previous.abort();
+        }
+    }
+
+    /// Forgets the typing state of `id`; true if the socket was typing there.
+    pub fn clear_typing(&self, id: ConversationId) -> bool {
+        lock(&self.typing).remove(&id).map(|expiry| expiry.abort()).is_some()
+    }
+
+    /// Called by the expiry itself: true if it was still the current one.
+    pub fn typing_expired(&self, id: ConversationId) -> bool {
+        lock(&self.typing).remove(&id).is_some()
     }
 
     /// Takes one event from the socket's token bucket; false when it is empty.
@@ -73,12 +105,85 @@ impl Client {
         self.joined().remove(&id)
     }
 
-    fn take_joined(&self) -> Vec<ConversationId> {
-        self.joined().drain().collect()
+    fn joined_now(&self) -> Vec<ConversationId> {
+        self.joined().iter().copied().collect()
     }
 
     fn joined(&self) -> std::sync::MutexGuard<'_, HashSet<ConversationId>> {
-        self.joined.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.joined)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The order of one socket's events. Socket.IO hands each event to its own task, so two
+/// events of one socket may run in either order; a turn taken while the event is extracted
+/// (in arrival order, before the task starts) restores it for the handlers that need it.
+#[derive(Default)]
+pub struct Order {
+    issued: std::sync::atomic::AtomicU64,
+    state: Mutex<OrderState>,
+    changed: Notify,
+}
+
+#[derive(Default)]
+struct OrderState {
+    /// The turn being served: every earlier one is done.
+    serving: u64,
+    /// Later turns already done, waiting for the earlier ones.
+    done: BTreeSet<u64>,
+}
+
+/// One event's place in its socket's order. Dropping it (done, or never needed) lets the next
+/// turn proceed.
+pub struct Turn {
+    order: Arc<Order>,
+    number: u64,
+}
+
+impl Turn {
+    /// Waits until every earlier event of the socket is done with its turn.
+    pub async fn wait(&self) {
+        loop {
+            let changed = self.order.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if lock(&self.order.state).serving == self.number {
+                return;
+            }
+            changed.await;
+        }
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let mut state = lock(&self.order.state);
+        state.done.insert(self.number);
+        loop {
+            let serving = state.serving;
+            if !state.done.remove(&serving) {
+                break;
+            }
+            state.serving = serving + 1;
+        }
+        drop(state);
+        self.order.changed.notify_waiters();
+    }
+}
+
+impl<A: socketioxide::adapter::Adapter> FromMessageParts<A> for Turn {
+    type Error = std::convert::Infallible;
+    fn from_message_parts(
+        socket: &Arc<socketioxide::socket::Socket<A>>,
+        _: &mut socketioxide::handler::Value,
+        _: &Option<i64>,
+    ) -> Result<Self, Self::Error> {
+        let order = socket.extensions.get::<Arc<Client>>().map(|c| c.order.clone()).unwrap_or_default();
+        let number = order.issued.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(Turn { order, number })
     }
 }
 
@@ -132,6 +237,9 @@ async fn admit(
         return Err(ConnectRefused::Unavailable);
     }
     socket.join(room.to_string());
+    // As in Socket.IO's own servers, a socket is also in a room named by its id: deliveries
+    // that leave out the socket that caused them (`except_socket`) exclude that room.
+    socket.join(socket.id.to_string());
     socket.extensions.insert(Arc::new(Client::new(user, &app.config)));
     Ok(())
 }
@@ -151,8 +259,8 @@ async fn on_connect(socket: SocketRef) {
 async fn on_disconnect(socket: SocketRef, State(app): State<Arc<App>>) {
     metrics::gauge!("edge_sockets_connected").decrement(1.0);
     let Some(client) = socket.extensions.get::<Arc<Client>>() else { return };
-    for conversation in client.take_joined() {
-        app.deliveries.remove(&Room::Conversation(conversation)).await;
+    for conversation in client.joined_now() {
+        events::conversations::leave_room(&socket, &client, &app.deliveries, conversation).await;
     }
     app.deliveries.remove(&Room::User(client.user.clone())).await;
 }

@@ -25,7 +25,7 @@
 
 use std::{collections::HashMap, str::FromStr, sync::Arc, time::Duration};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use lapin::{
     Channel,
     options::{
@@ -38,8 +38,11 @@ use socketioxide::{SocketIo, socket::Sid};
 use switchboard::{
     Bus, Shutdown,
     backend::route,
-    bus::{BusError, Envelope, QueueSpec},
-    contract::{Room, bus::Deliver},
+    bus::{BusError, BusMessage, Envelope, QueueSpec, topology},
+    contract::{
+        Room,
+        bus::{ConversationClosed, Deliver},
+    },
 };
 use tokio::sync::{Mutex, watch};
 use uuid::Uuid;
@@ -48,7 +51,7 @@ use uuid::Uuid;
 pub struct Deliveries {
     pub edge_id: Uuid,
     queue: String,
-    bus: Bus,
+    pub bus: Bus,
     state: Mutex<Bindings>,
     /// True while the queue is declared, bound and consumed.
     ready: watch::Sender<bool>,
@@ -162,7 +165,10 @@ impl Deliveries {
         channel.basic_qos(256, BasicQosOptions::default()).await?;
         let mut consumer = {
             let mut state = self.state.lock().await;
-            QueueSpec::exclusive(&self.queue).declare(&channel).await?;
+            QueueSpec::exclusive(&self.queue)
+                .bind(topology::EVENTS_TOPIC, topology::keys::CONVERSATION_CLOSED)
+                .declare(&channel)
+                .await?;
             for room in state.counts.keys() {
                 bind(&channel, &self.queue, room).await?;
             }
@@ -190,9 +196,18 @@ impl Deliveries {
                 None => return Err(BusError::Unavailable("the broker cancelled the consumer".into())),
             };
             metrics::counter!("bus_consumed_total", "queue" => "edge").increment(1);
-            let settled = match Envelope::<Deliver>::decode(&delivery.data) {
-                Ok(envelope) => {
-                    emit(io, &envelope).await;
+            let kind = delivery.properties.kind().as_ref().map(|k| k.as_str().to_owned()).unwrap_or_default();
+            let handled = match kind.as_str() {
+                ConversationClosed::KIND => {
+                    Envelope::<ConversationClosed>::decode(&delivery.data).map(|closed| {
+                        crate::events::conversations::closed(io, self, closed.data.conversation_id).boxed()
+                    })
+                }
+                _ => Envelope::<Deliver>::decode(&delivery.data).map(|envelope| emit(io, envelope).boxed()),
+            };
+            let settled = match handled {
+                Ok(work) => {
+                    work.await;
                     delivery.acker.ack(BasicAckOptions::default()).await
                 }
                 Err(error) => {
@@ -236,10 +251,11 @@ async fn bind(channel: &Channel, queue: &str, room: &Room) -> Result<(), BusErro
     Ok(())
 }
 
-/// Emits one delivery to the local sockets of its room.
-async fn emit(io: &SocketIo, envelope: &Envelope<Deliver>) {
+/// Emits one delivery to the local sockets of its rooms.
+async fn emit(io: &SocketIo, envelope: Envelope<Deliver>) {
     let deliver = &envelope.data;
-    let mut operator = io.to(deliver.room.to_string());
+    let rooms: Vec<String> = deliver.rooms.iter().map(Room::to_string).collect();
+    let mut operator = io.to(rooms);
     if let Some(except) = deliver.except_socket.as_deref().and_then(|sid| Sid::from_str(sid).ok()) {
         operator = operator.except(except);
     }

@@ -19,18 +19,21 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use switchboard::{
     backend,
-    bus::Durability,
+    bus::{Durability, RequestError, topology},
     config::Secret,
     contract::{
-        ErrorCode, Room, UserId,
-        bus::{Deliver, EventName},
+        AckError, ErrorCode, Room, UserId,
+        bus::{CreateConversation, Deliver, EventName},
     },
 };
 
 use crate::App;
 
 pub fn router(app: Arc<App>) -> Router {
-    Router::new().route("/api/v1/emit", post(emit)).with_state(app)
+    Router::new()
+        .route("/api/v1/emit", post(emit))
+        .route("/api/v1/conversations", post(create_conversation))
+        .with_state(app)
 }
 
 /// An ingress error: the status and the contract's error body. The one place that turns a
@@ -51,6 +54,22 @@ impl ApiError {
             status: StatusCode::UNAUTHORIZED,
             code: ErrorCode::Forbidden,
             message: "a valid ingress key is required".into(),
+        }
+    }
+
+    /// A worker's refusal or silence, as HTTP.
+    fn from_request(error: RequestError) -> Self {
+        match error {
+            RequestError::Refused(AckError { code: ErrorCode::Invalid, message }) => Self::invalid(message),
+            RequestError::Timeout => Self {
+                status: StatusCode::GATEWAY_TIMEOUT,
+                code: ErrorCode::Timeout,
+                message: "no answer in time; the outcome is unknown".into(),
+            },
+            other => {
+                tracing::warn!(error = %other, "an ingress request failed");
+                Self::unavailable()
+            }
         }
     }
 
@@ -124,11 +143,49 @@ async fn emit(
         (None, Some(room)) => room,
         _ => return Err(ApiError::invalid("give exactly one of userId and room")),
     };
-    let deliver = Deliver { room, event: request.event, data: request.data, except_socket: None };
+    let deliver =
+        Deliver { rooms: vec![room], event: request.event, data: request.data, except_socket: None };
     backend::deliver(&app.bus, deliver, Durability::Confirmed).await.map_err(|error| {
         tracing::warn!(%error, "ingress emit not confirmed");
         ApiError::unavailable()
     })?;
     metrics::counter!("edge_ingress_total", "route" => "emit").increment(1);
     Ok((StatusCode::ACCEPTED, Json(json!({}))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateConversationRequest {
+    participants: Vec<UserId>,
+}
+
+/// `POST /api/v1/conversations`: `{ participants: [userId, ...] }` (2 to 100, distinct);
+/// 201 `{ conversationId }` once stored.
+async fn create_conversation(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    authorize(&app.ingress_keys, &headers)?;
+    let request: CreateConversationRequest = parse(&body)?;
+    let distinct: std::collections::BTreeSet<&UserId> = request.participants.iter().collect();
+    if distinct.len() != request.participants.len() {
+        return Err(ApiError::invalid("participants must be distinct"));
+    }
+    if !(2..=100).contains(&distinct.len()) {
+        return Err(ApiError::invalid("a conversation has 2 to 100 participants"));
+    }
+    let command = CreateConversation { participants: request.participants, match_id: None };
+    let created = app
+        .bus
+        .request(
+            topology::EVENTS_TOPIC,
+            topology::keys::CREATE_CONVERSATION,
+            &command,
+            app.config.ack_timeout(),
+        )
+        .await
+        .map_err(ApiError::from_request)?;
+    metrics::counter!("edge_ingress_total", "route" => "conversations").increment(1);
+    Ok((StatusCode::CREATED, Json(json!({ "conversationId": created.conversation_id }))))
 }

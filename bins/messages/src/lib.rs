@@ -1,14 +1,71 @@
-//! `switchboard-messages` owns conversations and messages: membership, persistence, history, read receipts, fan-out of `message:new` (contract section 1).
+//! `switchboard-messages` owns conversations and messages: membership, persistence, history,
+//! read receipts, and the fan-out of `message:new` (contract sections 1, 4 and 5).
 //!
-//! This is the process skeleton: it starts, connects to the bus and the database (migrating
-//! it), serves `/healthz`, `/readyz` and `/metrics` on `METRICS_PORT`, and stops cleanly on
-//! SIGTERM. Its consumers arrive with their features.
+//! # The design, and the guarantees it gives
+//!
+//! **The command stream is partitioned by conversation.** `message:send` and `message:read`
+//! travel as request commands on `events.topic` with the routing key `messages.shard.<n>`,
+//! where `n` is the conversation id's low bits modulo [`MESSAGE_SHARDS`] (16). Each shard is a
+//! durable queue of the same name. One conversation's commands are therefore in one queue, in
+//! the order the edges published them; an edge publishes one socket's commands strictly in the
+//! order the socket sent them (see the edge's `events::messages`).
+//!
+//! **Exactly one copy works a shard at a time** ([`shards`]). Copies share the 16 shards
+//! through PostgreSQL advisory locks: every copy holds a shared "member" lock, so the number
+//! of live copies is the number of holders; each copy aims for `ceil(16 / copies)` shards,
+//! takes free ones with `pg_try_advisory_lock`, and gives back its surplus. A copy consumes a
+//! shard only while it holds that shard's lock. The queues are also declared with RabbitMQ's
+//! single-active-consumer, so even if two copies ever subscribed at once (a lock connection
+//! lost and re-taken elsewhere), the broker would still feed only one.
+//!
+//! **Order while copies come and go.** A copy that gives a shard back first stops consuming,
+//! finishes and acknowledges the batch in hand, and closes its channel (the broker puts the
+//! deliveries it had prefetched back at the head of the queue, in order); only then does it
+//! release the lock, and only after taking the lock does the next copy subscribe. A copy that
+//! dies (SIGKILL) loses its database session, so its locks go at once, and its connection, so
+//! its unacknowledged deliveries return to the head of their queues; a survivor takes the
+//! shards at its next rebalance (every second). Either way one conversation's commands are
+//! handled by one copy at a time, in queue order.
+//!
+//! **Durable ack, idempotency, gapless seq** ([`batch`]). A copy takes up to 256 commands per
+//! round (what the prefetch has already delivered) and handles them in one transaction: the
+//! conversations' participants are read once; each conversation's `last_seq` is advanced by
+//! the number of new messages with one `UPDATE ... RETURNING`, whose row lock serializes any
+//! writer of that conversation, so seqs are contiguous and never repeat; the messages are
+//! inserted with one statement. Only after `COMMIT` does the copy publish the fan-out, answer
+//! each sender (the edge then acks the client) and acknowledge the deliveries. A crash before
+//! the commit leaves nothing (the client sees `timeout` and may retry); a crash after it makes
+//! the broker redeliver the commands, and the unique `command_id` (the command's envelope id)
+//! and `(sender_id, client_message_id)` find the stored messages, which are answered and
+//! fanned out again instead of stored twice. A client retry with the same `clientMessageId`
+//! gets the original message.
+//!
+//! **Expiry.** A command carries `expiresAt` (the edge's ack timeout) and the AMQP expiration;
+//! one that is past it when its batch runs is dropped unanswered, so a send that timed out is
+//! never stored later. `timeout` means "unknown": retrying with the same `clientMessageId`
+//! stays safe.
+//!
+//! **Fan-out.** After commit, each new message is published once to `user.direct`, addressed to
+//! every participant's user room (the `CC` header) except the sending socket, with publisher
+//! confirms; delivery to sockets is at least once, and clients drop a repeated message `id`.
+//!
+//! **Queries** ([`queries`]): membership, `messages:sync` and conversation creation are
+//! read-mostly requests served by every copy from competing consumers.
+//!
+//! [`MESSAGE_SHARDS`]: switchboard::bus::topology::keys::MESSAGE_SHARDS
 
 #![forbid(unsafe_code)]
+
+pub mod batch;
+pub mod queries;
+pub mod shards;
 
 use switchboard::{Config, Role, Shutdown, service::Process};
 
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let process = Process::start(Role::Messages, config, shutdown, true).await?;
+    let database = process.database.clone().expect("the messages worker has a database");
+    queries::serve(&process.bus, &database);
+    shards::start(process.bus.clone(), database, process.shutdown.clone());
     process.serve(axum::Router::new()).await
 }

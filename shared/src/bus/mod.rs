@@ -27,12 +27,13 @@ use futures::StreamExt;
 use lapin::{
     BasicProperties, Channel, Confirmation, ConnectionProperties,
     options::{BasicPublishOptions, ConfirmSelectOptions},
+    types::{AMQPValue, FieldTable},
 };
 use tokio::sync::{Mutex, watch};
 
 pub use consume::{ConsumeOptions, Incoming, Outcome};
 pub use envelope::{BusMessage, DecodeError, Envelope};
-pub use rpc::RequestError;
+pub use rpc::{PendingReply, Request, RequestError};
 pub use topology::QueueSpec;
 
 use crate::{config::Config, shutdown::Shutdown};
@@ -154,9 +155,29 @@ impl Bus {
         message: &M,
         durability: Durability,
     ) -> Result<(), BusError> {
+        self.publish_cc(exchange, routing_key, &[], message, durability).await
+    }
+
+    /// [`Bus::publish`] with RabbitMQ's sender-selected distribution: the message is also
+    /// routed with each key of `also` (the `CC` header), and a queue bound by several of the
+    /// keys still gets one copy.
+    pub async fn publish_cc<M: BusMessage>(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        also: &[String],
+        message: &M,
+        durability: Durability,
+    ) -> Result<(), BusError> {
         let envelope = Envelope::wrap(M::KIND, message);
-        self.publish_bytes(exchange, routing_key, &envelope.encode(), properties::<M>(&envelope), durability)
-            .await
+        let mut properties = properties::<M>(&envelope);
+        if !also.is_empty() {
+            let keys = also.iter().map(|k| AMQPValue::LongString(k.as_str().into())).collect::<Vec<_>>();
+            let mut headers = FieldTable::default();
+            headers.insert("CC".into(), AMQPValue::FieldArray(keys.into()));
+            properties = properties.with_headers(headers);
+        }
+        self.publish_bytes(exchange, routing_key, &envelope.encode(), properties, durability).await
     }
 
     pub(crate) async fn publish_bytes(

@@ -66,6 +66,35 @@ pub enum RequestError {
 
 type Pending = Arc<SyncMutex<HashMap<String, oneshot::Sender<Vec<u8>>>>>;
 
+/// A request the broker has taken, waiting for its reply.
+pub struct PendingReply<T> {
+    receiver: oneshot::Receiver<Vec<u8>>,
+    pending: Pending,
+    correlation: String,
+    deadline: tokio::time::Instant,
+    kind: std::marker::PhantomData<T>,
+}
+
+impl<T: BusMessage> PendingReply<T> {
+    /// Waits for the reply until the request's timeout.
+    pub async fn reply(self) -> Result<T, RequestError> {
+        let bytes = match tokio::time::timeout_at(self.deadline, self.receiver).await {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(_)) => return Err(BusError::Unavailable("the reply channel closed".into()).into()),
+            Err(_) => {
+                lock(&self.pending).remove(&self.correlation);
+                return Err(RequestError::Timeout);
+            }
+        };
+        let reply = Envelope::<Reply<T>>::decode_as(&bytes, T::KIND)
+            .map_err(|e| RequestError::Malformed(e.to_string()))?;
+        match reply.data {
+            Reply::Ok(response) => Ok(response),
+            Reply::Error(error) => Err(RequestError::Refused(error)),
+        }
+    }
+}
+
 /// The requester's side: one reply channel, opened on first use and again after it dies.
 #[derive(Default)]
 pub(crate) struct Replies {
@@ -81,6 +110,20 @@ impl Bus {
         request: &R,
         timeout: Duration,
     ) -> Result<R::Response, RequestError> {
+        self.send_request(exchange, routing_key, request, timeout).await?.reply().await
+    }
+
+    /// The first half of [`Bus::request`]: returns once the broker took the request, with a
+    /// handle to wait for the reply. Callers that must keep the order of their requests (one
+    /// socket's sends) publish the next one as soon as this returns.
+    pub async fn send_request<R: Request>(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        request: &R,
+        timeout: Duration,
+    ) -> Result<PendingReply<R::Response>, RequestError> {
+        let deadline = tokio::time::Instant::now() + timeout;
         let (channel, pending) = self.reply_channel().await?;
         let envelope = Envelope::wrap(R::KIND, request);
         let correlation = Uuid::now_v7().to_string();
@@ -120,20 +163,7 @@ impl Bus {
             return Err(error.into());
         }
         metrics::counter!("bus_published_total", "exchange" => exchange.to_owned()).increment(1);
-        let bytes = match tokio::time::timeout(timeout, receiver).await {
-            Ok(Ok(bytes)) => bytes,
-            Ok(Err(_)) => return Err(BusError::Unavailable("the reply channel closed".into()).into()),
-            Err(_) => {
-                lock(&pending).remove(&correlation);
-                return Err(RequestError::Timeout);
-            }
-        };
-        let reply = Envelope::<Reply<R::Response>>::decode_as(&bytes, <R::Response as BusMessage>::KIND)
-            .map_err(|e| RequestError::Malformed(e.to_string()))?;
-        match reply.data {
-            Reply::Ok(response) => Ok(response),
-            Reply::Error(error) => Err(RequestError::Refused(error)),
-        }
+        Ok(PendingReply { receiver, pending, correlation, deadline, kind: std::marker::PhantomData })
     }
 
     async fn reply_channel(&self) -> Result<(Channel, Pending), BusError> {
@@ -182,13 +212,10 @@ impl Bus {
             let bus = bus.clone();
             let handler = handler.clone();
             async move {
-                let props = &incoming.delivery.properties;
-                let (Some(reply_to), correlation) =
-                    (props.reply_to().clone(), props.correlation_id().clone())
-                else {
+                if incoming.delivery.properties.reply_to().is_none() {
                     tracing::warn!(kind = R::KIND, "dropping a request without reply_to");
                     return Outcome::Reject;
-                };
+                }
                 let (reply, outcome) = match incoming.decode::<R>() {
                     Ok(request) => (handler(request.data).await, Outcome::Ack),
                     Err(error) => {
@@ -196,33 +223,35 @@ impl Bus {
                         (Err(AckError::invalid("malformed request")), Outcome::Reject)
                     }
                 };
-                let body = match reply {
-                    Ok(response) => Reply::Ok(response),
-                    Err(error) => Reply::Error(error),
-                };
-                let envelope = Envelope::wrap(<R::Response as BusMessage>::KIND, &body);
-                let mut properties = BasicProperties::default()
-                    .with_content_type("application/json".into())
-                    .with_type(<R::Response as BusMessage>::KIND.into());
-                if let Some(correlation) = correlation {
-                    properties = properties.with_correlation_id(correlation);
-                }
-                if let Err(error) = bus
-                    .publish_bytes(
-                        "",
-                        reply_to.as_str(),
-                        &envelope.encode(),
-                        properties,
-                        Durability::Transient,
-                    )
-                    .await
-                {
-                    // The requester will time out and may retry; nothing else to do.
-                    tracing::warn!(kind = R::KIND, %error, "could not send a reply");
-                }
+                bus.reply::<R>(&incoming.delivery.properties, reply).await;
                 outcome
             }
         });
+    }
+}
+
+impl Bus {
+    /// Sends the answer to a request whose AMQP properties are `request`. A reply that cannot
+    /// be sent is logged and dropped: the requester times out and may retry.
+    pub async fn reply<R: Request>(&self, request: &BasicProperties, result: Result<R::Response, AckError>) {
+        let Some(reply_to) = request.reply_to() else { return };
+        let body = match result {
+            Ok(response) => Reply::Ok(response),
+            Err(error) => Reply::Error(error),
+        };
+        let envelope = Envelope::wrap(<R::Response as BusMessage>::KIND, &body);
+        let mut properties = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_type(<R::Response as BusMessage>::KIND.into());
+        if let Some(correlation) = request.correlation_id() {
+            properties = properties.with_correlation_id(correlation.clone());
+        }
+        if let Err(error) = self
+            .publish_bytes("", reply_to.as_str(), &envelope.encode(), properties, Durability::Transient)
+            .await
+        {
+            tracing::warn!(kind = R::KIND, %error, "could not send a reply");
+        }
     }
 }
 

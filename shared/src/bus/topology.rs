@@ -30,6 +30,27 @@ pub mod keys {
 
     /// Membership questions for the owner of conversations (request/reply).
     pub const MEMBERSHIP_QUERY: &str = "rpc.conversation.membership";
+    /// `messages:sync` pages (request/reply).
+    pub const SYNC_QUERY: &str = "rpc.messages.sync";
+    /// Conversation creation (request/reply).
+    pub const CREATE_CONVERSATION: &str = "rpc.conversation.create";
+    /// A conversation was closed (unmatch); every edge listens.
+    pub const CONVERSATION_CLOSED: &str = "conversation.closed";
+
+    /// How many shards the chat command stream is split into. Every copy of every process
+    /// must agree, so it is a constant of the protocol, not a setting.
+    pub const MESSAGE_SHARDS: u32 = 16;
+
+    /// The shard a conversation's commands go to: the UUID's low bits (random in UUIDv7)
+    /// modulo the shard count.
+    pub fn message_shard(id: ConversationId) -> u32 {
+        (id.0.as_u128() % u128::from(MESSAGE_SHARDS)) as u32
+    }
+
+    /// The routing key (and queue name) of a chat shard.
+    pub fn message_shard_key(shard: u32) -> String {
+        format!("messages.shard.{shard}")
+    }
 
     /// An edge is stopping.
     pub const EDGE_STOPPING: &str = "edge.stopping";

@@ -7,11 +7,30 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::ids::{ConversationId, Room, UserId};
+use chrono::{DateTime, Utc};
+
+use super::{
+    client::{ClientMessageId, Content, Empty, MessageSent, MessagesPage},
+    ids::{ConversationId, MatchId, MessageId, Room, UserId},
+};
 use crate::bus::{BusMessage, rpc::Request};
 
 /// Every bus message kind this build sends or reads.
-pub const KINDS: &[&str] = &[Deliver::KIND, MembershipQuery::KIND, Membership::KIND, EdgeStopping::KIND];
+pub const KINDS: &[&str] = &[
+    Deliver::KIND,
+    MembershipQuery::KIND,
+    Membership::KIND,
+    EdgeStopping::KIND,
+    SendMessage::KIND,
+    MessageSent::KIND,
+    MarkRead::KIND,
+    Empty::KIND,
+    SyncQuery::KIND,
+    MessagesPage::KIND,
+    CreateConversation::KIND,
+    ConversationCreated::KIND,
+    ConversationClosed::KIND,
+];
 
 /// A Socket.IO event name a backend may emit: 1 to 128 characters, and not one of the names
 /// Socket.IO reserves for itself.
@@ -54,13 +73,16 @@ impl fmt::Display for EventName {
     }
 }
 
-/// An event for sockets: published on `user.direct` (routing key = user id) for a user room,
-/// or on `events.topic` (`room.conversation.<id>`) for a conversation room. Every edge that
-/// has a socket in the room delivers it, except to the socket named in `except_socket`.
+/// An event for sockets. Published on `user.direct` for user rooms (routing key = the first
+/// user's id, the others in the `CC` header, so one message reaches every edge concerned), or
+/// on `events.topic` (`room.conversation.<id>`) for a conversation room. Every edge that has a
+/// socket in one of the rooms emits it once to each such socket, except the socket named in
+/// `except_socket`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Deliver {
-    pub room: Room,
+    /// One or more rooms, all user rooms or a single conversation room.
+    pub rooms: Vec<Room>,
     pub event: EventName,
     #[serde(default)]
     pub data: serde_json::Value,
@@ -114,4 +136,123 @@ pub struct EdgeStopping {
 
 impl BusMessage for EdgeStopping {
     const KIND: &'static str = "edge.stopping";
+}
+
+/// `message:send` as a command to the messages worker: published as a request on
+/// `events.topic` with the routing key of the conversation's shard.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SendMessage {
+    pub conversation_id: ConversationId,
+    pub sender_id: UserId,
+    /// The sending socket, which does not get its own `message:new`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender_socket: Option<String>,
+    pub content: Content,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_message_id: Option<ClientMessageId>,
+    /// After this the sender has been told `timeout`: the command must not be carried out.
+    pub expires_at: DateTime<Utc>,
+}
+
+impl BusMessage for SendMessage {
+    const KIND: &'static str = "message.send";
+}
+
+impl Request for SendMessage {
+    type Response = MessageSent;
+}
+
+impl BusMessage for MessageSent {
+    const KIND: &'static str = "message.sent";
+}
+
+/// `message:read` as a command, on the conversation's shard like the sends it refers to.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MarkRead {
+    pub conversation_id: ConversationId,
+    pub message_id: MessageId,
+    pub user_id: UserId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reader_socket: Option<String>,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl BusMessage for MarkRead {
+    const KIND: &'static str = "message.read";
+}
+
+impl Request for MarkRead {
+    type Response = Empty;
+}
+
+/// The empty success reply.
+impl BusMessage for Empty {
+    const KIND: &'static str = "ok";
+}
+
+/// `messages:sync` as a query to the messages worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncQuery {
+    pub conversation_id: ConversationId,
+    pub user_id: UserId,
+    pub after_seq: u64,
+    pub limit: u32,
+}
+
+impl BusMessage for SyncQuery {
+    const KIND: &'static str = "messages.sync.query";
+}
+
+impl Request for SyncQuery {
+    type Response = MessagesPage;
+}
+
+impl BusMessage for MessagesPage {
+    const KIND: &'static str = "messages.page";
+}
+
+/// Creates a conversation (ingress `POST /api/v1/conversations`, and the notifier for a
+/// match). With a `match_id` it is idempotent: the same match always gets the same
+/// conversation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateConversation {
+    pub participants: Vec<UserId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_id: Option<MatchId>,
+}
+
+impl BusMessage for CreateConversation {
+    const KIND: &'static str = "conversation.create";
+}
+
+impl Request for CreateConversation {
+    type Response = ConversationCreated;
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConversationCreated {
+    pub conversation_id: ConversationId,
+}
+
+impl BusMessage for ConversationCreated {
+    const KIND: &'static str = "conversation.created";
+}
+
+/// A conversation was closed for good (an unmatch). Every edge receives it (`events.topic`,
+/// `conversation.closed`) and at once makes its sockets leave the conversation's room and
+/// forgets anything it knew about the membership.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConversationClosed {
+    pub conversation_id: ConversationId,
+    pub participants: Vec<UserId>,
+}
+
+impl BusMessage for ConversationClosed {
+    const KIND: &'static str = "conversation.closed";
 }

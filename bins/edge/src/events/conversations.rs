@@ -5,18 +5,22 @@
 //! user is a participant; the edge has no database of its own. The room is bound on this
 //! edge's queue before the join is acknowledged.
 
+use std::sync::Arc;
+
+use socketioxide::{SocketIo, extract::SocketRef};
 use switchboard::{
     bus::{RequestError, topology},
     contract::{
-        AckError, Room,
+        AckError, ConversationId, Room,
         bus::MembershipQuery,
         client::{ConversationRef, Empty, event},
     },
 };
 
 use super::{Context, on};
+use crate::{connection::Client, delivery::Deliveries};
 
-pub fn register(socket: &socketioxide::extract::SocketRef) {
+pub fn register(socket: &SocketRef) {
     on(socket, event::CONVERSATION_JOIN, join);
     on(socket, event::CONVERSATION_LEAVE, leave);
 }
@@ -53,13 +57,31 @@ async fn join(cx: Context, request: ConversationRef) -> Result<Empty, AckError> 
 }
 
 async fn leave(cx: Context, request: ConversationRef) -> Result<Empty, AckError> {
-    let id = request.conversation_id;
-    if cx.client.mark_left(id) {
-        let room = Room::Conversation(id);
-        cx.socket.leave(room.to_string());
-        cx.app.deliveries.remove(&room).await;
-    }
+    leave_room(&cx.socket, &cx.client, &cx.app.deliveries, request.conversation_id).await;
     Ok(Empty {})
+}
+
+/// Takes a socket out of a conversation room (a leave, a disconnect, or the conversation
+/// being closed): its typing stops and its hold on the room's binding is released.
+pub async fn leave_room(socket: &SocketRef, client: &Client, deliveries: &Deliveries, id: ConversationId) {
+    if client.mark_left(id) {
+        let room = Room::Conversation(id);
+        socket.leave(room.to_string());
+        super::typing::stopped(&deliveries.bus, socket, client, id).await;
+        deliveries.remove(&room).await;
+    }
+}
+
+/// A conversation was closed (unmatch): every local socket leaves its room at once, so no
+/// typing indicator or room emit reaches them any more; later joins are refused by the
+/// owner of conversations.
+pub async fn closed(io: &SocketIo, deliveries: &Deliveries, id: ConversationId) {
+    let room = Room::Conversation(id).to_string();
+    for socket in io.within(room).sockets() {
+        if let Some(client) = socket.extensions.get::<Arc<Client>>() {
+            leave_room(&socket, &client, deliveries, id).await;
+        }
+    }
 }
 
 /// The contract's reading of a failed request to a worker.

@@ -10,6 +10,8 @@
 //! An event name no family registered is answered `invalid` when it carries an ack.
 
 pub mod conversations;
+pub mod messages;
+pub mod typing;
 
 use std::{future::Future, sync::Arc, time::Instant};
 
@@ -18,18 +20,26 @@ use serde_json::Value;
 use socketioxide::extract::{AckSender, Event, SocketRef, State, TryData};
 use switchboard::contract::{AckError, ack::ack_body};
 
-use crate::{App, connection::Client};
+use crate::{
+    App,
+    connection::{Client, Turn},
+};
 
 /// What a handler gets besides its payload.
 pub struct Context {
     pub socket: SocketRef,
     pub client: Arc<Client>,
     pub app: Arc<App>,
+    /// This event's place in the socket's order; handlers that must keep it wait for it, the
+    /// others let it go (dropping it passes the turn on).
+    pub turn: Turn,
 }
 
 /// Registers every family's events on a newly connected socket.
 pub fn register(socket: &SocketRef) {
     conversations::register(socket);
+    messages::register(socket);
+    typing::register(socket);
     socket.on_fallback(unknown_event);
 }
 
@@ -44,6 +54,7 @@ where
     socket.on(
         event,
         move |socket: SocketRef,
+              turn: Turn,
               TryData(data): TryData<Value>,
               ack: AckSender,
               State(app): State<Arc<App>>| {
@@ -62,7 +73,7 @@ where
                         Err(reason) => Err(AckError::invalid(reason)),
                         Ok(payload) => {
                             let timeout = app.config.ack_timeout();
-                            let context = Context { socket: socket.clone(), client, app };
+                            let context = Context { socket: socket.clone(), client, app, turn };
                             match tokio::time::timeout(timeout, handler(context, payload)).await {
                                 Ok(result) => result,
                                 Err(_) => Err(AckError::timeout()),

@@ -1,0 +1,83 @@
+//! `message:send`, `message:read` and `messages:sync`: commands and queries for the owner of
+//! conversations (`switchboard-messages`), which checks membership itself.
+//!
+//! Sends and reads go to the conversation's shard queue. One socket's commands are published
+//! strictly in the order the socket sent them, even when it does not wait for acks: every
+//! event takes a [`Turn`](crate::connection::Turn) in arrival order, and a command is
+//! published only once every earlier event of the socket was published or dropped. Waiting
+//! for the reply happens after the turn is passed on, so a slow reply holds nothing up.
+
+use chrono::Utc;
+use switchboard::{
+    bus::{Request, topology},
+    contract::{
+        AckError, ConversationId,
+        bus::{MarkRead, SendMessage, SyncQuery},
+        client::{Empty, MessageRead, MessageSend, MessageSent, MessagesPage, MessagesSync, event},
+    },
+};
+
+use super::{Context, conversations::request_error, on};
+
+pub fn register(socket: &socketioxide::extract::SocketRef) {
+    on(socket, event::MESSAGE_SEND, send);
+    on(socket, event::MESSAGE_READ, read);
+    on(socket, event::MESSAGES_SYNC, sync);
+}
+
+async fn send(cx: Context, request: MessageSend) -> Result<MessageSent, AckError> {
+    let command = SendMessage {
+        conversation_id: request.conversation_id,
+        sender_id: cx.client.user.clone(),
+        sender_socket: Some(cx.socket.id.to_string()),
+        content: request.content,
+        client_message_id: request.client_message_id,
+        expires_at: Utc::now() + cx.app.config.ack_timeout(),
+    };
+    in_order(cx, request.conversation_id, command).await
+}
+
+async fn read(cx: Context, request: MessageRead) -> Result<Empty, AckError> {
+    let command = MarkRead {
+        conversation_id: request.conversation_id,
+        message_id: request.message_id,
+        user_id: cx.client.user.clone(),
+        reader_socket: Some(cx.socket.id.to_string()),
+        expires_at: Utc::now() + cx.app.config.ack_timeout(),
+    };
+    in_order(cx, request.conversation_id, command).await
+}
+
+/// Publishes a command to its conversation's shard in the socket's order, then waits for the
+/// answer.
+async fn in_order<R: Request>(
+    cx: Context,
+    conversation: ConversationId,
+    command: R,
+) -> Result<R::Response, AckError> {
+    let Context { turn, app, .. } = cx;
+    turn.wait().await;
+    let key = topology::keys::message_shard_key(topology::keys::message_shard(conversation));
+    let pending = app
+        .bus
+        .send_request(topology::EVENTS_TOPIC, &key, &command, app.config.ack_timeout())
+        .await
+        .map_err(request_error)?;
+    drop(turn);
+    pending.reply().await.map_err(request_error)
+}
+
+async fn sync(cx: Context, request: MessagesSync) -> Result<MessagesPage, AckError> {
+    drop(cx.turn);
+    let query = SyncQuery {
+        conversation_id: request.conversation_id,
+        user_id: cx.client.user.clone(),
+        after_seq: request.after_seq,
+        limit: request.page_size(),
+    };
+    cx.app
+        .bus
+        .request(topology::EVENTS_TOPIC, topology::keys::SYNC_QUERY, &query, cx.app.config.ack_timeout())
+        .await
+        .map_err(request_error)
+}

@@ -1,0 +1,460 @@
+//! One batch of chat commands (`message.send`, `message.read`) from one shard: one
+//! transaction, then fan-out, replies, and the caller's acknowledgement (see the crate docs
+//! for why in that order).
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, SubsecRound, Utc};
+use lapin::{BasicProperties, message::Delivery};
+use switchboard::{
+    Bus,
+    backend::deliver,
+    bus::{BusMessage, Durability, Envelope},
+    contract::{
+        AckError, ConversationId, ErrorCode, MessageId, Room, UserId,
+        bus::{Deliver, EventName, MarkRead, SendMessage},
+        client::{Empty, MessageSent},
+        server::{MessageNew, MessageReadEvent, ServerEvent},
+    },
+    db::Database,
+};
+use uuid::Uuid;
+
+/// A decoded command and where its answer goes.
+enum Command<'a> {
+    Send { command: SendMessage, id: Uuid, props: &'a BasicProperties, redelivered: bool },
+    Read { command: MarkRead, props: &'a BasicProperties },
+}
+
+/// What the transaction decided for one send.
+enum SendOutcome {
+    Stored(MessageNew),
+    /// Already stored by an earlier delivery or an earlier command with the same
+    /// `clientMessageId`; `fan_out` when this is a broker redelivery of the same command,
+    /// whose first delivery may have died before its fan-out.
+    Existing {
+        message: MessageNew,
+        fan_out: bool,
+    },
+    Refused(AckError),
+}
+
+/// Handles a batch. `Err` means nothing was committed and the batch should be retried.
+pub async fn handle(bus: &Bus, database: &Database, deliveries: &[Delivery]) -> Result<(), sqlx::Error> {
+    // PostgreSQL keeps microseconds: the ack and the stored row must show the same instant.
+    let now = Utc::now().trunc_subsecs(6);
+    let mut commands = Vec::with_capacity(deliveries.len());
+    for delivery in deliveries {
+        let kind = delivery.properties.kind().as_ref().map(|k| k.as_str()).unwrap_or_default();
+        let decoded = match kind {
+            SendMessage::KIND => Envelope::<SendMessage>::decode(&delivery.data).map(|e| {
+                (
+                    e.data.expires_at,
+                    Command::Send {
+                        command: e.data,
+                        id: e.id,
+                        props: &delivery.properties,
+                        redelivered: delivery.redelivered,
+                    },
+                )
+            }),
+            MarkRead::KIND => Envelope::<MarkRead>::decode(&delivery.data)
+                .map(|e| (e.data.expires_at, Command::Read { command: e.data, props: &delivery.properties })),
+            other => {
+                tracing::warn!(kind = other, "dropping an unknown command");
+                continue;
+            }
+        };
+        match decoded {
+            // Past its expiry the sender was told `timeout`: it must not happen now.
+            Ok((expires_at, _)) if expires_at <= now => {
+                metrics::counter!("messages_expired_total").increment(1)
+            }
+            Ok((_, command)) => commands.push(command),
+            Err(error) => tracing::warn!(%error, "dropping a malformed command"),
+        }
+    }
+    if commands.is_empty() {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let outcome = match store(database, &commands, now).await {
+        Ok(outcome) => outcome,
+        // A unique violation means another writer stored one of these commands meanwhile
+        // (possible only while shard ownership moves): a second pass finds those rows.
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
+            store(database, &commands, now).await?
+        }
+        Err(error) => return Err(error),
+    };
+    metrics::histogram!("messages_batch_seconds").record(started.elapsed().as_secs_f64());
+    metrics::histogram!("messages_batch_size").record(commands.len() as f64);
+    publish(bus, &commands, outcome).await;
+    Ok(())
+}
+
+/// What the transaction decided, in command order.
+struct Decisions {
+    sends: Vec<SendOutcome>,
+    reads: Vec<Result<MessageReadEvent, AckError>>,
+    participants: HashMap<ConversationId, Vec<UserId>>,
+}
+
+async fn store(
+    database: &Database,
+    commands: &[Command<'_>],
+    now: DateTime<Utc>,
+) -> Result<Decisions, sqlx::Error> {
+    let mut tx = database.pool().begin().await?;
+
+    // Participants of every open conversation the batch touches: one query.
+    let conversation_ids: Vec<Uuid> = commands
+        .iter()
+        .map(|c| match c {
+            Command::Send { command, .. } => command.conversation_id.0,
+            Command::Read { command, .. } => command.conversation_id.0,
+        })
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let rows: Vec<(Uuid, Vec<String>)> = sqlx::query_as(
+        "SELECT c.id, array_agg(p.user_id ORDER BY p.user_id) FROM conversations c \
+         JOIN conversation_participants p ON p.conversation_id = c.id \
+         WHERE c.id = ANY($1) AND c.closed_at IS NULL GROUP BY c.id",
+    )
+    .bind(&conversation_ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    let participants: HashMap<ConversationId, Vec<UserId>> = rows
+        .into_iter()
+        .map(|(id, users)| (ConversationId(id), users.into_iter().filter_map(|u| u.parse().ok()).collect()))
+        .collect();
+    let member = |conversation: &ConversationId, user: &UserId| {
+        participants.get(conversation).is_some_and(|users| users.contains(user))
+    };
+
+    // Sends already stored: by command id (a redelivery) or by clientMessageId (a retry).
+    let mut command_ids = Vec::new();
+    let (mut retry_senders, mut retry_ids) = (Vec::new(), Vec::new());
+    for command in commands {
+        if let Command::Send { command, id, .. } = command {
+            command_ids.push(*id);
+            if let Some(cmid) = &command.client_message_id {
+                retry_senders.push(command.sender_id.to_string());
+                retry_ids.push(cmid.as_str().to_owned());
+            }
+        }
+    }
+    let existing: Vec<StoredRow> = sqlx::query_as(
+        "SELECT id, conversation_id, seq, sender_id, content, client_message_id, command_id, created_at \
+         FROM messages WHERE command_id = ANY($1) \
+         OR (sender_id, client_message_id) IN (SELECT * FROM UNNEST($2::text[], $3::text[]))",
+    )
+    .bind(&command_ids)
+    .bind(&retry_senders)
+    .bind(&retry_ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut by_command: HashMap<Uuid, MessageNew> = HashMap::new();
+    let mut by_client_id: HashMap<(String, String), MessageNew> = HashMap::new();
+    for row in existing {
+        let command_id = row.command_id;
+        let key = row.client_message_id.clone().map(|c| (row.sender_id.clone(), c));
+        let message = row.into_message();
+        if let Some(key) = key {
+            by_client_id.insert(key, message.clone());
+        }
+        by_command.insert(command_id, message);
+    }
+
+    // Decide each send; new messages get their seq in batch order.
+    enum Plan {
+        New(usize),
+        Done(SendOutcome),
+        SameAs(usize),
+    }
+    let mut plans = Vec::new();
+    let mut new_messages: Vec<MessageNew> = Vec::new();
+    let mut new_command_ids: Vec<Uuid> = Vec::new();
+    let mut in_batch: HashMap<(String, String), usize> = HashMap::new();
+    let mut per_conversation: HashMap<ConversationId, i64> = HashMap::new();
+    for command in commands {
+        let Command::Send { command, id, redelivered, .. } = command else { continue };
+        if !member(&command.conversation_id, &command.sender_id) {
+            plans.push(Plan::Done(SendOutcome::Refused(AckError::forbidden())));
+            continue;
+        }
+        if let Some(message) = by_command.get(id) {
+            plans.push(Plan::Done(SendOutcome::Existing { message: message.clone(), fan_out: *redelivered }));
+            continue;
+        }
+        let retry_key = command
+            .client_message_id
+            .as_ref()
+            .map(|c| (command.sender_id.to_string(), c.as_str().to_owned()));
+        if let Some(key) = &retry_key {
+            if let Some(message) = by_client_id.get(key) {
+                plans.push(Plan::Done(SendOutcome::Existing { message: message.clone(), fan_out: false }));
+                continue;
+            }
+            if let Some(index) = in_batch.get(key) {
+                plans.push(Plan::SameAs(*index));
+                continue;
+            }
+        }
+        let index = new_messages.len();
+        if let Some(key) = retry_key {
+            in_batch.insert(key, index);
+        }
+        *per_conversation.entry(command.conversation_id).or_default() += 1;
+        new_messages.push(MessageNew {
+            id: MessageId::new(),
+            conversation_id: command.conversation_id,
+            sender_id: command.sender_id.clone(),
+            content: command.content.as_str().to_owned(),
+            seq: 0,
+            created_at: now,
+            client_message_id: command.client_message_id.clone(),
+        });
+        new_command_ids.push(*id);
+        plans.push(Plan::New(index));
+    }
+
+    if !new_messages.is_empty() {
+        // Advance each conversation's last_seq once; the row lock orders concurrent writers.
+        let mut ids: Vec<Uuid> = per_conversation.keys().map(|c| c.0).collect();
+        ids.sort();
+        let counts: Vec<i64> = ids.iter().map(|id| per_conversation[&ConversationId(*id)]).collect();
+        let advanced: Vec<(Uuid, i64)> = sqlx::query_as(
+            "UPDATE conversations c SET last_seq = c.last_seq + v.n \
+             FROM UNNEST($1::uuid[], $2::bigint[]) AS v(id, n) WHERE c.id = v.id RETURNING c.id, c.last_seq",
+        )
+        .bind(&ids)
+        .bind(&counts)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut next_seq: HashMap<ConversationId, i64> = advanced
+            .into_iter()
+            .map(|(id, last)| (ConversationId(id), last - per_conversation[&ConversationId(id)] + 1))
+            .collect();
+        for message in &mut new_messages {
+            let next = next_seq.get_mut(&message.conversation_id).expect("every conversation was advanced");
+            message.seq = *next;
+            *next += 1;
+        }
+        let column = |f: fn(&MessageNew) -> String| new_messages.iter().map(f).collect::<Vec<_>>();
+        sqlx::query(
+            "INSERT INTO messages (id, conversation_id, seq, sender_id, content, client_message_id, command_id, created_at) \
+             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::uuid[], $8::timestamptz[])",
+        )
+        .bind(new_messages.iter().map(|m| m.id.0).collect::<Vec<_>>())
+        .bind(new_messages.iter().map(|m| m.conversation_id.0).collect::<Vec<_>>())
+        .bind(new_messages.iter().map(|m| m.seq).collect::<Vec<_>>())
+        .bind(column(|m| m.sender_id.to_string()))
+        .bind(column(|m| m.content.clone()))
+        .bind(new_messages.iter().map(|m| m.client_message_id.as_ref().map(|c| c.as_str().to_owned())).collect::<Vec<_>>())
+        .bind(&new_command_ids)
+        .bind(new_messages.iter().map(|m| m.created_at).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+    }
+
+    let sends = plans
+        .into_iter()
+        .map(|plan| match plan {
+            Plan::New(index) => SendOutcome::Stored(new_messages[index].clone()),
+            Plan::SameAs(index) => {
+                SendOutcome::Existing { message: new_messages[index].clone(), fan_out: false }
+            }
+            Plan::Done(outcome) => outcome,
+        })
+        .collect();
+
+    let reads = mark_read(&mut tx, commands, &member, now).await?;
+    tx.commit().await?;
+    Ok(Decisions { sends, reads, participants })
+}
+
+/// Read receipts: each reader's position moves forward only.
+async fn mark_read(
+    tx: &mut sqlx::PgConnection,
+    commands: &[Command<'_>],
+    member: &(dyn Fn(&ConversationId, &UserId) -> bool + Sync),
+    now: DateTime<Utc>,
+) -> Result<Vec<Result<MessageReadEvent, AckError>>, sqlx::Error> {
+    let reads: Vec<&MarkRead> = commands
+        .iter()
+        .filter_map(|c| if let Command::Read { command, .. } = c { Some(command) } else { None })
+        .collect();
+    if reads.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = reads.iter().map(|r| r.message_id.0).collect();
+    // Messages sent earlier in this same transaction are visible here.
+    let found: HashMap<Uuid, (Uuid, i64)> = sqlx::query_as::<_, (Uuid, Uuid, i64)>(
+        "SELECT id, conversation_id, seq FROM messages WHERE id = ANY($1)",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .map(|(id, conversation, seq)| (id, (conversation, seq)))
+    .collect();
+    let mut results = Vec::new();
+    let mut furthest: HashMap<(Uuid, String), (Uuid, i64)> = HashMap::new();
+    for read in &reads {
+        if !member(&read.conversation_id, &read.user_id) {
+            results.push(Err(AckError::forbidden()));
+            continue;
+        }
+        match found.get(&read.message_id.0) {
+            Some((conversation, seq)) if *conversation == read.conversation_id.0 => {
+                let entry = furthest
+                    .entry((*conversation, read.user_id.to_string()))
+                    .or_insert((read.message_id.0, *seq));
+                if *seq > entry.1 {
+                    *entry = (read.message_id.0, *seq);
+                }
+                results.push(Ok(MessageReadEvent {
+                    conversation_id: read.conversation_id,
+                    message_id: read.message_id,
+                    user_id: read.user_id.clone(),
+                    read_at: now,
+                }));
+            }
+            _ => {
+                results.push(Err(AckError::new(ErrorCode::NotFound, "no such message in this conversation")))
+            }
+        }
+    }
+    if !furthest.is_empty() {
+        let (keys, positions): (Vec<_>, Vec<_>) = furthest.into_iter().unzip();
+        sqlx::query(
+            "INSERT INTO read_receipts (conversation_id, user_id, message_id, seq, read_at) \
+             SELECT v.c, v.u, v.m, v.s, $5 FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::bigint[]) AS v(c, u, m, s) \
+             ON CONFLICT (conversation_id, user_id) DO UPDATE \
+             SET message_id = EXCLUDED.message_id, seq = EXCLUDED.seq, read_at = EXCLUDED.read_at \
+             WHERE read_receipts.seq < EXCLUDED.seq",
+        )
+        .bind(keys.iter().map(|(c, _)| *c).collect::<Vec<_>>())
+        .bind(keys.iter().map(|(_, u)| u.clone()).collect::<Vec<_>>())
+        .bind(positions.iter().map(|(m, _)| *m).collect::<Vec<_>>())
+        .bind(positions.iter().map(|(_, s)| *s).collect::<Vec<_>>())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(results)
+}
+
+/// After commit: fan-out (confirmed, all at once), then each sender's reply.
+async fn publish(bus: &Bus, commands: &[Command<'_>], decisions: Decisions) {
+    let Decisions { sends, reads, participants } = decisions;
+    let mut fan_out = Vec::new();
+    let mut replies = Vec::new();
+    let mut sends = sends.into_iter();
+    let mut reads = reads.into_iter();
+    for command in commands {
+        match command {
+            Command::Send { command, props, .. } => {
+                let Some(outcome) = sends.next() else { break };
+                let (reply, message) = match outcome {
+                    SendOutcome::Stored(message) => (Ok(sent(&message)), Some(message)),
+                    SendOutcome::Existing { message, fan_out } => {
+                        (Ok(sent(&message)), fan_out.then_some(message))
+                    }
+                    SendOutcome::Refused(error) => (Err(error), None),
+                };
+                if let Some(message) = message {
+                    let rooms = rooms_of(participants.get(&message.conversation_id), None);
+                    fan_out.push(event(rooms, MessageNew::NAME, &message, command.sender_socket.clone()));
+                    metrics::counter!("messages_stored_total").increment(1);
+                }
+                replies.push(Reply::Send(props, reply));
+            }
+            Command::Read { command, props } => {
+                let Some(outcome) = reads.next() else { break };
+                if let Ok(read) = &outcome {
+                    let rooms = rooms_of(participants.get(&read.conversation_id), Some(&read.user_id));
+                    fan_out.push(event(rooms, MessageReadEvent::NAME, read, command.reader_socket.clone()));
+                }
+                replies.push(Reply::Read(props, outcome.map(|_| Empty {})));
+            }
+        }
+    }
+    let published = futures::future::join_all(
+        fan_out.into_iter().filter(|d| !d.rooms.is_empty()).map(|d| deliver(bus, d, Durability::Confirmed)),
+    )
+    .await;
+    for error in published.into_iter().filter_map(Result::err) {
+        // The message is stored; receivers that miss it catch up with messages:sync.
+        tracing::warn!(%error, "a fan-out was not confirmed");
+    }
+    futures::future::join_all(replies.into_iter().map(|reply| async move {
+        match reply {
+            Reply::Send(props, result) => bus.reply::<SendMessage>(props, result).await,
+            Reply::Read(props, result) => bus.reply::<MarkRead>(props, result).await,
+        }
+    }))
+    .await;
+}
+
+enum Reply<'a> {
+    Send(&'a BasicProperties, Result<MessageSent, AckError>),
+    Read(&'a BasicProperties, Result<Empty, AckError>),
+}
+
+fn sent(message: &MessageNew) -> MessageSent {
+    MessageSent { message_id: message.id, seq: message.seq, created_at: message.created_at }
+}
+
+/// The user rooms of a conversation's participants, leaving out `except`.
+fn rooms_of(participants: Option<&Vec<UserId>>, except: Option<&UserId>) -> Vec<Room> {
+    participants
+        .into_iter()
+        .flatten()
+        .filter(|user| Some(*user) != except)
+        .map(|user| Room::User(user.clone()))
+        .collect()
+}
+
+fn event<T: serde::Serialize>(
+    rooms: Vec<Room>,
+    name: &'static str,
+    body: &T,
+    except_socket: Option<String>,
+) -> Deliver {
+    Deliver {
+        rooms,
+        event: EventName::try_from(name.to_owned()).expect("server event names are valid"),
+        data: serde_json::to_value(body).unwrap_or_default(),
+        except_socket,
+    }
+}
+
+/// A row of `messages`, as every query of this crate reads it.
+#[derive(sqlx::FromRow)]
+pub struct StoredRow {
+    id: Uuid,
+    conversation_id: Uuid,
+    seq: i64,
+    sender_id: String,
+    content: String,
+    client_message_id: Option<String>,
+    command_id: Uuid,
+    created_at: DateTime<Utc>,
+}
+
+impl StoredRow {
+    pub fn into_message(self) -> MessageNew {
+        MessageNew {
+            id: MessageId(self.id),
+            conversation_id: ConversationId(self.conversation_id),
+            sender_id: self.sender_id.parse().unwrap_or_else(|_| "unknown".parse().expect("valid")),
+            content: self.content,
+            seq: self.seq,
+            created_at: self.created_at,
+            client_message_id: self.client_message_id.and_then(|c| c.try_into().ok()),
+        }
+    }
+}

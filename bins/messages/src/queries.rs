@@ -1,0 +1,144 @@
+//! Requests any copy answers (competing consumers, no ordering needed): membership for the
+//! edges' `conversation:join`, `messages:sync` pages, and conversation creation.
+
+use std::collections::BTreeSet;
+
+use switchboard::{
+    Bus,
+    bus::{ConsumeOptions, QueueSpec, topology},
+    contract::{
+        AckError, ConversationId,
+        bus::{ConversationCreated, CreateConversation, Membership, MembershipQuery, SyncQuery},
+        client::MessagesPage,
+    },
+    db::Database,
+};
+use uuid::Uuid;
+
+use crate::batch::StoredRow;
+
+/// Most participants of one conversation (contract section 6).
+pub const MAX_PARTICIPANTS: usize = 100;
+
+/// How long a request may wait in its queue: longer than any caller waits.
+const REQUEST_TTL_MS: u32 = 60_000;
+
+pub fn serve(bus: &Bus, database: &Database) {
+    let queue = |name: &str, key: &str| {
+        QueueSpec::durable(name).bind(topology::EVENTS_TOPIC, key).message_ttl_ms(REQUEST_TTL_MS)
+    };
+    let db = database.clone();
+    bus.serve(
+        queue("messages.membership", topology::keys::MEMBERSHIP_QUERY),
+        ConsumeOptions::concurrent(16),
+        move |query: MembershipQuery| {
+            let db = db.clone();
+            async move {
+                Ok(Membership {
+                    member: is_member(&db, query.conversation_id, query.user_id.as_str()).await?,
+                })
+            }
+        },
+    );
+    let db = database.clone();
+    bus.serve(
+        queue("messages.sync", topology::keys::SYNC_QUERY),
+        ConsumeOptions::concurrent(16),
+        move |query| {
+            let db = db.clone();
+            async move { sync(&db, query).await }
+        },
+    );
+    let db = database.clone();
+    bus.serve(
+        queue("messages.create", topology::keys::CREATE_CONVERSATION),
+        ConsumeOptions::concurrent(8),
+        move |request| {
+            let db = db.clone();
+            async move { create(&db, request).await }
+        },
+    );
+}
+
+fn unavailable(error: sqlx::Error) -> AckError {
+    tracing::warn!(%error, "a query failed");
+    AckError::unavailable()
+}
+
+/// A participant of an open conversation. An unknown conversation is simply "no".
+pub async fn is_member(db: &Database, conversation: ConversationId, user: &str) -> Result<bool, AckError> {
+    let (member,): (bool,) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM conversation_participants p JOIN conversations c ON c.id = p.conversation_id \
+         WHERE p.conversation_id = $1 AND p.user_id = $2 AND c.closed_at IS NULL)",
+    )
+    .bind(conversation.0)
+    .bind(user)
+    .fetch_one(db.pool())
+    .await
+    .map_err(unavailable)?;
+    Ok(member)
+}
+
+async fn sync(db: &Database, query: SyncQuery) -> Result<MessagesPage, AckError> {
+    if !is_member(db, query.conversation_id, query.user_id.as_str()).await? {
+        return Err(AckError::forbidden());
+    }
+    let limit = i64::from(query.limit.clamp(1, 200));
+    let after = i64::try_from(query.after_seq).unwrap_or(i64::MAX);
+    // One row more than the page tells whether there is more.
+    let rows: Vec<StoredRow> = sqlx::query_as(
+        "SELECT id, conversation_id, seq, sender_id, content, client_message_id, command_id, created_at \
+         FROM messages WHERE conversation_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+    )
+    .bind(query.conversation_id.0)
+    .bind(after)
+    .bind(limit + 1)
+    .fetch_all(db.pool())
+    .await
+    .map_err(unavailable)?;
+    let has_more = rows.len() as i64 > limit;
+    let messages = rows.into_iter().take(limit as usize).map(StoredRow::into_message).collect();
+    Ok(MessagesPage { messages, has_more })
+}
+
+async fn create(db: &Database, request: CreateConversation) -> Result<ConversationCreated, AckError> {
+    let participants: BTreeSet<&str> = request.participants.iter().map(|u| u.as_str()).collect();
+    if participants.len() != request.participants.len() {
+        return Err(AckError::invalid("participants must be distinct"));
+    }
+    if !(2..=MAX_PARTICIPANTS).contains(&participants.len()) {
+        return Err(AckError::invalid(format!("a conversation has 2 to {MAX_PARTICIPANTS} participants")));
+    }
+    let mut tx = db.pool().begin().await.map_err(unavailable)?;
+    let id = ConversationId::new();
+    // A match's conversation is made once, however often the match is replayed. A concurrent
+    // insert of the same match makes ours do nothing; the row is then read in a statement of
+    // its own, whose snapshot sees the other transaction's commit.
+    let inserted: Option<(Uuid,)> = sqlx::query_as(
+        "INSERT INTO conversations (id, match_id) VALUES ($1, $2) ON CONFLICT (match_id) DO NOTHING RETURNING id",
+    )
+    .bind(id.0)
+    .bind(request.match_id.as_ref().map(|m| m.as_str()))
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(unavailable)?;
+    let (id,) = match inserted {
+        Some(row) => row,
+        None => sqlx::query_as("SELECT id FROM conversations WHERE match_id = $1")
+            .bind(request.match_id.as_ref().map(|m| m.as_str()))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(unavailable)?,
+    };
+    sqlx::query(
+        "INSERT INTO conversation_participants (conversation_id, user_id) SELECT $1, u FROM UNNEST($2::text[]) AS u \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(id)
+    .bind(participants.iter().map(|u| (*u).to_owned()).collect::<Vec<_>>())
+    .execute(&mut *tx)
+    .await
+    .map_err(unavailable)?;
+    tx.commit().await.map_err(unavailable)?;
+    Ok(ConversationCreated { conversation_id: ConversationId(id) })
+}

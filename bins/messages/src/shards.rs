@@ -1,0 +1,243 @@
+//! Sharing the chat shards between copies, and consuming the shards this copy owns.
+//!
+//! Ownership is PostgreSQL advisory locks on one dedicated session (see the crate docs): the
+//! shared lock `(LOCK_CLASS, MEMBER)` counts live copies; the exclusive lock
+//! `(LOCK_CLASS, shard)` owns a shard. Every [`REBALANCE`] the copy recounts, gives back its
+//! surplus and takes free shards up to its share. Losing the session (database restart) stops
+//! every shard consumer before anything else is tried, since the locks went with it.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use futures::{FutureExt, StreamExt};
+use lapin::{
+    options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions},
+    types::FieldTable,
+};
+use sqlx::{Connection, PgConnection};
+use switchboard::{
+    Bus, Shutdown,
+    bus::{
+        BusError, QueueSpec,
+        topology::{
+            EVENTS_TOPIC,
+            keys::{MESSAGE_SHARDS, message_shard_key},
+        },
+    },
+    db::Database,
+};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::batch;
+
+/// The advisory-lock namespace of the messages worker ("SBMS").
+const LOCK_CLASS: i32 = 0x5342_4D53;
+/// The shared lock every live copy holds (shards use keys 0..16).
+const MEMBER: i32 = 1000;
+/// How often ownership is recounted.
+const REBALANCE: Duration = Duration::from_secs(1);
+/// Commands handled in one transaction, at most; also the prefetch.
+pub const BATCH: usize = 256;
+
+/// Starts the ownership loop; it runs until shutdown, then stops every shard consumer.
+pub fn start(bus: Bus, database: Database, shutdown: Shutdown) {
+    let tracker = shutdown.clone();
+    tracker.spawn(async move {
+        if !database.wait_ready(&shutdown).await || !bus.wait_ready().await {
+            return;
+        }
+        let mut delays = switchboard::bus::backoff();
+        loop {
+            match own_shards(&bus, &database, &shutdown).await {
+                Ok(()) => return,
+                Err(error) => tracing::warn!(%error, "shard ownership lost; starting over"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(5))) => {}
+                _ = shutdown.triggered() => return,
+            }
+        }
+    });
+}
+
+/// A shard this copy consumes.
+struct Owned {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+/// One life of the ownership session. Returns `Ok` at shutdown, `Err` when the session broke.
+async fn own_shards(bus: &Bus, database: &Database, shutdown: &Shutdown) -> Result<(), sqlx::Error> {
+    let mut session = database.pool().acquire().await?.detach();
+    sqlx::query("SELECT pg_advisory_lock_shared($1, $2)")
+        .bind(LOCK_CLASS)
+        .bind(MEMBER)
+        .execute(&mut session)
+        .await?;
+    let mut owned: BTreeMap<u32, Owned> = BTreeMap::new();
+    // Copies start looking at different shards, so they do not all race for shard 0.
+    let offset = (uuid::Uuid::now_v7().as_u128() % u128::from(MESSAGE_SHARDS)) as u32;
+    let result = loop {
+        if let Err(error) = rebalance(bus, database, &mut session, &mut owned, offset, shutdown).await {
+            break Err(error);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(REBALANCE) => {}
+            _ = shutdown.triggered() => break Ok(()),
+        }
+    };
+    // Whatever happened, stop consuming before the locks are (or were) released.
+    for (_, shard) in std::mem::take(&mut owned) {
+        shard.stop.cancel();
+        let _ = shard.task.await;
+    }
+    let _ = session.close().await;
+    result
+}
+
+async fn rebalance(
+    bus: &Bus,
+    database: &Database,
+    session: &mut PgConnection,
+    owned: &mut BTreeMap<u32, Owned>,
+    offset: u32,
+    shutdown: &Shutdown,
+) -> Result<(), sqlx::Error> {
+    // A consumer that ended by itself (its queue could not be set up for long) is given back.
+    let finished: Vec<u32> = owned.iter().filter(|(_, o)| o.task.is_finished()).map(|(s, _)| *s).collect();
+    for shard in finished {
+        owned.remove(&shard);
+        unlock(session, shard).await?;
+    }
+    let (copies,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM pg_locks \
+         WHERE locktype = 'advisory' AND granted AND mode = 'ShareLock' \
+           AND classid = $1::int::oid AND objid = $2::int::oid AND objsubid = 2 \
+           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .bind(LOCK_CLASS)
+    .bind(MEMBER)
+    .fetch_one(&mut *session)
+    .await?;
+    let copies = u32::try_from(copies.max(1)).unwrap_or(1);
+    let share = MESSAGE_SHARDS.div_ceil(copies) as usize;
+    while owned.len() > share {
+        let Some((shard, surplus)) = owned.pop_last() else { break };
+        surplus.stop.cancel();
+        let _ = surplus.task.await;
+        unlock(session, shard).await?;
+        tracing::info!(shard, copies, "gave a shard back");
+    }
+    for step in 0..MESSAGE_SHARDS {
+        if owned.len() >= share {
+            break;
+        }
+        let shard = (offset + step) % MESSAGE_SHARDS;
+        if owned.contains_key(&shard) {
+            continue;
+        }
+        let (locked,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1, $2)")
+            .bind(LOCK_CLASS)
+            .bind(shard as i32)
+            .fetch_one(&mut *session)
+            .await?;
+        if locked {
+            let stop = shutdown.token().child_token();
+            let task = tokio::spawn(consume_shard(bus.clone(), database.clone(), shard, stop.clone()));
+            owned.insert(shard, Owned { stop, task });
+            tracing::info!(shard, copies, "took a shard");
+        }
+    }
+    metrics::gauge!("messages_shards_owned").set(owned.len() as f64);
+    Ok(())
+}
+
+async fn unlock(session: &mut PgConnection, shard: u32) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_unlock($1, $2)")
+        .bind(LOCK_CLASS)
+        .bind(shard as i32)
+        .execute(session)
+        .await?;
+    Ok(())
+}
+
+/// Consumes one shard until `stop`, restarting when the channel dies.
+async fn consume_shard(bus: Bus, database: Database, shard: u32, stop: CancellationToken) {
+    let mut delays = switchboard::bus::backoff();
+    loop {
+        match consume_once(&bus, &database, shard, &stop).await {
+            Ok(()) => return,
+            Err(error) => tracing::warn!(shard, %error, "shard consumer stopped; restarting"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(5))) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+/// The shard's queue: durable, bound to its routing key, one active consumer at a time.
+pub fn shard_queue(shard: u32) -> QueueSpec {
+    let key = message_shard_key(shard);
+    QueueSpec::durable(&key).bind(EVENTS_TOPIC, key.clone()).single_active_consumer()
+}
+
+async fn consume_once(
+    bus: &Bus,
+    database: &Database,
+    shard: u32,
+    stop: &CancellationToken,
+) -> Result<(), BusError> {
+    let channel = bus.channel().await?;
+    channel.basic_qos(BATCH as u16, BasicQosOptions::default()).await?;
+    let queue = shard_queue(shard);
+    queue.declare(&channel).await?;
+    let mut consumer = channel
+        .basic_consume(
+            queue.name.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let result = loop {
+        let first = tokio::select! {
+            next = consumer.next() => next,
+            _ = stop.cancelled() => break Ok(()),
+        };
+        let mut deliveries = match first {
+            Some(Ok(delivery)) => vec![delivery],
+            Some(Err(error)) => break Err(error.into()),
+            None => break Err(BusError::Unavailable("the broker cancelled the consumer".into())),
+        };
+        // Whatever the prefetch already brought joins this batch; nothing waits for more.
+        while deliveries.len() < BATCH {
+            match consumer.next().now_or_never() {
+                Some(Some(Ok(delivery))) => deliveries.push(delivery),
+                _ => break,
+            }
+        }
+        metrics::counter!("bus_consumed_total", "queue" => "messages.shard")
+            .increment(deliveries.len() as u64);
+        let last = deliveries.last().map(|d| d.acker.clone()).expect("a batch is never empty");
+        match batch::handle(bus, database, &deliveries).await {
+            Ok(()) => {
+                if let Err(error) = last.ack(BasicAckOptions { multiple: true }).await {
+                    break Err(error.into());
+                }
+            }
+            Err(error) => {
+                // The database is unreachable: nothing was committed. Put the batch back in
+                // order and pause, so a failing database is retried at a bounded rate.
+                tracing::warn!(shard, %error, commands = deliveries.len(), "batch failed; requeued");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                if let Err(error) = last.nack(BasicNackOptions { multiple: true, requeue: true }).await {
+                    break Err(error.into());
+                }
+            }
+        }
+    };
+    // Closing the channel returns any prefetched, unhandled deliveries to the queue's head.
+    let _ = channel.close(200, "shard released".into()).await;
+    result
+}
