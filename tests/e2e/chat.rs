@@ -379,3 +379,47 @@ async fn the_conversations_ingress_validates_and_creates() {
         assert_eq!((status, body["error"]["code"].clone()), (400, json!("invalid")), "{bad}");
     }
 }
+
+#[tokio::test]
+async fn a_closed_conversation_takes_every_socket_out_of_its_room_on_every_edge() {
+    use switchboard::bus::topology::{EVENTS_TOPIC, keys::CONVERSATION_CLOSED};
+    let mut t = Chat::start(&["alice", "bob"], &[]).await;
+    let conversation = t.conversation(&["alice", "bob"]).await;
+    t.connect("a", "alice", 0).await;
+    t.connect("b", "bob", 1).await;
+    for client in ["a", "b"] {
+        ok(&t.driver.emit_ack(client, "conversation:join", json!({ "conversationId": conversation })).await);
+    }
+    // What the unmatch will publish (issue 6): every edge hears it at once.
+    let config =
+        switchboard::Config { rabbitmq_vhost: t.env.vhost.clone(), ..switchboard::Config::default() };
+    let shutdown = switchboard::Shutdown::new();
+    let bus = switchboard::Bus::start(&config, "test-unmatch", &shutdown);
+    assert!(bus.wait_ready().await);
+    let closed = switchboard::contract::bus::ConversationClosed {
+        conversation_id: conversation.parse().expect("uuid"),
+        participants: vec!["alice".parse().expect("id"), "bob".parse().expect("id")],
+    };
+    bus.publish(EVENTS_TOPIC, CONVERSATION_CLOSED, &closed, switchboard::bus::Durability::Confirmed)
+        .await
+        .expect("published");
+    let room = json!({ "conversationId": conversation });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    for client in ["a", "b"] {
+        // Typing needs the room: once the socket is out of it, typing is forbidden.
+        loop {
+            let reply = t.driver.emit_ack(client, "typing:start", room.clone()).await;
+            if code(&reply) == "forbidden" {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{client} still in the room after 1 s");
+        }
+    }
+    let key = format!("room.conversation.{conversation}");
+    switchboard_tests::eventually("every edge to unbind the room", Duration::from_secs(1), || async {
+        let bindings = t.env.rabbit.bindings(&t.env.vhost).await;
+        (!bindings.iter().any(|b| b["routing_key"] == key.as_str())).then_some(())
+    })
+    .await;
+    bus.close().await;
+}

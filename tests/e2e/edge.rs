@@ -481,3 +481,51 @@ async fn sigterm_announces_the_users_closes_sockets_and_deletes_the_queue() {
         "{queues_after:?}"
     );
 }
+
+#[tokio::test]
+async fn a_rust_backend_emits_through_the_library_and_metrics_count_it_all() {
+    let env = TestEnv::new().await;
+    let edge = env.spawn_ready(Bin::Edge, &[]).await;
+    sessions(&env, &["alice"]).await;
+    let mut driver = Driver::start().await;
+    driver.connect("a", &edge.url(), as_user("alice", "websocket")).await.expect("connects");
+    assert_eq!(
+        driver.connect("anon", &edge.url(), json!({ "transports": ["websocket"] })).await,
+        Err("unauthorized".into())
+    );
+
+    let config = switchboard::Config { rabbitmq_vhost: env.vhost.clone(), ..switchboard::Config::default() };
+    let shutdown = switchboard::Shutdown::new();
+    let bus = switchboard::Bus::start(&config, "test-backend", &shutdown);
+    assert!(bus.wait_ready().await);
+    let alice = "alice".parse().expect("valid");
+    switchboard::backend::emit_to_user(&bus, &alice, "from:rust", json!({ "ok": true }))
+        .await
+        .expect("emitted");
+    assert_eq!(driver.event("a", "from:rust").await, json!({ "ok": true }));
+    let room = "user:alice".parse().expect("valid");
+    switchboard::backend::emit_to_room(&bus, &room, "from:rust", json!(2)).await.expect("emitted");
+    assert_eq!(driver.event("a", "from:rust").await, json!(2));
+    assert!(
+        switchboard::backend::emit_to_user(&bus, &alice, "connect", json!(null)).await.is_err(),
+        "reserved name"
+    );
+    let reply =
+        driver.emit_ack("a", "conversation:leave", json!({ "conversationId": uuid::Uuid::now_v7() })).await;
+    assert_eq!(reply, json!({ "success": true }));
+
+    let (_, metrics) = edge.get("/metrics").await;
+    for series in [
+        "edge_sockets_connected 1",
+        "edge_connects_total 1",
+        "edge_connect_refused_total{reason=\"unauthorized\"} 1",
+        "edge_events_in_total{event=\"conversation:leave\"} 1",
+        "edge_acks_total{event=\"conversation:leave\",result=\"ok\"} 1",
+        "edge_events_out_total{event=\"from:rust\"} 2",
+        "edge_delivery_latency_seconds_count 2",
+        "bus_consumed_total{queue=\"edge\"} 2",
+    ] {
+        assert!(metrics.lines().any(|line| line == series), "missing {series:?} in:\n{metrics}");
+    }
+    bus.close().await;
+}
