@@ -49,6 +49,7 @@ const KEYS: &[&str] = &[
     "SHUTDOWN_GRACE_MS",
     "INGRESS_API_KEYS",
     "PRESENCE_OFFLINE_GRACE_MS",
+    "PRESENCE_REPORT_INTERVAL_MS",
     "LOG_FORMAT",
 ];
 
@@ -135,6 +136,9 @@ pub struct Config {
     /// Comma-separated bearer keys for `/api/v1/*`; unset disables the ingress.
     pub ingress_api_keys: Option<Secret>,
     pub presence_offline_grace_ms: u64,
+    /// How often each edge reports its users to presence; an edge silent for three intervals
+    /// is taken for dead. Edges and presence workers must agree.
+    pub presence_report_interval_ms: u64,
     pub log_format: Option<LogFormat>,
 }
 
@@ -166,6 +170,7 @@ impl Default for Config {
             shutdown_grace_ms: 10_000,
             ingress_api_keys: None,
             presence_offline_grace_ms: 2_000,
+            presence_report_interval_ms: 5_000,
             log_format: None,
         }
     }
@@ -261,6 +266,7 @@ impl Config {
             ("MAX_FRAME_BYTES", self.max_frame_bytes),
             ("ACK_TIMEOUT_MS", self.ack_timeout_ms),
             ("SHUTDOWN_GRACE_MS", self.shutdown_grace_ms),
+            ("PRESENCE_REPORT_INTERVAL_MS", self.presence_report_interval_ms),
         ] {
             if value == 0 {
                 return Err(ConfigError::new(name, "must be greater than 0"));

@@ -1,6 +1,8 @@
 //! End-to-end tests: the real binaries, the real broker and database, the official
 //! `socket.io-client`. One test binary; one module per area (STYLE practice 7).
 
+mod asyncapi;
 mod chat;
 mod edge;
 mod foundation;
+mod presence;

@@ -188,6 +188,33 @@ impl Driver {
         line["args"][0].clone()
     }
 
+    /// Waits for a server event on a client whose first argument is about `user` (its
+    /// `userId`), and returns that argument.
+    pub async fn event_about(&mut self, client: &str, event: &str, user: &str) -> Value {
+        let line = self
+            .wait_for(&format!("{event} about {user} on {client}"), |l| {
+                l["client"] == client
+                    && l["type"] == "event"
+                    && l["event"] == event
+                    && l["args"][0]["userId"] == user
+            })
+            .await;
+        line["args"][0].clone()
+    }
+
+    /// Asserts that `client` gets no `event` about `user` for `quiet`.
+    pub async fn no_event_about(&mut self, client: &str, event: &str, user: &str, quiet: Duration) {
+        let got = self
+            .wait_for_within("", quiet, |l| {
+                l["client"] == client
+                    && l["type"] == "event"
+                    && l["event"] == event
+                    && l["args"][0]["userId"] == user
+            })
+            .await;
+        assert!(got.is_none(), "{client} got an unexpected {event} about {user}: {got:?}");
+    }
+
     /// Asserts that `client` gets no `event` for `quiet`.
     pub async fn no_event(&mut self, client: &str, event: &str, quiet: Duration) {
         let got = self

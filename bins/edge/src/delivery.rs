@@ -44,7 +44,7 @@ use switchboard::{
         bus::{ConversationClosed, Deliver},
     },
 };
-use tokio::sync::{Mutex, watch};
+use tokio::sync::{Mutex, mpsc, watch};
 use uuid::Uuid;
 
 /// The edge's queue and its bindings.
@@ -55,6 +55,8 @@ pub struct Deliveries {
     state: Mutex<Bindings>,
     /// True while the queue is declared, bound and consumed.
     ready: watch::Sender<bool>,
+    /// Told when a user's first socket here opens or the last one closes (presence).
+    transitions: mpsc::UnboundedSender<crate::presence::Transition>,
 }
 
 #[derive(Default)]
@@ -68,10 +70,17 @@ struct Bindings {
 }
 
 impl Deliveries {
-    pub fn new(bus: Bus) -> Arc<Self> {
+    pub fn new(bus: Bus, transitions: mpsc::UnboundedSender<crate::presence::Transition>) -> Arc<Self> {
         let edge_id = Uuid::now_v7();
         let (ready, _) = watch::channel(false);
-        Arc::new(Self { edge_id, queue: format!("edge.{edge_id}"), bus, state: Mutex::default(), ready })
+        Arc::new(Self {
+            edge_id,
+            queue: format!("edge.{edge_id}"),
+            bus,
+            state: Mutex::default(),
+            ready,
+            transitions,
+        })
     }
 
     pub fn is_ready(&self) -> bool {
@@ -91,6 +100,9 @@ impl Deliveries {
             bind(&channel, &self.queue, room).await?;
         }
         state.counts.insert(room.clone(), count + 1);
+        if let (0, Room::User(user)) = (count, room) {
+            let _ = self.transitions.send((user.clone(), true));
+        }
         Ok(())
     }
 
@@ -103,6 +115,9 @@ impl Deliveries {
             return;
         }
         state.counts.remove(room);
+        if let Room::User(user) = room {
+            let _ = self.transitions.send((user.clone(), false));
+        }
         if state.closing {
             return;
         }

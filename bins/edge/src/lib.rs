@@ -7,7 +7,8 @@
 //! - [`connection`]: admit or refuse, bind the user's deliveries, `session`, clean-up;
 //! - [`events`]: client events, one module per family, behind one ack/validation wrapper;
 //! - [`delivery`]: this edge's queue, its bindings, and emitting what arrives to sockets;
-//! - [`ingress`]: `/api/v1/*` for backends.
+//! - [`ingress`]: `/api/v1/*` for backends;
+//! - [`presence`]: what this edge tells the presence worker about its users.
 //!
 //! Shutdown (SIGTERM): the HTTP server stops accepting, the bus hears that this edge's users
 //! are leaving (`edge.stopping`), every socket is closed, the queue is deleted, and the process
@@ -21,6 +22,7 @@ pub mod delivery;
 pub mod events;
 pub mod ingress;
 pub mod origin;
+pub mod presence;
 
 use std::{sync::Arc, time::Duration};
 
@@ -47,7 +49,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let origins = config.origins()?;
     let with_database = config.auth_mode == AuthMode::Database;
     let process = Process::start(Role::Edge, config, shutdown, with_database).await?;
-    let deliveries = Deliveries::new(process.bus.clone());
+    let (transitions, transitions_out) = tokio::sync::mpsc::unbounded_channel();
+    let deliveries = Deliveries::new(process.bus.clone(), transitions);
     let app = Arc::new(App {
         auth: Authenticator::new(&process.config, process.database.clone())?,
         ingress_keys: process.config.ingress_keys(),
@@ -57,6 +60,13 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     });
     let (socket_io, io) = connection::build(app.clone());
     deliveries.start(io.clone(), &process.shutdown);
+    presence::start(
+        process.bus.clone(),
+        deliveries.clone(),
+        transitions_out,
+        Duration::from_millis(process.config.presence_report_interval_ms),
+        &process.shutdown,
+    );
     let routes = socket_io
         .merge(ingress::router(app.clone()))
         .layer(axum::middleware::from_fn_with_state(Arc::new(origins), origin::check));

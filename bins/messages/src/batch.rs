@@ -145,16 +145,28 @@ async fn store(
             }
         }
     }
-    let existing: Vec<StoredRow> = sqlx::query_as(
+    // Two lookups rather than one with OR: each is a plain index scan (an OR across the two
+    // would make PostgreSQL read the whole table).
+    let mut existing: Vec<StoredRow> = sqlx::query_as(
         "SELECT id, conversation_id, seq, sender_id, content, client_message_id, command_id, created_at \
-         FROM messages WHERE command_id = ANY($1) \
-         OR (sender_id, client_message_id) IN (SELECT * FROM UNNEST($2::text[], $3::text[]))",
+         FROM messages WHERE command_id = ANY($1)",
     )
     .bind(&command_ids)
-    .bind(&retry_senders)
-    .bind(&retry_ids)
     .fetch_all(&mut *tx)
     .await?;
+    if !retry_ids.is_empty() {
+        existing.extend(
+            sqlx::query_as::<_, StoredRow>(
+                "SELECT m.id, m.conversation_id, m.seq, m.sender_id, m.content, m.client_message_id, m.command_id, m.created_at \
+                 FROM UNNEST($1::text[], $2::text[]) AS r(sender_id, client_message_id) \
+                 JOIN messages m ON m.sender_id = r.sender_id AND m.client_message_id = r.client_message_id",
+            )
+            .bind(&retry_senders)
+            .bind(&retry_ids)
+            .fetch_all(&mut *tx)
+            .await?,
+        );
+    }
     let mut by_command: HashMap<Uuid, MessageNew> = HashMap::new();
     let mut by_client_id: HashMap<(String, String), MessageNew> = HashMap::new();
     for row in existing {

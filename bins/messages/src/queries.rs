@@ -8,7 +8,10 @@ use switchboard::{
     bus::{ConsumeOptions, QueueSpec, topology},
     contract::{
         AckError, ConversationId,
-        bus::{ConversationCreated, CreateConversation, Membership, MembershipQuery, SyncQuery},
+        bus::{
+            Contacts, ContactsQuery, ConversationCreated, CreateConversation, Membership, MembershipQuery,
+            SyncQuery,
+        },
         client::MessagesPage,
     },
     db::Database,
@@ -38,6 +41,15 @@ pub fn serve(bus: &Bus, database: &Database) {
                     member: is_member(&db, query.conversation_id, query.user_id.as_str()).await?,
                 })
             }
+        },
+    );
+    let db = database.clone();
+    bus.serve(
+        queue("messages.contacts", topology::keys::CONTACTS_QUERY),
+        ConsumeOptions::concurrent(16),
+        move |query| {
+            let db = db.clone();
+            async move { contacts(&db, query).await }
         },
     );
     let db = database.clone();
@@ -77,6 +89,21 @@ pub async fn is_member(db: &Database, conversation: ConversationId, user: &str) 
     .await
     .map_err(unavailable)?;
     Ok(member)
+}
+
+/// Everyone who shares an open conversation with the user.
+async fn contacts(db: &Database, query: ContactsQuery) -> Result<Contacts, AckError> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT DISTINCT other.user_id FROM conversation_participants mine \
+         JOIN conversations c ON c.id = mine.conversation_id AND c.closed_at IS NULL \
+         JOIN conversation_participants other ON other.conversation_id = mine.conversation_id \
+         WHERE mine.user_id = $1 AND other.user_id <> $1",
+    )
+    .bind(query.user_id.as_str())
+    .fetch_all(db.pool())
+    .await
+    .map_err(unavailable)?;
+    Ok(Contacts { user_ids: rows.into_iter().filter_map(|(u,)| u.parse().ok()).collect() })
 }
 
 async fn sync(db: &Database, query: SyncQuery) -> Result<MessagesPage, AckError> {

@@ -1,14 +1,302 @@
-//! `switchboard-presence` aggregates every edge's connections into online/offline per user and answers presence queries (contract section 1).
+//! `switchboard-presence` aggregates every edge's connections into online/offline per user and
+//! answers presence queries (contract sections 1, 4 and 5).
 //!
-//! This is the process skeleton: it starts, connects to the bus and the database (migrating
-//! it), serves `/healthz`, `/readyz` and `/metrics` on `METRICS_PORT`, and stops cleanly on
-//! SIGTERM. Its consumers arrive with their features.
+//! # How it works
+//!
+//! **Input.** Each edge sends, in order on one channel, a [`PresenceChange`] when its first
+//! socket of a user opens or its last one closes (per edge and user, not per socket: a second
+//! tab costs nothing), and an [`EdgeReport`] of all its users every
+//! `PRESENCE_REPORT_INTERVAL_MS`; at shutdown it says [`EdgeStopping`]. They all go to the
+//! durable queue `presence.events`, consumed in order by one copy at a time.
+//!
+//! **State** ([`state`]): per user, the set of edges holding a socket; per edge, its users and
+//! when it last reported. A user is online while that set is not empty; `user:online` goes out
+//! when it stops being empty, `user:offline` when it has been empty for
+//! `PRESENCE_OFFLINE_GRACE_MS` (a reload shows nothing). A report replaces the edge's set, so a
+//! lost change heals at the next report. An edge silent for three intervals is taken for dead
+//! (SIGKILL): its users lose it, and go offline after the grace period (within 30 s with the
+//! default 5 s interval). A broker blip shorter than that causes nothing; when our own consumer
+//! restarts, every edge's clock starts again, so our gap is not read as the edges' silence.
+//!
+//! **Restarts and copies.** The queue has RabbitMQ's single-active-consumer: one copy works,
+//! the others stand by and take over when it goes. A copy that starts (or takes over) knows
+//! nothing, so for two report intervals it only records: no event is announced until every
+//! live edge has reported, and nobody is judged offline on partial knowledge. Users who were
+//! online before are taken as known to their contacts (no event); a user who came online
+//! during those seconds is not announced (the one event a restart can miss, never a false one).
+//!
+//! **Audience.** The contacts of a user (who share an open conversation) come from the owner
+//! of conversations over the bus. An announcement is published once on `user.direct`,
+//! addressed to every contact's user room (the `CC` header): only edges where a contact has a
+//! socket receive it, so the cost of a change is proportional to that user's contacts, never
+//! to the number of connected users. Per-contact routing was chosen over `presence.fanout`
+//! because a fanout would make every edge receive every change and filter it against contact
+//! lists it does not have.
+//!
+//! [`PresenceChange`]: switchboard::contract::bus::PresenceChange
+//! [`EdgeReport`]: switchboard::contract::bus::EdgeReport
+//! [`EdgeStopping`]: switchboard::contract::bus::EdgeStopping
 
 #![forbid(unsafe_code)]
 
-use switchboard::{Config, Role, Shutdown, service::Process};
+pub mod state;
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use chrono::{DateTime, SubsecRound, Utc};
+use switchboard::{
+    Bus, Config, Role, Shutdown,
+    backend::deliver,
+    bus::{BusMessage, ConsumeOptions, Durability, Incoming, Outcome, QueueSpec, topology},
+    contract::{
+        AckError, Room, UserId,
+        bus::{
+            Contacts, ContactsQuery, Deliver, EdgeReport, EdgeStopping, EventName, PresenceChange,
+            PresenceLookup,
+        },
+        client::{PresenceReply, UserPresence},
+        server::{ServerEvent, UserOffline, UserOnline},
+    },
+    db::Database,
+    service::Process,
+};
+use tokio::{sync::mpsc, time::Instant};
+
+use crate::state::{Announcement, Presence};
+
+/// How often the clock looks at grace periods and silent edges.
+const TICK: Duration = Duration::from_millis(200);
+
+struct Worker {
+    bus: Bus,
+    database: Database,
+    state: Mutex<Presence>,
+    announce: mpsc::UnboundedSender<Announcement>,
+    ack_timeout: Duration,
+}
 
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let process = Process::start(Role::Presence, config, shutdown, true).await?;
+    let database = process.database.clone().expect("presence has a database");
+    let interval = Duration::from_millis(process.config.presence_report_interval_ms);
+    let grace = Duration::from_millis(process.config.presence_offline_grace_ms);
+    let (announce, announcements) = mpsc::unbounded_channel();
+    let worker = Arc::new(Worker {
+        bus: process.bus.clone(),
+        database,
+        state: Mutex::new(Presence::new(grace, interval * 2 + Duration::from_secs(1), Instant::now())),
+        announce,
+        ack_timeout: process.config.ack_timeout(),
+    });
+    tokio::spawn(announcer(worker.clone(), announcements));
+    tokio::spawn(clock(worker.clone(), process.shutdown.clone()));
+
+    let queue = QueueSpec::durable("presence.events")
+        .bind(topology::EVENTS_TOPIC, topology::keys::PRESENCE_CHANGE)
+        .bind(topology::EVENTS_TOPIC, topology::keys::PRESENCE_REPORT)
+        .bind(topology::EVENTS_TOPIC, topology::keys::EDGE_STOPPING)
+        .bind(topology::EVENTS_TOPIC, topology::keys::PRESENCE_QUERY)
+        .single_active_consumer()
+        .message_ttl_ms(60_000);
+    let resumed = worker.clone();
+    let options = ConsumeOptions {
+        on_start: Some(Arc::new(move || resumed.state().resume(Instant::now()))),
+        ..ConsumeOptions::ordered()
+    };
+    let handler = worker.clone();
+    process.bus.consume(queue, options, move |incoming| {
+        let worker = handler.clone();
+        async move { worker.handle(incoming) }
+    });
     process.serve(axum::Router::new()).await
+}
+
+impl Worker {
+    fn state(&self) -> std::sync::MutexGuard<'_, Presence> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// One input, in queue order. Never waits on I/O: announcements and query answers are
+    /// handed to tasks, so the input keeps flowing.
+    fn handle(self: &Arc<Self>, incoming: Incoming) -> Outcome {
+        let now = Instant::now();
+        let kind = incoming.kind().unwrap_or_default().to_owned();
+        let announcements = match kind.as_str() {
+            PresenceChange::KIND => match incoming.decode::<PresenceChange>() {
+                Ok(change) => {
+                    metrics::counter!("presence_changes_total").increment(1);
+                    let change = change.data;
+                    let mut state = self.state();
+                    if change.online {
+                        state.connected(change.edge_id, change.user_id, now, change.at).into_iter().collect()
+                    } else {
+                        state.disconnected(change.edge_id, &change.user_id, now, change.at);
+                        Vec::new()
+                    }
+                }
+                Err(error) => return reject(&kind, error),
+            },
+            EdgeReport::KIND => match incoming.decode::<EdgeReport>() {
+                Ok(report) => {
+                    let report = report.data;
+                    let interval = Duration::from_millis(report.interval_ms.max(100));
+                    self.state().report(report.edge_id, report.users, interval, now)
+                }
+                Err(error) => return reject(&kind, error),
+            },
+            EdgeStopping::KIND => match incoming.decode::<EdgeStopping>() {
+                Ok(stopping) => {
+                    self.state().edge_gone(stopping.data.edge_id, now);
+                    Vec::new()
+                }
+                Err(error) => return reject(&kind, error),
+            },
+            PresenceLookup::KIND => match incoming.decode::<PresenceLookup>() {
+                Ok(lookup) => {
+                    let worker = self.clone();
+                    let props = incoming.delivery.properties.clone();
+                    tokio::spawn(async move {
+                        let answer = worker.lookup(lookup.data).await;
+                        worker.bus.reply::<PresenceLookup>(&props, answer).await;
+                    });
+                    Vec::new()
+                }
+                Err(error) => return reject(&kind, error),
+            },
+            other => {
+                tracing::warn!(kind = other, "dropping an unknown presence message");
+                return Outcome::Reject;
+            }
+        };
+        let state = self.state();
+        metrics::gauge!("presence_users_online").set(state.online_count() as f64);
+        metrics::gauge!("presence_warm").set(if state.is_warm(now) { 1.0 } else { 0.0 });
+        drop(state);
+        for announcement in announcements {
+            let _ = self.announce.send(announcement);
+        }
+        Outcome::Ack
+    }
+
+    /// `presence:query`: only the caller's contacts are answered.
+    async fn lookup(&self, lookup: PresenceLookup) -> Result<PresenceReply, AckError> {
+        let contacts = self.contacts(&lookup.user_id).await?;
+        let asked: Vec<UserId> = lookup.user_ids.into_iter().filter(|id| contacts.contains(id)).collect();
+        let names: Vec<String> = asked.iter().map(|u| u.to_string()).collect();
+        let seen: BTreeMap<String, DateTime<Utc>> =
+            sqlx::query_as("SELECT user_id, last_seen_at FROM last_seen WHERE user_id = ANY($1)")
+                .bind(&names)
+                .fetch_all(self.database.pool())
+                .await
+                .map_err(|error| {
+                    tracing::warn!(%error, "cannot read last_seen");
+                    AckError::unavailable()
+                })?
+                .into_iter()
+                .collect();
+        let state = self.state();
+        let users = asked
+            .into_iter()
+            .map(|user| {
+                let presence = UserPresence {
+                    online: state.online(&user),
+                    last_seen_at: seen.get(user.as_str()).copied(),
+                };
+                (user, presence)
+            })
+            .collect();
+        Ok(PresenceReply { users })
+    }
+
+    async fn contacts(&self, user: &UserId) -> Result<Vec<UserId>, AckError> {
+        let query = ContactsQuery { user_id: user.clone() };
+        self.bus
+            .request(topology::EVENTS_TOPIC, topology::keys::CONTACTS_QUERY, &query, self.ack_timeout)
+            .await
+            .map(|contacts: Contacts| contacts.user_ids)
+            .map_err(|error| {
+                tracing::warn!(%error, "cannot learn a user's contacts");
+                AckError::unavailable()
+            })
+    }
+
+    /// Tells a user's contacts; an offline also records when the user was last seen.
+    async fn publish(&self, announcement: Announcement) {
+        // PostgreSQL keeps microseconds: what clients are told must match what is stored.
+        let announcement = match announcement {
+            Announcement::Online { user, at } => Announcement::Online { user, at: at.trunc_subsecs(6) },
+            Announcement::Offline { user, last_seen_at } => {
+                Announcement::Offline { user, last_seen_at: last_seen_at.trunc_subsecs(6) }
+            }
+        };
+        let (user, event, data) = match &announcement {
+            Announcement::Online { user, at } => {
+                (user, UserOnline::NAME, serde_json::to_value(UserOnline { user_id: user.clone(), at: *at }))
+            }
+            Announcement::Offline { user, last_seen_at } => {
+                let stored = sqlx::query(
+                    "INSERT INTO last_seen (user_id, last_seen_at) VALUES ($1, $2) \
+                     ON CONFLICT (user_id) DO UPDATE SET last_seen_at = GREATEST(last_seen.last_seen_at, EXCLUDED.last_seen_at)",
+                )
+                .bind(user.as_str())
+                .bind(last_seen_at)
+                .execute(self.database.pool())
+                .await;
+                if let Err(error) = stored {
+                    tracing::warn!(%error, "cannot store last_seen");
+                }
+                let offline = UserOffline { user_id: user.clone(), last_seen_at: *last_seen_at };
+                (user, UserOffline::NAME, serde_json::to_value(offline))
+            }
+        };
+        let Ok(contacts) = self.contacts(user).await else { return };
+        if contacts.is_empty() {
+            return;
+        }
+        let delivery = Deliver {
+            rooms: contacts.into_iter().map(Room::User).collect(),
+            event: EventName::try_from(event.to_owned()).expect("presence event names are valid"),
+            data: data.unwrap_or_default(),
+            except_socket: None,
+        };
+        match deliver(&self.bus, delivery, Durability::Transient).await {
+            Ok(()) => metrics::counter!("presence_announcements_total", "event" => event).increment(1),
+            Err(error) => tracing::warn!(%error, event, "a presence change was not published"),
+        }
+    }
+}
+
+fn reject(kind: &str, error: impl std::fmt::Display) -> Outcome {
+    tracing::warn!(kind, %error, "dropping a malformed presence message");
+    Outcome::Reject
+}
+
+/// Publishes announcements in the order they were decided.
+async fn announcer(worker: Arc<Worker>, mut announcements: mpsc::UnboundedReceiver<Announcement>) {
+    while let Some(announcement) = announcements.recv().await {
+        worker.publish(announcement).await;
+    }
+}
+
+/// Ends grace periods and expires silent edges.
+async fn clock(worker: Arc<Worker>, shutdown: Shutdown) {
+    let mut ticks = tokio::time::interval(TICK);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = shutdown.triggered() => return,
+        }
+        let now = Instant::now();
+        let mut state = worker.state();
+        let announcements = state.tick(now);
+        metrics::gauge!("presence_warm").set(if state.is_warm(now) { 1.0 } else { 0.0 });
+        drop(state);
+        for announcement in announcements {
+            let _ = worker.announce.send(announcement);
+        }
+    }
 }

@@ -36,22 +36,25 @@ pub enum Outcome {
 }
 
 /// How a consumer runs its handler.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Default)]
 pub struct ConsumeOptions {
     /// Deliveries handled at once. 1 keeps the queue's order (the messages worker's shards);
     /// more raises throughput where order does not matter.
     pub concurrency: usize,
     /// Unacknowledged deliveries the broker sends ahead; `None` takes `RABBITMQ_PREFETCH`.
     pub prefetch: Option<u16>,
+    /// Called each time the consumer (re)starts, before the first delivery: a consumer whose
+    /// state depends on a continuous input (presence) learns that there was a gap.
+    pub on_start: Option<std::sync::Arc<dyn Fn() + Send + Sync>>,
 }
 
 impl ConsumeOptions {
     pub fn ordered() -> Self {
-        Self { concurrency: 1, prefetch: None }
+        Self { concurrency: 1, ..Self::default() }
     }
 
     pub fn concurrent(concurrency: usize) -> Self {
-        Self { concurrency: concurrency.max(1), prefetch: None }
+        Self { concurrency: concurrency.max(1), ..Self::default() }
     }
 }
 
@@ -94,7 +97,7 @@ impl Bus {
                 if !bus.wait_ready().await {
                     return;
                 }
-                match bus.consume_once(&queue, options, handler.clone()).await {
+                match bus.consume_once(&queue, options.clone(), handler.clone()).await {
                     Ok(()) => return,
                     Err(error) => tracing::warn!(queue = %queue.name, %error, "consumer stopped; restarting"),
                 }
@@ -131,6 +134,9 @@ impl Bus {
             )
             .await?;
         tracing::debug!(queue = %queue.name, "consuming");
+        if let Some(on_start) = &options.on_start {
+            on_start();
+        }
         let permits = Arc::new(Semaphore::new(options.concurrency));
         let shutdown = self.shutdown().clone();
         loop {

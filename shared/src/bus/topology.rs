@@ -34,6 +34,14 @@ pub mod keys {
     pub const SYNC_QUERY: &str = "rpc.messages.sync";
     /// Conversation creation (request/reply).
     pub const CREATE_CONVERSATION: &str = "rpc.conversation.create";
+    /// Contacts of a user (request/reply, served by the messages worker).
+    pub const CONTACTS_QUERY: &str = "rpc.conversation.contacts";
+    /// `presence:query` (request/reply, served by the active presence worker).
+    pub const PRESENCE_QUERY: &str = "rpc.presence.query";
+    /// An edge's first/last socket of a user.
+    pub const PRESENCE_CHANGE: &str = "presence.change";
+    /// An edge's periodic report of its users.
+    pub const PRESENCE_REPORT: &str = "presence.report";
     /// A conversation was closed (unmatch); every edge listens.
     pub const CONVERSATION_CLOSED: &str = "conversation.closed";
 

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use chrono::{DateTime, Utc};
 
 use super::{
-    client::{ClientMessageId, Content, Empty, MessageSent, MessagesPage},
+    client::{ClientMessageId, Content, Empty, MessageSent, MessagesPage, PresenceReply},
     ids::{ConversationId, MatchId, MessageId, Room, UserId},
 };
 use crate::bus::{BusMessage, rpc::Request};
@@ -30,6 +30,12 @@ pub const KINDS: &[&str] = &[
     CreateConversation::KIND,
     ConversationCreated::KIND,
     ConversationClosed::KIND,
+    PresenceChange::KIND,
+    EdgeReport::KIND,
+    ContactsQuery::KIND,
+    Contacts::KIND,
+    PresenceLookup::KIND,
+    PresenceReply::KIND,
 ];
 
 /// A Socket.IO event name a backend may emit: 1 to 128 characters, and not one of the names
@@ -255,4 +261,82 @@ pub struct ConversationClosed {
 
 impl BusMessage for ConversationClosed {
     const KIND: &'static str = "conversation.closed";
+}
+
+/// An edge's first socket of a user opened (`online: true`) or its last one closed. Sent in
+/// order with the edge's reports, to `events.topic` `presence.change`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PresenceChange {
+    pub edge_id: Uuid,
+    pub user_id: UserId,
+    pub online: bool,
+    pub at: DateTime<Utc>,
+}
+
+impl BusMessage for PresenceChange {
+    const KIND: &'static str = "presence.change";
+}
+
+/// Every user with a socket on an edge, sent by each edge every `PRESENCE_REPORT_INTERVAL_MS`
+/// to `events.topic` `presence.report`. It heals any change that was lost, and an edge whose
+/// reports stop (it died) has its users taken offline.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EdgeReport {
+    pub edge_id: Uuid,
+    pub users: Vec<UserId>,
+    /// How often this edge reports; it is considered dead after three intervals of silence.
+    pub interval_ms: u64,
+}
+
+impl BusMessage for EdgeReport {
+    const KIND: &'static str = "edge.report";
+}
+
+/// Who shares an open conversation with `user_id`: asked of the owner of conversations by
+/// presence, to address `user:online`/`user:offline` and to answer `presence:query`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContactsQuery {
+    pub user_id: UserId,
+}
+
+impl BusMessage for ContactsQuery {
+    const KIND: &'static str = "conversation.contacts.query";
+}
+
+impl Request for ContactsQuery {
+    type Response = Contacts;
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Contacts {
+    pub user_ids: Vec<UserId>,
+}
+
+impl BusMessage for Contacts {
+    const KIND: &'static str = "conversation.contacts";
+}
+
+/// `presence:query` for the presence worker: `user_id` asks about `user_ids`; only contacts
+/// are answered.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PresenceLookup {
+    pub user_id: UserId,
+    pub user_ids: Vec<UserId>,
+}
+
+impl BusMessage for PresenceLookup {
+    const KIND: &'static str = "presence.query";
+}
+
+impl Request for PresenceLookup {
+    type Response = PresenceReply;
+}
+
+impl BusMessage for PresenceReply {
+    const KIND: &'static str = "presence.reply";
 }

@@ -11,6 +11,7 @@
 
 pub mod conversations;
 pub mod messages;
+pub mod presence;
 pub mod typing;
 
 use std::{future::Future, sync::Arc, time::Instant};
@@ -39,6 +40,7 @@ pub struct Context {
 pub fn register(socket: &SocketRef) {
     conversations::register(socket);
     messages::register(socket);
+    presence::register(socket);
     typing::register(socket);
     socket.on_fallback(unknown_event);
 }

@@ -1,0 +1,26 @@
+//! `presence:query`: answered by the presence worker, for the caller's contacts only.
+
+use switchboard::{
+    bus::topology,
+    contract::{
+        AckError,
+        bus::PresenceLookup,
+        client::{PresenceQuery, PresenceReply, event},
+    },
+};
+
+use super::{Context, conversations::request_error, on};
+
+pub fn register(socket: &socketioxide::extract::SocketRef) {
+    on(socket, event::PRESENCE_QUERY, query);
+}
+
+async fn query(cx: Context, request: PresenceQuery) -> Result<PresenceReply, AckError> {
+    drop(cx.turn);
+    let lookup = PresenceLookup { user_id: cx.client.user.clone(), user_ids: request.user_ids };
+    cx.app
+        .bus
+        .request(topology::EVENTS_TOPIC, topology::keys::PRESENCE_QUERY, &lookup, cx.app.config.ack_timeout())
+        .await
+        .map_err(request_error)
+}

@@ -1,0 +1,292 @@
+//! The presence state machine, free of I/O so its rules can be read and tested on their own.
+//!
+//! Inputs are the edges' changes and reports (see the crate docs); outputs are
+//! [`Announcement`]s, which the caller turns into `user:online`/`user:offline` for the user's
+//! contacts. Work per input is proportional to what the input names (one user, or one edge's
+//! users), never to the number of connected users.
+
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
+
+use chrono::{DateTime, Utc};
+use switchboard::contract::UserId;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+/// What to tell a user's contacts.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Announcement {
+    Online { user: UserId, at: DateTime<Utc> },
+    Offline { user: UserId, last_seen_at: DateTime<Utc> },
+}
+
+#[derive(Default)]
+struct User {
+    /// The edges holding at least one socket of the user.
+    edges: HashSet<Uuid>,
+    /// Whether contacts were told (or, at start, are taken to know) the user is online.
+    announced: bool,
+    /// Since when the user has had no socket anywhere (the grace period runs from here).
+    gone_since: Option<(Instant, DateTime<Utc>)>,
+}
+
+struct Edge {
+    users: HashSet<UserId>,
+    last_heard: Instant,
+    interval: Duration,
+}
+
+pub struct Presence {
+    users: HashMap<UserId, User>,
+    edges: HashMap<Uuid, Edge>,
+    /// Users in their grace period: the only ones the clock has to look at.
+    pending: HashSet<UserId>,
+    grace: Duration,
+    /// Until then nothing is announced: the edges' reports rebuild the state first.
+    warm_at: Instant,
+}
+
+impl Presence {
+    /// A fresh state, quiet for `warm_up` (two report intervals: every live edge has reported).
+    pub fn new(grace: Duration, warm_up: Duration, now: Instant) -> Self {
+        Self {
+            users: HashMap::new(),
+            edges: HashMap::new(),
+            pending: HashSet::new(),
+            grace,
+            warm_at: now + warm_up,
+        }
+    }
+
+    pub fn is_warm(&self, now: Instant) -> bool {
+        now >= self.warm_at
+    }
+
+    pub fn online(&self, user: &UserId) -> bool {
+        self.users.get(user).is_some_and(|u| !u.edges.is_empty() || u.announced)
+    }
+
+    pub fn online_count(&self) -> usize {
+        self.users.values().filter(|u| !u.edges.is_empty()).count()
+    }
+
+    /// An edge's first socket of `user` opened.
+    pub fn connected(
+        &mut self,
+        edge: Uuid,
+        user: UserId,
+        now: Instant,
+        at: DateTime<Utc>,
+    ) -> Option<Announcement> {
+        self.edge(edge, now).users.insert(user.clone());
+        let warm = self.is_warm(now);
+        let state = self.users.entry(user.clone()).or_default();
+        state.edges.insert(edge);
+        if state.gone_since.take().is_some() {
+            // Back within the grace period: nobody was told anything, nothing to say.
+            self.pending.remove(&user);
+            return None;
+        }
+        if state.announced {
+            return None;
+        }
+        state.announced = true;
+        // While warming up, a user may be online through an edge that has not reported yet:
+        // saying "online" could be false, so the state is only recorded.
+        warm.then_some(Announcement::Online { user, at })
+    }
+
+    /// An edge's last socket of `user` closed (or the edge went away).
+    pub fn disconnected(&mut self, edge: Uuid, user: &UserId, now: Instant, at: DateTime<Utc>) {
+        if let Some(known) = self.edges.get_mut(&edge) {
+            known.users.remove(user);
+        }
+        let Some(state) = self.users.get_mut(user) else { return };
+        state.edges.remove(&edge);
+        if state.edges.is_empty() && state.gone_since.is_none() {
+            state.gone_since = Some((now, at));
+            self.pending.insert(user.clone());
+        }
+    }
+
+    /// A full report of an edge's users: whatever differs from what we knew is applied as
+    /// changes, so a lost change is healed here.
+    pub fn report(
+        &mut self,
+        edge: Uuid,
+        users: Vec<UserId>,
+        interval: Duration,
+        now: Instant,
+    ) -> Vec<Announcement> {
+        let known = self.edge(edge, now);
+        known.last_heard = now;
+        known.interval = interval;
+        let reported: HashSet<UserId> = users.into_iter().collect();
+        let gone: Vec<UserId> = known.users.difference(&reported).cloned().collect();
+        let new: Vec<UserId> = reported.difference(&known.users).cloned().collect();
+        let at = Utc::now();
+        for user in &gone {
+            self.disconnected(edge, user, now, at);
+        }
+        new.into_iter().filter_map(|user| self.connected(edge, user, now, at)).collect()
+    }
+
+    /// An edge said it is stopping, or stopped reporting: its users lose that edge.
+    pub fn edge_gone(&mut self, edge: Uuid, now: Instant) {
+        let Some(gone) = self.edges.remove(&edge) else { return };
+        let at = Utc::now();
+        for user in &gone.users {
+            self.disconnected(edge, user, now, at);
+        }
+    }
+
+    /// Our own input was interrupted (the consumer restarted): silence from the edges meant
+    /// nothing, so their clocks start again instead of expiring them all at once.
+    pub fn resume(&mut self, now: Instant) {
+        for edge in self.edges.values_mut() {
+            edge.last_heard = now;
+        }
+    }
+
+    /// The clock: expires silent edges and ends grace periods. Call it often (every 200 ms).
+    pub fn tick(&mut self, now: Instant) -> Vec<Announcement> {
+        let silent: Vec<Uuid> = self
+            .edges
+            .iter()
+            .filter(|(_, edge)| now.duration_since(edge.last_heard) > edge.interval * 3)
+            .map(|(id, _)| *id)
+            .collect();
+        for edge in silent {
+            tracing::warn!(%edge, "an edge stopped reporting; its users are going offline");
+            self.edge_gone(edge, now);
+        }
+        if !self.is_warm(now) {
+            return Vec::new();
+        }
+        let due: Vec<UserId> = self
+            .pending
+            .iter()
+            .filter(|user| {
+                self.users
+                    .get(*user)
+                    .and_then(|u| u.gone_since)
+                    .is_some_and(|(since, _)| now.duration_since(since) >= self.grace)
+            })
+            .cloned()
+            .collect();
+        let mut announcements = Vec::new();
+        for user in due {
+            self.pending.remove(&user);
+            if let Some(state) = self.users.remove(&user)
+                && let Some((_, last_seen_at)) = state.gone_since
+                && state.announced
+            {
+                announcements.push(Announcement::Offline { user, last_seen_at });
+            }
+        }
+        announcements
+    }
+
+    fn edge(&mut self, edge: Uuid, now: Instant) -> &mut Edge {
+        self.edges.entry(edge).or_insert_with(|| Edge {
+            users: HashSet::new(),
+            last_heard: now,
+            interval: Duration::from_secs(5),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GRACE: Duration = Duration::from_secs(2);
+
+    fn user(name: &str) -> UserId {
+        name.parse().expect("valid")
+    }
+
+    fn warm(now: Instant) -> Presence {
+        Presence::new(GRACE, Duration::ZERO, now)
+    }
+
+    #[test]
+    fn online_once_offline_once_after_the_grace_period() {
+        let t0 = Instant::now();
+        let mut p = warm(t0);
+        let (e1, e2) = (Uuid::now_v7(), Uuid::now_v7());
+        let a = user("a");
+        assert!(matches!(p.connected(e1, a.clone(), t0, Utc::now()), Some(Announcement::Online { .. })));
+        assert_eq!(p.connected(e2, a.clone(), t0, Utc::now()), None, "a second edge says nothing");
+        p.disconnected(e1, &a, t0, Utc::now());
+        assert!(p.tick(t0 + GRACE * 2).is_empty(), "still on e2");
+        p.disconnected(e2, &a, t0 + GRACE, Utc::now());
+        assert!(p.tick(t0 + GRACE + GRACE / 2).is_empty(), "within the grace period");
+        let offline = p.tick(t0 + GRACE * 2);
+        assert!(matches!(offline.as_slice(), [Announcement::Offline { user, .. }] if *user == a));
+        assert!(p.tick(t0 + GRACE * 3).is_empty(), "once");
+    }
+
+    #[test]
+    fn a_reload_within_the_grace_period_says_nothing() {
+        let t0 = Instant::now();
+        let mut p = warm(t0);
+        let e = Uuid::now_v7();
+        let a = user("a");
+        p.connected(e, a.clone(), t0, Utc::now());
+        p.disconnected(e, &a, t0, Utc::now());
+        assert_eq!(p.connected(e, a.clone(), t0 + GRACE / 2, Utc::now()), None);
+        assert!(p.tick(t0 + GRACE * 3).is_empty());
+        assert!(p.online(&a));
+    }
+
+    #[test]
+    fn nothing_is_announced_while_warming_up_and_reports_rebuild_the_state() {
+        let t0 = Instant::now();
+        let mut p = Presence::new(GRACE, Duration::from_secs(10), t0);
+        let (e1, e2) = (Uuid::now_v7(), Uuid::now_v7());
+        let a = user("a");
+        // a is on e2, which has not reported yet; a disconnects from e1.
+        assert_eq!(p.connected(e1, a.clone(), t0, Utc::now()), None);
+        p.disconnected(e1, &a, t0, Utc::now());
+        assert!(p.tick(t0 + Duration::from_secs(5)).is_empty(), "no judgement while warming up");
+        assert!(
+            p.report(e2, vec![a.clone()], Duration::from_secs(5), t0 + Duration::from_secs(6)).is_empty()
+        );
+        assert!(p.tick(t0 + Duration::from_secs(11)).is_empty(), "a is on e2: no false offline");
+        // Later changes are reported as usual.
+        p.disconnected(e2, &a, t0 + Duration::from_secs(12), Utc::now());
+        assert_eq!(p.tick(t0 + Duration::from_secs(15)).len(), 1);
+    }
+
+    #[test]
+    fn a_silent_edge_expires_and_a_resume_forgives_silence() {
+        let t0 = Instant::now();
+        let mut p = warm(t0);
+        let e = Uuid::now_v7();
+        let a = user("a");
+        p.report(e, vec![a.clone()], Duration::from_secs(1), t0);
+        p.resume(t0 + Duration::from_secs(2));
+        assert!(
+            p.tick(t0 + Duration::from_secs(4)).is_empty(),
+            "3 intervals since the resume have not passed"
+        );
+        assert!(p.tick(t0 + Duration::from_millis(5100)).is_empty(), "expired, now in grace");
+        assert_eq!(p.tick(t0 + Duration::from_millis(7200)).len(), 1);
+    }
+
+    #[test]
+    fn a_report_heals_lost_changes() {
+        let t0 = Instant::now();
+        let mut p = warm(t0);
+        let e = Uuid::now_v7();
+        let (a, b) = (user("a"), user("b"));
+        p.connected(e, a.clone(), t0, Utc::now());
+        let online = p.report(e, vec![b.clone()], Duration::from_secs(5), t0);
+        assert!(matches!(online.as_slice(), [Announcement::Online { user, .. }] if *user == b));
+        assert_eq!(p.tick(t0 + GRACE).len(), 1, "a's lost disconnect was healed");
+        assert_eq!(p.online_count(), 1);
+    }
+}

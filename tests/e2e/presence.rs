@@ -1,0 +1,144 @@
+//! Presence (issue 5): user-level online/offline across two edges, only to contacts, with a
+//! grace period, dead edges, and presence worker restarts.
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde_json::{Value, json};
+use switchboard_tests::{Bin, Driver, Running, TestEnv, eventually};
+
+const HOUR: chrono::Duration = chrono::Duration::hours(1);
+/// Fast clocks for tests: edges report every 500 ms (dead after 1.5 s), 1 s of grace.
+const CLOCKS: [(&str, &str); 2] =
+    [("PRESENCE_REPORT_INTERVAL_MS", "500"), ("PRESENCE_OFFLINE_GRACE_MS", "1000")];
+
+fn as_user(user: &str) -> Value {
+    json!({ "transports": ["websocket"], "auth": { "token": format!("{user}-token") } })
+}
+
+struct World {
+    env: TestEnv,
+    edges: Vec<Running>,
+    presence: Running,
+    _messages: Running,
+    driver: Driver,
+}
+
+impl World {
+    /// alice and bob share a conversation; carol shares none with alice.
+    async fn start() -> World {
+        let env = TestEnv::new().await;
+        let messages = env.spawn_ready(Bin::Messages, &CLOCKS).await;
+        let presence = env.spawn_ready(Bin::Presence, &CLOCKS).await;
+        let (e1, e2) = tokio::join!(env.spawn_ready(Bin::Edge, &CLOCKS), env.spawn_ready(Bin::Edge, &CLOCKS));
+        for user in ["alice", "bob", "carol"] {
+            env.add_session(&format!("{user}-token"), user, HOUR).await;
+        }
+        env.create_conversation(&e1, &["alice", "bob"]).await;
+        env.create_conversation(&e1, &["bob", "carol"]).await;
+        let world =
+            World { env, edges: vec![e1, e2], presence, _messages: messages, driver: Driver::start().await };
+        world.warm(&world.presence).await;
+        world
+    }
+
+    async fn warm(&self, presence: &Running) {
+        eventually("the presence worker to warm up", Duration::from_secs(15), || async {
+            presence.get("/metrics").await.1.lines().any(|l| l == "presence_warm 1").then_some(())
+        })
+        .await;
+    }
+
+    async fn connect(&mut self, client: &str, user: &str, edge: usize) {
+        let url = self.edges[edge].url();
+        self.driver.connect(client, &url, as_user(user)).await.unwrap_or_else(|e| panic!("{client}: {e}"));
+    }
+}
+
+#[tokio::test]
+async fn online_once_offline_once_after_grace_and_only_to_contacts() {
+    let mut w = World::start().await;
+    w.connect("bob", "bob", 1).await;
+    w.connect("carol", "carol", 1).await;
+
+    w.connect("alice-1", "alice", 0).await;
+    let online = w.driver.event_about("bob", "user:online", "alice").await;
+    assert_eq!(online["userId"], "alice");
+    assert!(online["at"].as_str().is_some_and(|t| t.ends_with('Z')), "{online}");
+    w.connect("alice-2", "alice", 1).await;
+    w.driver.no_event_about("bob", "user:online", "alice", Duration::from_millis(1500)).await;
+    w.driver.no_event_about("carol", "user:online", "alice", Duration::from_millis(10)).await;
+
+    // presence:query answers only for contacts.
+    let reply =
+        w.driver.emit_ack("bob", "presence:query", json!({ "userIds": ["alice", "carol", "nobody"] })).await;
+    assert_eq!(reply["success"], true, "{reply}");
+    let users = reply["users"].as_object().expect("users");
+    assert_eq!(users.keys().collect::<Vec<_>>(), ["alice", "carol"]);
+    assert_eq!(users["alice"]["online"], true);
+    let reply = w.driver.emit_ack("carol", "presence:query", json!({ "userIds": ["alice"] })).await;
+    assert_eq!(reply, json!({ "success": true, "users": {} }));
+    let reply = w.driver.emit_ack("carol", "presence:query", json!({ "userIds": [] })).await;
+    assert_eq!(reply["error"]["code"], "invalid");
+
+    w.driver.disconnect("alice-1").await;
+    w.driver.disconnect("alice-2").await;
+    let closed = std::time::Instant::now();
+    let offline = w.driver.event_about("bob", "user:offline", "alice").await;
+    assert!(
+        closed.elapsed() >= Duration::from_millis(900),
+        "offline came before the grace period: {:?}",
+        closed.elapsed()
+    );
+    assert_eq!(offline["userId"], "alice");
+    assert!(offline["lastSeenAt"].as_str().is_some(), "{offline}");
+    w.driver.no_event_about("bob", "user:offline", "alice", Duration::from_millis(1500)).await;
+    w.driver.no_event_about("carol", "user:offline", "alice", Duration::from_millis(10)).await;
+    let reply = w.driver.emit_ack("bob", "presence:query", json!({ "userIds": ["alice"] })).await;
+    assert_eq!(reply["users"]["alice"]["online"], false);
+    assert_eq!(reply["users"]["alice"]["lastSeenAt"], offline["lastSeenAt"], "last seen is stored");
+
+    // A reload (reconnect within the grace period) shows nothing at all.
+    w.connect("alice-1", "alice", 0).await;
+    assert_eq!(w.driver.event_about("bob", "user:online", "alice").await["userId"], "alice");
+    w.driver.disconnect("alice-1").await;
+    w.connect("alice-1", "alice", 1).await;
+    w.driver.no_event_about("bob", "user:offline", "alice", Duration::from_millis(2500)).await;
+    w.driver.no_event_about("bob", "user:online", "alice", Duration::from_millis(10)).await;
+}
+
+#[tokio::test]
+async fn a_killed_edge_has_its_users_marked_offline() {
+    let mut w = World::start().await;
+    w.connect("bob", "bob", 1).await;
+    w.connect("alice", "alice", 0).await;
+    assert_eq!(w.driver.event_about("bob", "user:online", "alice").await["userId"], "alice");
+    let killed = std::time::Instant::now();
+    w.edges[0].signal(Signal::SIGKILL);
+    let offline = w.driver.event_about("bob", "user:offline", "alice").await;
+    assert_eq!(offline["userId"], "alice");
+    assert!(killed.elapsed() < Duration::from_secs(30), "{:?}", killed.elapsed());
+}
+
+#[tokio::test]
+async fn a_presence_worker_restart_sends_nothing_false_and_keeps_reporting() {
+    let mut w = World::start().await;
+    w.connect("bob", "bob", 1).await;
+    w.connect("alice", "alice", 0).await;
+    assert_eq!(w.driver.event("bob", "user:online").await["userId"], "alice");
+
+    // bob's own online may still be on its way to alice: let it arrive before counting.
+    w.driver.events_until_quiet("alice", "user:online", Duration::from_millis(500)).await;
+    w.presence.signal(Signal::SIGTERM);
+    assert_eq!(w.presence.wait_exit(Duration::from_secs(10)).await.code(), Some(0));
+    let restarted = w.env.spawn_ready(Bin::Presence, &CLOCKS).await;
+    w.warm(&restarted).await;
+    for client in ["alice", "bob"] {
+        for event in ["user:online", "user:offline"] {
+            w.driver.no_event(client, event, Duration::from_millis(300)).await;
+        }
+    }
+    w.driver.disconnect("alice").await;
+    assert_eq!(w.driver.event_about("bob", "user:offline", "alice").await["userId"], "alice");
+    w.presence = restarted;
+}
