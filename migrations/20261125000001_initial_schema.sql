@@ -99,6 +99,9 @@ CREATE TABLE matches (
     user_b          text        NOT NULL CHECK (user_a < user_b),
     conversation_id uuid,
     created_at      timestamptz NOT NULL,
+        -- When both users were sent match:new and their notifications: a replayed match.created
+    -- finds it set and sends nothing again.
+    announced_at    timestamptz,
     -- Set by an unmatch; the row stays so a replayed match.created cannot resurrect it.
     removed_at      timestamptz
 );

@@ -25,8 +25,8 @@ use serde::Serialize;
 use crate::{
     bus::{Bus, BusError, Durability, topology},
     contract::{
-        Room, UserId,
-        bus::{Deliver, EventName},
+        MatchId, NotificationId, Room, UserId,
+        bus::{CreateNotification, Deliver, EventName, MatchCreated},
     },
 };
 
@@ -72,6 +72,50 @@ pub async fn deliver(bus: &Bus, deliver: Deliver, durability: Durability) -> Res
     let (exchange, key) = route(first);
     let also: Vec<String> = deliver.rooms[1..].iter().map(|room| route(room).1).collect();
     bus.publish_cc(exchange, &key, &also, &deliver, durability).await
+}
+
+/// [`deliver`], confirmed and mandatory: whether any edge had a socket in one of the rooms.
+pub async fn deliver_routed(bus: &Bus, deliver: &Deliver) -> Result<bool, BusError> {
+    let Some(first) = deliver.rooms.first() else { return Ok(false) };
+    let (exchange, key) = route(first);
+    let also: Vec<String> = deliver.rooms[1..].iter().map(|room| route(room).1).collect();
+    bus.publish_routed(exchange, &key, &also, deliver).await
+}
+
+/// Announces a match (contract section 6): the notifier makes one conversation between the
+/// two users and a `match` notification for each, however often the same `match_id` comes.
+pub async fn publish_match(
+    bus: &Bus,
+    match_id: &MatchId,
+    user_ids: [UserId; 2],
+    created_at: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<(), BusError> {
+    let created = MatchCreated { match_id: match_id.clone(), user_ids, created_at };
+    bus.publish(topology::EVENTS_TOPIC, topology::keys::MATCH_CREATED, &created, Durability::Confirmed).await
+}
+
+/// Puts a notification in a user's inbox; it is delivered as `notification:new` now or at the
+/// user's next connect. Returns its id.
+pub async fn notify(
+    bus: &Bus,
+    user_id: &UserId,
+    kind: &str,
+    title: &str,
+    message: &str,
+    data: Option<serde_json::Value>,
+) -> Result<NotificationId, BusError> {
+    let id = NotificationId::new();
+    let create = CreateNotification {
+        id,
+        user_id: user_id.clone(),
+        kind: kind.to_owned(),
+        title: title.to_owned(),
+        message: message.to_owned(),
+        data,
+    };
+    bus.publish(topology::EVENTS_TOPIC, topology::keys::NOTIFICATION_CREATE, &create, Durability::Confirmed)
+        .await?;
+    Ok(id)
 }
 
 /// The exchange and routing key that reach a room's edges.

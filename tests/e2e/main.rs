@@ -5,4 +5,5 @@ mod asyncapi;
 mod chat;
 mod edge;
 mod foundation;
+mod matches;
 mod presence;

@@ -211,7 +211,7 @@ impl Deliveries {
                 None => return Err(BusError::Unavailable("the broker cancelled the consumer".into())),
             };
             metrics::counter!("bus_consumed_total", "queue" => "edge").increment(1);
-            let kind = delivery.properties.kind().as_ref().map(|k| k.as_str().to_owned()).unwrap_or_default();
+            let kind = switchboard::bus::kind_of(&delivery).unwrap_or_default();
             let handled = match kind.as_str() {
                 ConversationClosed::KIND => {
                     Envelope::<ConversationClosed>::decode(&delivery.data).map(|closed| {

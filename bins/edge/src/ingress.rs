@@ -10,10 +10,11 @@ use std::sync::Arc;
 use axum::{
     Json, Router,
     body::Bytes,
+    extract::Path,
     extract::State,
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::post,
+    routing::{delete, post},
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -22,8 +23,8 @@ use switchboard::{
     bus::{Durability, RequestError, topology},
     config::Secret,
     contract::{
-        AckError, ErrorCode, Room, UserId,
-        bus::{CreateConversation, Deliver, EventName},
+        AckError, ErrorCode, MatchId, NotificationId, Room, UserId,
+        bus::{CreateConversation, CreateNotification, Deliver, EventName, MatchCreated, Unmatch},
     },
 };
 
@@ -33,6 +34,9 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/api/v1/emit", post(emit))
         .route("/api/v1/conversations", post(create_conversation))
+        .route("/api/v1/matches", post(create_match))
+        .route("/api/v1/matches/{match_id}", delete(remove_match))
+        .route("/api/v1/notifications", post(create_notification))
         .with_state(app)
 }
 
@@ -188,4 +192,99 @@ async fn create_conversation(
         .map_err(ApiError::from_request)?;
     metrics::counter!("edge_ingress_total", "route" => "conversations").increment(1);
     Ok((StatusCode::CREATED, Json(json!({ "conversationId": created.conversation_id }))))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct MatchRequest {
+    match_id: MatchId,
+    user_ids: [UserId; 2],
+    #[serde(default)]
+    created_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Publishes a confirmed command for the notifier; 503 if the broker did not confirm it.
+async fn command<M: switchboard::bus::BusMessage>(app: &App, key: &str, message: &M) -> Result<(), ApiError> {
+    app.bus.publish(topology::EVENTS_TOPIC, key, message, Durability::Confirmed).await.map_err(|error| {
+        tracing::warn!(%error, "an ingress command was not confirmed");
+        ApiError::unavailable()
+    })
+}
+
+/// `POST /api/v1/matches`: `{ matchId, userIds: [a, b], createdAt? }`; 202, idempotent by
+/// `matchId`.
+async fn create_match(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    authorize(&app.ingress_keys, &headers)?;
+    let request: MatchRequest = parse(&body)?;
+    if request.user_ids[0] == request.user_ids[1] {
+        return Err(ApiError::invalid("userIds must be two different users"));
+    }
+    let created = MatchCreated {
+        match_id: request.match_id,
+        user_ids: request.user_ids,
+        created_at: request.created_at,
+    };
+    command(&app, topology::keys::MATCH_CREATED, &created).await?;
+    metrics::counter!("edge_ingress_total", "route" => "matches").increment(1);
+    Ok((StatusCode::ACCEPTED, Json(json!({}))))
+}
+
+/// `DELETE /api/v1/matches/{matchId}`: the unmatch; 202 even for an unknown match.
+async fn remove_match(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(match_id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    authorize(&app.ingress_keys, &headers)?;
+    let match_id: MatchId =
+        match_id.parse().map_err(|e: switchboard::contract::ids::InvalidId| ApiError::invalid(e.0))?;
+    command(&app, topology::keys::MATCH_REMOVE, &Unmatch { match_id }).await?;
+    metrics::counter!("edge_ingress_total", "route" => "unmatch").increment(1);
+    Ok((StatusCode::ACCEPTED, Json(json!({}))))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct NotificationRequest {
+    user_id: UserId,
+    #[serde(rename = "type")]
+    kind: String,
+    title: String,
+    message: String,
+    #[serde(default)]
+    data: Option<Value>,
+}
+
+/// `POST /api/v1/notifications`: `{ userId, type, title, message, data? }`; 202 `{ id }`.
+async fn create_notification(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    authorize(&app.ingress_keys, &headers)?;
+    let request: NotificationRequest = parse(&body)?;
+    for (field, value, max) in
+        [("type", &request.kind, 64), ("title", &request.title, 200), ("message", &request.message, 4000)]
+    {
+        let length = value.trim().chars().count();
+        if length == 0 || length > max {
+            return Err(ApiError::invalid(format!("{field} must be 1 to {max} characters")));
+        }
+    }
+    let id = NotificationId::new();
+    let create = CreateNotification {
+        id,
+        user_id: request.user_id,
+        kind: request.kind,
+        title: request.title,
+        message: request.message,
+        data: request.data,
+    };
+    command(&app, topology::keys::NOTIFICATION_CREATE, &create).await?;
+    metrics::counter!("edge_ingress_total", "route" => "notifications").increment(1);
+    Ok((StatusCode::ACCEPTED, Json(json!({ "id": id }))))
 }

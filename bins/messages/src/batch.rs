@@ -45,8 +45,8 @@ pub async fn handle(bus: &Bus, database: &Database, deliveries: &[Delivery]) -> 
     let now = Utc::now().trunc_subsecs(6);
     let mut commands = Vec::with_capacity(deliveries.len());
     for delivery in deliveries {
-        let kind = delivery.properties.kind().as_ref().map(|k| k.as_str()).unwrap_or_default();
-        let decoded = match kind {
+        let kind = switchboard::bus::kind_of(delivery).unwrap_or_default();
+        let decoded = match kind.as_str() {
             SendMessage::KIND => Envelope::<SendMessage>::decode(&delivery.data).map(|e| {
                 (
                     e.data.expires_at,

@@ -5,14 +5,14 @@ use std::collections::BTreeSet;
 
 use switchboard::{
     Bus,
-    bus::{ConsumeOptions, QueueSpec, topology},
+    bus::{ConsumeOptions, Durability, QueueSpec, topology},
     contract::{
         AckError, ConversationId,
         bus::{
-            Contacts, ContactsQuery, ConversationCreated, CreateConversation, Membership, MembershipQuery,
-            SyncQuery,
+            CloseConversation, Contacts, ContactsQuery, ConversationClosed, ConversationCreated,
+            CreateConversation, Membership, MembershipQuery, SyncQuery,
         },
-        client::MessagesPage,
+        client::{Empty, MessagesPage},
     },
     db::Database,
 };
@@ -52,6 +52,15 @@ pub fn serve(bus: &Bus, database: &Database) {
             async move { contacts(&db, query).await }
         },
     );
+    let (db, publisher) = (database.clone(), bus.clone());
+    bus.serve(
+        queue("messages.close", topology::keys::CLOSE_CONVERSATION),
+        ConsumeOptions::concurrent(4),
+        move |request| {
+            let (db, bus) = (db.clone(), publisher.clone());
+            async move { close(&db, &bus, request).await }
+        },
+    );
     let db = database.clone();
     bus.serve(
         queue("messages.sync", topology::keys::SYNC_QUERY),
@@ -89,6 +98,30 @@ pub async fn is_member(db: &Database, conversation: ConversationId, user: &str) 
     .await
     .map_err(unavailable)?;
     Ok(member)
+}
+
+/// Closes a conversation for good (an unmatch) and tells every edge, which take their sockets
+/// out of its room. Asking again is harmless: the edges hear it again.
+async fn close(db: &Database, bus: &Bus, request: CloseConversation) -> Result<Empty, AckError> {
+    let participants: Vec<(String,)> = sqlx::query_as(
+        "WITH closed AS (UPDATE conversations SET closed_at = coalesce(closed_at, now()) WHERE id = $1 RETURNING id) \
+         SELECT p.user_id FROM conversation_participants p JOIN closed c ON c.id = p.conversation_id",
+    )
+    .bind(request.conversation_id.0)
+    .fetch_all(db.pool())
+    .await
+    .map_err(unavailable)?;
+    let closed = ConversationClosed {
+        conversation_id: request.conversation_id,
+        participants: participants.into_iter().filter_map(|(u,)| u.parse().ok()).collect(),
+    };
+    bus.publish(topology::EVENTS_TOPIC, topology::keys::CONVERSATION_CLOSED, &closed, Durability::Confirmed)
+        .await
+        .map_err(|error| {
+            tracing::warn!(%error, "could not announce a closed conversation");
+            AckError::unavailable()
+        })?;
+    Ok(Empty {})
 }
 
 /// Everyone who shares an open conversation with the user.

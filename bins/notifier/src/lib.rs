@@ -1,14 +1,89 @@
-//! `switchboard-notifier` owns matches and notifications: turns `match.created` into a conversation and notifications, delivers them, keeps them for offline users (contract section 1).
+//! `switchboard-notifier` owns matches and notifications: it turns `match.created` into a
+//! conversation and notifications, delivers them, and keeps them for users who are offline
+//! (contract sections 1, 5 and 6).
 //!
-//! This is the process skeleton: it starts, connects to the bus and the database (migrating
-//! it), serves `/healthz`, `/readyz` and `/metrics` on `METRICS_PORT`, and stops cleanly on
-//! SIGTERM. Its consumers arrive with their features.
+//! # How it works
+//!
+//! **Queues.** Matches and unmatches share the durable queue `notifier.matches` (one active
+//! consumer, so an unmatch is handled after its match); notifications to create go to
+//! `notifier.notifications`. Every process declares both at every connection, so with zero
+//! notifiers running nothing is lost: the work waits in the queues and is done when a copy
+//! starts. A delivery is acknowledged only once its work is complete, so a copy killed midway
+//! leaves the message to be redone, and every step is idempotent: the match row is keyed by
+//! `matchId`, the conversation is created by the owner of conversations once per `matchId`,
+//! the notifications are unique per `(matchId, user)`.
+//!
+//! **Inbox.** A notification is stored first, then delivered as `notification:new` through
+//! `user.direct`, published as mandatory: if no edge had a socket of the user, the broker
+//! returns it, and it stays undelivered (`delivered_at` null). When the user next connects,
+//! the edge's presence change (`presence.change`, which this worker also receives, on
+//! `notifier.inbox`) makes it push every undelivered notification. We chose the presence
+//! change over a request from the edge at connect because it costs the connect path nothing
+//! and the change is already on the bus; delivery is at least once, and `id` lets the client
+//! drop a repeat.
+//!
+//! **Unmatch.** The conversation is closed by its owner (which tells every edge to take the
+//! sockets out of its room and forgets the contacts), then the match is marked removed, then
+//! both users get `match:removed`.
 
 #![forbid(unsafe_code)]
 
-use switchboard::{Config, Role, Shutdown, service::Process};
+pub mod inbox;
+pub mod matches;
+
+use std::{sync::Arc, time::Duration};
+
+use switchboard::{
+    Bus, Config, Role, Shutdown,
+    bus::{ConsumeOptions, QueueSpec, topology},
+    db::Database,
+    service::Process,
+};
+
+/// What the handlers share.
+pub struct Notifier {
+    pub bus: Bus,
+    pub database: Database,
+    /// How long to wait for another worker (the owner of conversations).
+    pub timeout: Duration,
+}
 
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let process = Process::start(Role::Notifier, config, shutdown, true).await?;
+    let notifier = Arc::new(Notifier {
+        bus: process.bus.clone(),
+        database: process.database.clone().expect("the notifier has a database"),
+        timeout: process.config.ack_timeout(),
+    });
+    let (starting, shutdown) = (notifier.clone(), process.shutdown.clone());
+    tokio::spawn(async move {
+        // The handlers need the migrated database: consume only once it is there.
+        if starting.database.wait_ready(&shutdown).await {
+            start_consumers(&starting);
+        }
+    });
     process.serve(axum::Router::new()).await
+}
+
+fn start_consumers(notifier: &Arc<Notifier>) {
+    let [matches_queue, notifications_queue] = topology::notifier_queues();
+    let worker = notifier.clone();
+    notifier.bus.consume(matches_queue, ConsumeOptions::ordered(), move |incoming| {
+        let worker = worker.clone();
+        async move { matches::handle(&worker, incoming).await }
+    });
+    let worker = notifier.clone();
+    notifier.bus.consume(notifications_queue, ConsumeOptions::concurrent(8), move |incoming| {
+        let worker = worker.clone();
+        async move { inbox::handle_create(&worker, incoming).await }
+    });
+    let worker = notifier.clone();
+    let inbox_queue = QueueSpec::durable("notifier.inbox")
+        .bind(topology::EVENTS_TOPIC, topology::keys::PRESENCE_CHANGE)
+        .message_ttl_ms(60_000);
+    notifier.bus.consume(inbox_queue, ConsumeOptions::concurrent(8), move |incoming| {
+        let worker = worker.clone();
+        async move { inbox::handle_presence(&worker, incoming).await }
+    });
+    inbox::serve(notifier);
 }

@@ -124,7 +124,7 @@ impl Worker {
     /// handed to tasks, so the input keeps flowing.
     fn handle(self: &Arc<Self>, incoming: Incoming) -> Outcome {
         let now = Instant::now();
-        let kind = incoming.kind().unwrap_or_default().to_owned();
+        let kind = incoming.kind().unwrap_or_default();
         let announcements = match kind.as_str() {
             PresenceChange::KIND => match incoming.decode::<PresenceChange>() {
                 Ok(change) => {

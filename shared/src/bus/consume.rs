@@ -68,9 +68,9 @@ impl Incoming {
         Envelope::decode(&self.delivery.data)
     }
 
-    /// The AMQP `type` property: the envelope's kind, for queues that carry several kinds.
-    pub fn kind(&self) -> Option<&str> {
-        self.delivery.properties.kind().as_ref().map(|k| k.as_str())
+    /// The message's kind, for queues that carry several kinds: see [`kind_of`].
+    pub fn kind(&self) -> Option<String> {
+        kind_of(&self.delivery)
     }
 
     pub fn redelivered(&self) -> bool {
@@ -183,4 +183,17 @@ impl Bus {
             }
         }
     }
+}
+
+/// The kind of a delivery: the AMQP `type` property, which every Switchboard process sets, or
+/// else the envelope's own `kind` (a publisher in another language may leave `type` out).
+pub fn kind_of(delivery: &Delivery) -> Option<String> {
+    if let Some(kind) = delivery.properties.kind() {
+        return Some(kind.as_str().to_owned());
+    }
+    #[derive(serde::Deserialize)]
+    struct Kind {
+        kind: String,
+    }
+    serde_json::from_slice::<Kind>(&delivery.data).ok().map(|k| k.kind)
 }

@@ -31,7 +31,7 @@ use lapin::{
 };
 use tokio::sync::{Mutex, watch};
 
-pub use consume::{ConsumeOptions, Incoming, Outcome};
+pub use consume::{ConsumeOptions, Incoming, Outcome, kind_of};
 pub use envelope::{BusMessage, DecodeError, Envelope};
 pub use rpc::{PendingReply, Request, RequestError};
 pub use topology::QueueSpec;
@@ -169,6 +169,31 @@ impl Bus {
         message: &M,
         durability: Durability,
     ) -> Result<(), BusError> {
+        self.publish_with(exchange, routing_key, also, message, durability, false).await.map(drop)
+    }
+
+    /// Publishes persistently and confirmed, as mandatory: returns whether any queue took the
+    /// message. For `user.direct`, `false` means none of the users had a socket on any edge at
+    /// that moment (the notifier keeps such a notification for their next connect).
+    pub async fn publish_routed<M: BusMessage>(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        also: &[String],
+        message: &M,
+    ) -> Result<bool, BusError> {
+        self.publish_with(exchange, routing_key, also, message, Durability::Confirmed, true).await
+    }
+
+    async fn publish_with<M: BusMessage>(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        also: &[String],
+        message: &M,
+        durability: Durability,
+        mandatory: bool,
+    ) -> Result<bool, BusError> {
         let envelope = Envelope::wrap(M::KIND, message);
         let mut properties = properties::<M>(&envelope);
         if !also.is_empty() {
@@ -177,9 +202,10 @@ impl Bus {
             headers.insert("CC".into(), AMQPValue::FieldArray(keys.into()));
             properties = properties.with_headers(headers);
         }
-        self.publish_bytes(exchange, routing_key, &envelope.encode(), properties, durability).await
+        self.publish_bytes(exchange, routing_key, &envelope.encode(), properties, durability, mandatory).await
     }
 
+    /// Publishes one body; `Ok(false)` when a mandatory message was returned unroutable.
     pub(crate) async fn publish_bytes(
         &self,
         exchange: &str,
@@ -187,7 +213,8 @@ impl Bus {
         body: &[u8],
         properties: BasicProperties,
         durability: Durability,
-    ) -> Result<(), BusError> {
+        mandatory: bool,
+    ) -> Result<bool, BusError> {
         let properties = match durability {
             Durability::Confirmed => properties.with_delivery_mode(2),
             Durability::Transient => properties.with_delivery_mode(1),
@@ -202,7 +229,7 @@ impl Bus {
                 .basic_publish(
                     exchange.into(),
                     routing_key.into(),
-                    BasicPublishOptions::default(),
+                    BasicPublishOptions { mandatory, ..Default::default() },
                     body,
                     properties.clone(),
                 )
@@ -221,10 +248,11 @@ impl Bus {
             };
             metrics::counter!("bus_published_total", "exchange" => exchange.to_owned()).increment(1);
             if durability == Durability::Transient {
-                return Ok(());
+                return Ok(true);
             }
             return match confirm.await {
-                Ok(Confirmation::Ack(_)) | Ok(Confirmation::NotRequested) => Ok(()),
+                Ok(Confirmation::Ack(returned)) => Ok(returned.is_none()),
+                Ok(Confirmation::NotRequested) => Ok(true),
                 Ok(Confirmation::Nack(_)) => Err(BusError::Nacked),
                 Err(error) => {
                     self.forget_publisher(&channel).await;

@@ -247,7 +247,14 @@ impl Bus {
             properties = properties.with_correlation_id(correlation.clone());
         }
         if let Err(error) = self
-            .publish_bytes("", reply_to.as_str(), &envelope.encode(), properties, Durability::Transient)
+            .publish_bytes(
+                "",
+                reply_to.as_str(),
+                &envelope.encode(),
+                properties,
+                Durability::Transient,
+                false,
+            )
             .await
         {
             tracing::warn!(kind = R::KIND, %error, "could not send a reply");

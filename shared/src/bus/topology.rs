@@ -42,6 +42,15 @@ pub mod keys {
     pub const PRESENCE_CHANGE: &str = "presence.change";
     /// An edge's periodic report of its users.
     pub const PRESENCE_REPORT: &str = "presence.report";
+    /// Matches and unmatches, for the notifier.
+    pub const MATCH_CREATED: &str = "match.created";
+    pub const MATCH_REMOVE: &str = "match.remove";
+    /// Notifications to store and deliver.
+    pub const NOTIFICATION_CREATE: &str = "notification.create";
+    /// Requests of the notifier and of the messages worker for the unmatch.
+    pub const NOTIFICATIONS_QUERY: &str = "rpc.notifications.list";
+    pub const NOTIFICATION_READ: &str = "rpc.notifications.read";
+    pub const CLOSE_CONVERSATION: &str = "rpc.conversation.close";
     /// A conversation was closed (unmatch); every edge listens.
     pub const CONVERSATION_CLOSED: &str = "conversation.closed";
 
@@ -71,6 +80,20 @@ pub const EXCHANGES: &[(&str, ExchangeKind)] = &[
     (PRESENCE_FANOUT, ExchangeKind::Fanout),
 ];
 
+/// The notifier's work queues. Declared by every process at every connection, not only by
+/// the notifier: the contract lets the notifier scale to zero, and a match published while no
+/// notifier ever ran must still wait in its queue.
+pub fn notifier_queues() -> [QueueSpec; 2] {
+    [
+        // Matches and unmatches in one queue, one active consumer: handled in publish order.
+        QueueSpec::durable("notifier.matches")
+            .bind(EVENTS_TOPIC, keys::MATCH_CREATED)
+            .bind(EVENTS_TOPIC, keys::MATCH_REMOVE)
+            .single_active_consumer(),
+        QueueSpec::durable("notifier.notifications").bind(EVENTS_TOPIC, keys::NOTIFICATION_CREATE),
+    ]
+}
+
 pub(crate) async fn declare_exchanges(channel: &Channel) -> lapin::Result<()> {
     for (name, kind) in EXCHANGES {
         channel
@@ -81,6 +104,9 @@ pub(crate) async fn declare_exchanges(channel: &Channel) -> lapin::Result<()> {
                 FieldTable::default(),
             )
             .await?;
+    }
+    for queue in notifier_queues() {
+        queue.declare(channel).await?;
     }
     Ok(())
 }

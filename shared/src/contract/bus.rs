@@ -10,8 +10,8 @@ use uuid::Uuid;
 use chrono::{DateTime, Utc};
 
 use super::{
-    client::{ClientMessageId, Content, Empty, MessageSent, MessagesPage, PresenceReply},
-    ids::{ConversationId, MatchId, MessageId, Room, UserId},
+    client::{ClientMessageId, Content, Empty, MessageSent, MessagesPage, NotificationsPage, PresenceReply},
+    ids::{ConversationId, MatchId, MessageId, NotificationId, Room, UserId},
 };
 use crate::bus::{BusMessage, rpc::Request};
 
@@ -36,6 +36,13 @@ pub const KINDS: &[&str] = &[
     Contacts::KIND,
     PresenceLookup::KIND,
     PresenceReply::KIND,
+    MatchCreated::KIND,
+    Unmatch::KIND,
+    CreateNotification::KIND,
+    CloseConversation::KIND,
+    NotificationsQuery::KIND,
+    NotificationsPage::KIND,
+    MarkNotificationRead::KIND,
 ];
 
 /// A Socket.IO event name a backend may emit: 1 to 128 characters, and not one of the names
@@ -339,4 +346,105 @@ impl Request for PresenceLookup {
 
 impl BusMessage for PresenceReply {
     const KIND: &'static str = "presence.reply";
+}
+
+/// Two users matched (contract section 6): `events.topic` `match.created`, persistent. Every
+/// way in (ingress, the Rust library, AMQP) publishes this; the notifier makes the
+/// conversation and the notifications, once per `match_id`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MatchCreated {
+    pub match_id: MatchId,
+    pub user_ids: [UserId; 2],
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+impl BusMessage for MatchCreated {
+    const KIND: &'static str = "match.created";
+}
+
+/// The unmatch: `events.topic` `match.remove`, persistent, on the same queue as the matches
+/// so the two are handled in the order they were published.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Unmatch {
+    pub match_id: MatchId,
+}
+
+impl BusMessage for Unmatch {
+    const KIND: &'static str = "match.remove";
+}
+
+/// A notification for a user's inbox: `events.topic` `notification.create`, persistent. The id
+/// is minted by the publisher so it can be returned at once (ingress `202 { id }`), and makes
+/// a replay store nothing new.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateNotification {
+    pub id: NotificationId,
+    pub user_id: UserId,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+}
+
+impl BusMessage for CreateNotification {
+    const KIND: &'static str = "notification.create";
+}
+
+/// Closes a conversation for good (an unmatch); asked of the messages worker, which then tells
+/// every edge with [`ConversationClosed`]. Idempotent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CloseConversation {
+    pub conversation_id: ConversationId,
+}
+
+impl BusMessage for CloseConversation {
+    const KIND: &'static str = "conversation.close";
+}
+
+impl Request for CloseConversation {
+    type Response = Empty;
+}
+
+/// `notifications:list` for the notifier.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationsQuery {
+    pub user_id: UserId,
+    pub unread_only: bool,
+    pub limit: u32,
+}
+
+impl BusMessage for NotificationsQuery {
+    const KIND: &'static str = "notifications.query";
+}
+
+impl Request for NotificationsQuery {
+    type Response = NotificationsPage;
+}
+
+impl BusMessage for NotificationsPage {
+    const KIND: &'static str = "notifications.page";
+}
+
+/// `notification:read` for the notifier: only the recipient may mark it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MarkNotificationRead {
+    pub user_id: UserId,
+    pub id: NotificationId,
+}
+
+impl BusMessage for MarkNotificationRead {
+    const KIND: &'static str = "notification.read";
+}
+
+impl Request for MarkNotificationRead {
+    type Response = Empty;
 }

@@ -11,6 +11,7 @@
 
 pub mod conversations;
 pub mod messages;
+pub mod notifications;
 pub mod presence;
 pub mod typing;
 
@@ -40,6 +41,7 @@ pub struct Context {
 pub fn register(socket: &SocketRef) {
     conversations::register(socket);
     messages::register(socket);
+    notifications::register(socket);
     presence::register(socket);
     typing::register(socket);
     socket.on_fallback(unknown_event);

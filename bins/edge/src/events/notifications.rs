@@ -1,0 +1,51 @@
+//! `notifications:list` and `notification:read`: the caller's own inbox, kept by the notifier.
+
+use switchboard::{
+    bus::topology,
+    contract::{
+        AckError,
+        bus::{MarkNotificationRead, NotificationsQuery},
+        client::{Empty, NotificationRead, NotificationsList, NotificationsPage, event},
+    },
+};
+
+use super::{Context, conversations::request_error, on};
+
+pub fn register(socket: &socketioxide::extract::SocketRef) {
+    on(socket, event::NOTIFICATIONS_LIST, list);
+    on(socket, event::NOTIFICATION_READ, read);
+}
+
+async fn list(cx: Context, request: NotificationsList) -> Result<NotificationsPage, AckError> {
+    drop(cx.turn);
+    let query = NotificationsQuery {
+        user_id: cx.client.user.clone(),
+        unread_only: request.unread_only,
+        limit: request.page_size(),
+    };
+    cx.app
+        .bus
+        .request(
+            topology::EVENTS_TOPIC,
+            topology::keys::NOTIFICATIONS_QUERY,
+            &query,
+            cx.app.config.ack_timeout(),
+        )
+        .await
+        .map_err(request_error)
+}
+
+async fn read(cx: Context, request: NotificationRead) -> Result<Empty, AckError> {
+    drop(cx.turn);
+    let read = MarkNotificationRead { user_id: cx.client.user.clone(), id: request.id };
+    cx.app
+        .bus
+        .request(
+            topology::EVENTS_TOPIC,
+            topology::keys::NOTIFICATION_READ,
+            &read,
+            cx.app.config.ack_timeout(),
+        )
+        .await
+        .map_err(request_error)
+}

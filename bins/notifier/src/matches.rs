@@ -1,0 +1,208 @@
+//! `match.created` and the unmatch, in the order they were published (one active consumer).
+//!
+//! A match: (1) its row, once per `matchId` (a removed match is never brought back); (2) its
+//! conversation, made by the owner of conversations once per `matchId`; (3) one notification of
+//! type `match` per user, once per `(matchId, user)`; (4) `match:new` and `notification:new` to
+//! both; (5) `announced_at`, so a replay sends nothing again. A copy that dies between two
+//! steps leaves the message unacknowledged, and the redelivery redoes only what is missing.
+
+use chrono::{DateTime, SubsecRound, Utc};
+use switchboard::{
+    backend::deliver,
+    bus::{BusMessage, Durability, Incoming, Outcome, topology},
+    contract::{
+        ConversationId, MatchId, NotificationId, Room, UserId,
+        bus::{
+            CloseConversation, CreateConversation, CreateNotification, Deliver, EventName, MatchCreated,
+            Unmatch,
+        },
+        server::{MatchNew, MatchNotificationData, MatchRemoved, ServerEvent},
+    },
+};
+use uuid::Uuid;
+
+use crate::{Notifier, inbox};
+
+pub async fn handle(notifier: &Notifier, incoming: Incoming) -> Outcome {
+    let result = match incoming.kind().as_deref() {
+        Some(MatchCreated::KIND) => match incoming.decode::<MatchCreated>() {
+            Ok(envelope) => matched(notifier, envelope.data).await,
+            Err(error) => return malformed(error),
+        },
+        Some(Unmatch::KIND) => match incoming.decode::<Unmatch>() {
+            Ok(envelope) => unmatched(notifier, envelope.data.match_id).await,
+            Err(error) => return malformed(error),
+        },
+        other => {
+            tracing::warn!(kind = ?other, "dropping an unknown message on notifier.matches");
+            return Outcome::Reject;
+        }
+    };
+    match result {
+        Ok(()) => Outcome::Ack,
+        Err(error) => {
+            // The database or the owner of conversations is away: try again later, in order.
+            tracing::warn!(%error, "a match could not be handled; retrying");
+            Outcome::Requeue
+        }
+    }
+}
+
+fn malformed(error: impl std::fmt::Display) -> Outcome {
+    tracing::warn!(%error, "dropping a malformed match message");
+    Outcome::Reject
+}
+
+#[derive(sqlx::FromRow)]
+struct MatchRow {
+    user_a: String,
+    user_b: String,
+    conversation_id: Option<Uuid>,
+    created_at: DateTime<Utc>,
+    announced_at: Option<DateTime<Utc>>,
+    removed_at: Option<DateTime<Utc>>,
+}
+
+async fn row(notifier: &Notifier, id: &MatchId) -> Result<Option<MatchRow>, String> {
+    sqlx::query_as(
+        "SELECT user_a, user_b, conversation_id, created_at, announced_at, removed_at FROM matches WHERE match_id = $1",
+    )
+    .bind(id.as_str())
+    .fetch_optional(notifier.database.pool())
+    .await
+    .map_err(|e| e.to_string())
+}
+
+async fn matched(notifier: &Notifier, created: MatchCreated) -> Result<(), String> {
+    let [first, second] = created.user_ids;
+    if first == second {
+        tracing::warn!(match_id = %created.match_id, "dropping a match of a user with themselves");
+        return Ok(());
+    }
+    let (a, b) = if first < second { (first, second) } else { (second, first) };
+    let at = created.created_at.unwrap_or_else(Utc::now).trunc_subsecs(6);
+    sqlx::query(
+        "INSERT INTO matches (match_id, user_a, user_b, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+    )
+    .bind(created.match_id.as_str())
+    .bind(a.as_str())
+    .bind(b.as_str())
+    .bind(at)
+    .execute(notifier.database.pool())
+    .await
+    .map_err(|e| e.to_string())?;
+    let Some(stored) = row(notifier, &created.match_id).await? else {
+        return Err("the match row vanished".into());
+    };
+    if stored.removed_at.is_some() || stored.announced_at.is_some() {
+        return Ok(());
+    }
+    let users: [UserId; 2] = [parse(&stored.user_a)?, parse(&stored.user_b)?];
+    let conversation = match stored.conversation_id {
+        Some(id) => ConversationId(id),
+        None => {
+            let create =
+                CreateConversation { participants: users.to_vec(), match_id: Some(created.match_id.clone()) };
+            let made = notifier
+                .bus
+                .request(
+                    topology::EVENTS_TOPIC,
+                    topology::keys::CREATE_CONVERSATION,
+                    &create,
+                    notifier.timeout,
+                )
+                .await
+                .map_err(|e| format!("creating the conversation: {e}"))?;
+            sqlx::query("UPDATE matches SET conversation_id = $2 WHERE match_id = $1")
+                .bind(created.match_id.as_str())
+                .bind(made.conversation_id.0)
+                .execute(notifier.database.pool())
+                .await
+                .map_err(|e| e.to_string())?;
+            made.conversation_id
+        }
+    };
+    for (me, other) in [(&users[0], &users[1]), (&users[1], &users[0])] {
+        let data = MatchNotificationData {
+            match_id: created.match_id.clone(),
+            conversation_id: conversation,
+            other_user_id: other.clone(),
+        };
+        let create = CreateNotification {
+            id: NotificationId::new(),
+            user_id: me.clone(),
+            kind: "match".into(),
+            title: "It's a match!".into(),
+            message: format!("You and {other} like each other."),
+            data: serde_json::to_value(data).ok(),
+        };
+        let notification = inbox::store(notifier, &create, Some(created.match_id.as_str()))
+            .await
+            .map_err(|e| e.to_string())?;
+        let new = MatchNew {
+            match_id: created.match_id.clone(),
+            user_id: other.clone(),
+            conversation_id: conversation,
+            created_at: stored.created_at,
+        };
+        send(notifier, me, MatchNew::NAME, &new).await?;
+        inbox::push(notifier, &notification).await?;
+    }
+    sqlx::query("UPDATE matches SET announced_at = now() WHERE match_id = $1")
+        .bind(created.match_id.as_str())
+        .execute(notifier.database.pool())
+        .await
+        .map_err(|e| e.to_string())?;
+    metrics::counter!("notifier_matches_total").increment(1);
+    Ok(())
+}
+
+async fn unmatched(notifier: &Notifier, match_id: MatchId) -> Result<(), String> {
+    // Unknown or already removed: nothing to do.
+    let Some(stored) = row(notifier, &match_id).await? else { return Ok(()) };
+    if stored.removed_at.is_some() {
+        return Ok(());
+    }
+    // Close first: if we die after this, the redelivery closes again (harmless) and goes on.
+    if let Some(id) = stored.conversation_id {
+        let close = CloseConversation { conversation_id: ConversationId(id) };
+        notifier
+            .bus
+            .request(topology::EVENTS_TOPIC, topology::keys::CLOSE_CONVERSATION, &close, notifier.timeout)
+            .await
+            .map_err(|e| format!("closing the conversation: {e}"))?;
+    }
+    sqlx::query("UPDATE matches SET removed_at = now() WHERE match_id = $1 AND removed_at IS NULL")
+        .bind(match_id.as_str())
+        .execute(notifier.database.pool())
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some(id) = stored.conversation_id {
+        let removed = MatchRemoved { match_id: match_id.clone(), conversation_id: ConversationId(id) };
+        for user in [parse(&stored.user_a)?, parse(&stored.user_b)?] {
+            send(notifier, &user, MatchRemoved::NAME, &removed).await?;
+        }
+    }
+    metrics::counter!("notifier_unmatches_total").increment(1);
+    Ok(())
+}
+
+/// Sends an event to a user's sockets (not kept when the user has none).
+async fn send<T: serde::Serialize>(
+    notifier: &Notifier,
+    user: &UserId,
+    event: &str,
+    body: &T,
+) -> Result<(), String> {
+    let delivery = Deliver {
+        rooms: vec![Room::User(user.clone())],
+        event: EventName::try_from(event.to_owned()).map_err(|e| e.to_string())?,
+        data: serde_json::to_value(body).unwrap_or_default(),
+        except_socket: None,
+    };
+    deliver(&notifier.bus, delivery, Durability::Confirmed).await.map_err(|e| e.to_string())
+}
+
+fn parse(user: &str) -> Result<UserId, String> {
+    user.parse().map_err(|e: switchboard::contract::ids::InvalidId| e.0)
+}

@@ -1,0 +1,235 @@
+//! Matches and notifications (issue 6): the notifier, the inbox for offline users, and the
+//! unmatch.
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde_json::{Value, json};
+use switchboard_tests::{Bin, Driver, Running, TestEnv, eventually};
+
+const HOUR: chrono::Duration = chrono::Duration::hours(1);
+
+fn as_user(user: &str) -> Value {
+    json!({ "transports": ["websocket"], "auth": { "token": format!("{user}-token") } })
+}
+
+struct World {
+    env: TestEnv,
+    edges: Vec<Running>,
+    _messages: Running,
+    notifier: Option<Running>,
+    driver: Driver,
+}
+
+impl World {
+    async fn start(with_notifier: bool) -> World {
+        let env = TestEnv::new().await;
+        let messages = env.spawn_ready(Bin::Messages, &[]).await;
+        let notifier = if with_notifier { Some(env.spawn_ready(Bin::Notifier, &[]).await) } else { None };
+        let (e1, e2) = tokio::join!(env.spawn_ready(Bin::Edge, &[]), env.spawn_ready(Bin::Edge, &[]));
+        for user in ["alice", "bob", "carol", "dave"] {
+            env.add_session(&format!("{user}-token"), user, HOUR).await;
+        }
+        World { env, edges: vec![e1, e2], _messages: messages, notifier, driver: Driver::start().await }
+    }
+
+    async fn connect(&mut self, client: &str, user: &str, edge: usize) {
+        let url = self.edges[edge].url();
+        self.driver.connect(client, &url, as_user(user)).await.unwrap_or_else(|e| panic!("{client}: {e}"));
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        let db = self.env.db().await;
+        let (n,): (i64,) =
+            sqlx::query_as(sqlx::AssertSqlSafe(sql.to_owned())).fetch_one(&db).await.expect("count");
+        n
+    }
+}
+
+#[tokio::test]
+async fn a_match_reaches_both_users_once_and_opens_a_conversation() {
+    let mut w = World::start(true).await;
+    w.connect("a", "alice", 0).await;
+    w.connect("b", "bob", 1).await;
+    let post = json!({ "matchId": "m-1", "userIds": ["alice", "bob"], "createdAt": "2026-11-25T12:00:00Z" });
+    assert_eq!(w.edges[0].post("/api/v1/matches", post.clone()).await, (202, json!({})));
+
+    let new_a = w.driver.event("a", "match:new").await;
+    let conversation = new_a["conversationId"].as_str().expect("conversationId").to_owned();
+    assert_eq!(
+        new_a,
+        json!({ "matchId": "m-1", "userId": "bob", "conversationId": conversation, "createdAt": "2026-11-25T12:00:00Z" })
+    );
+    let new_b = w.driver.event("b", "match:new").await;
+    assert_eq!(
+        (new_b["userId"].clone(), new_b["conversationId"].clone()),
+        (json!("alice"), json!(conversation))
+    );
+    for (client, me, other) in [("a", "alice", "bob"), ("b", "bob", "alice")] {
+        let notification = w.driver.event(client, "notification:new").await;
+        assert_eq!(notification["type"], "match");
+        assert_eq!(notification["userId"], me);
+        assert_eq!(
+            notification["data"],
+            json!({ "matchId": "m-1", "conversationId": conversation, "otherUserId": other })
+        );
+        assert!(notification["id"].as_str().is_some() && notification["timestamp"].as_str().is_some());
+    }
+
+    // The same match again changes nothing.
+    assert_eq!(w.edges[1].post("/api/v1/matches", post).await.0, 202);
+    w.driver.no_event("a", "match:new", Duration::from_millis(1500)).await;
+    w.driver.no_event("b", "notification:new", Duration::from_millis(10)).await;
+    assert_eq!(w.count("SELECT count(*) FROM conversations WHERE match_id = 'm-1'").await, 1);
+    assert_eq!(w.count("SELECT count(*) FROM notifications WHERE match_id = 'm-1'").await, 2);
+
+    // The conversation works.
+    let ack = w
+        .driver
+        .emit_ack("a", "message:send", json!({ "conversationId": conversation, "content": "hi" }))
+        .await;
+    assert_eq!(ack["seq"], 1, "{ack}");
+    assert_eq!(w.driver.event("b", "message:new").await["content"], "hi");
+}
+
+#[tokio::test]
+async fn a_notification_waits_for_an_offline_user_and_only_they_can_read_it() {
+    let mut w = World::start(true).await;
+    let body = json!({ "userId": "carol", "type": "system", "title": "Welcome", "message": "Hello Carol", "data": { "k": 1 } });
+    let (status, reply) = w.edges[0].post("/api/v1/notifications", body).await;
+    assert_eq!(status, 202, "{reply}");
+    let id = reply["id"].as_str().expect("id").to_owned();
+    // Stored, and not delivered: carol has no socket.
+    eventually("the notification to be stored", Duration::from_secs(10), || async {
+        (w.count("SELECT count(*) FROM notifications WHERE delivered_at IS NULL").await == 1).then_some(())
+    })
+    .await;
+
+    w.connect("c", "carol", 1).await;
+    let pushed = w.driver.event("c", "notification:new").await;
+    assert_eq!(
+        (
+            pushed["id"].clone(),
+            pushed["type"].clone(),
+            pushed["title"].clone(),
+            pushed["message"].clone(),
+            pushed["data"].clone()
+        ),
+        (json!(id), json!("system"), json!("Welcome"), json!("Hello Carol"), json!({ "k": 1 }))
+    );
+    assert_eq!(pushed["userId"], "carol");
+
+    let list = w.driver.emit_ack("c", "notifications:list", json!({})).await;
+    assert_eq!(list["notifications"].as_array().map(|n| n.len()), Some(1), "{list}");
+    assert_eq!(list["notifications"][0]["id"], json!(id));
+    w.connect("d", "dave", 0).await;
+    let forbidden = json!({ "success": false, "error": { "code": "forbidden", "message": "not allowed" } });
+    assert_eq!(w.driver.emit_ack("d", "notification:read", json!({ "id": id })).await, forbidden);
+    let unknown = uuid::Uuid::now_v7();
+    assert_eq!(w.driver.emit_ack("d", "notification:read", json!({ "id": unknown })).await, forbidden);
+    assert_eq!(
+        w.driver.emit_ack("d", "notifications:list", json!({})).await,
+        json!({ "success": true, "notifications": [] })
+    );
+    assert_eq!(
+        w.driver.emit_ack("c", "notification:read", json!({ "id": id })).await,
+        json!({ "success": true })
+    );
+    let unread = w.driver.emit_ack("c", "notifications:list", json!({ "unreadOnly": true })).await;
+    assert_eq!(unread, json!({ "success": true, "notifications": [] }));
+    let all = w.driver.emit_ack("c", "notifications:list", json!({ "limit": 5 })).await;
+    assert!(all["notifications"][0]["readAt"].as_str().is_some(), "{all}");
+    assert_eq!(
+        w.driver.emit_ack("c", "notification:read", json!({ "id": "nope" })).await["error"]["code"],
+        "invalid"
+    );
+}
+
+#[tokio::test]
+async fn the_unmatch_closes_the_conversation_for_both() {
+    let mut w = World::start(true).await;
+    w.connect("a", "alice", 0).await;
+    w.connect("b", "bob", 1).await;
+    assert_eq!(
+        w.edges[0].post("/api/v1/matches", json!({ "matchId": "m-2", "userIds": ["bob", "alice"] })).await.0,
+        202
+    );
+    let conversation =
+        w.driver.event("a", "match:new").await["conversationId"].as_str().expect("id").to_owned();
+    w.driver.event("b", "match:new").await;
+    let room = json!({ "conversationId": conversation });
+    for client in ["a", "b"] {
+        assert_eq!(w.driver.emit_ack(client, "conversation:join", room.clone()).await["success"], true);
+    }
+
+    let delete = reqwest::Method::DELETE;
+    let key = Some(switchboard_tests::INGRESS_KEY);
+    assert_eq!(w.edges[1].call(delete.clone(), "/api/v1/matches/m-2", key, None).await, (202, json!({})));
+    for client in ["a", "b"] {
+        assert_eq!(
+            w.driver.event(client, "match:removed").await,
+            json!({ "matchId": "m-2", "conversationId": conversation })
+        );
+    }
+    let forbidden = json!({ "success": false, "error": { "code": "forbidden", "message": "not allowed" } });
+    for client in ["a", "b"] {
+        assert_eq!(w.driver.emit_ack(client, "typing:start", room.clone()).await, forbidden, "{client}");
+        let send = json!({ "conversationId": conversation, "content": "still there?" });
+        assert_eq!(w.driver.emit_ack(client, "message:send", send).await, forbidden, "{client}");
+        assert_eq!(w.driver.emit_ack(client, "conversation:join", room.clone()).await, forbidden, "{client}");
+        let sync = json!({ "conversationId": conversation, "afterSeq": 0 });
+        assert_eq!(w.driver.emit_ack(client, "messages:sync", sync).await, forbidden, "{client}");
+    }
+    let emit = json!({ "room": format!("conversation:{conversation}"), "event": "leak", "data": 1 });
+    assert_eq!(w.edges[0].post("/api/v1/emit", emit).await.0, 202);
+    w.driver.no_event("a", "leak", Duration::from_millis(500)).await;
+    w.driver.no_event("b", "leak", Duration::from_millis(10)).await;
+    // Again, or unknown: a no-op that still answers 202.
+    assert_eq!(w.edges[0].call(delete.clone(), "/api/v1/matches/m-2", key, None).await.0, 202);
+    assert_eq!(w.edges[0].call(delete, "/api/v1/matches/never", key, None).await.0, 202);
+    w.driver.no_event("a", "match:removed", Duration::from_millis(500)).await;
+    // A replayed match does not bring it back.
+    assert_eq!(
+        w.edges[0].post("/api/v1/matches", json!({ "matchId": "m-2", "userIds": ["bob", "alice"] })).await.0,
+        202
+    );
+    w.driver.no_event("a", "match:new", Duration::from_millis(1000)).await;
+}
+
+#[tokio::test]
+async fn matches_wait_for_the_notifier_and_a_killed_copy_leaves_nothing_half_done() {
+    let mut w = World::start(false).await;
+    w.connect("a", "alice", 0).await;
+    // Posted while no notifier runs: they wait in the queue.
+    for i in 0..500 {
+        let post = json!({ "matchId": format!("m-{i}"), "userIds": [format!("u{i}"), "alice"] });
+        assert_eq!(w.edges[i % 2].post("/api/v1/matches", post).await.0, 202);
+    }
+    let mut first = w.env.spawn_ready(Bin::Notifier, &[]).await;
+    eventually("the first copy to be midway", Duration::from_secs(60), || async {
+        let done = first
+            .get("/metrics")
+            .await
+            .1
+            .lines()
+            .find_map(|l| l.strip_prefix("notifier_matches_total ")?.parse::<f64>().ok());
+        done.is_some_and(|n| n >= 50.0).then_some(())
+    })
+    .await;
+    first.signal(Signal::SIGKILL);
+    first.wait_exit(Duration::from_secs(5)).await;
+    let _second = w.env.spawn_ready(Bin::Notifier, &[]).await;
+    eventually("every match to be handled", Duration::from_secs(120), || async {
+        (w.count("SELECT count(*) FROM matches WHERE announced_at IS NOT NULL").await == 500).then_some(())
+    })
+    .await;
+    assert_eq!(w.count("SELECT count(*) FROM conversations").await, 500);
+    assert_eq!(w.count("SELECT count(*) FROM notifications").await, 1000);
+    assert_eq!(w.count("SELECT count(*) FROM notifications WHERE type = 'match'").await, 1000);
+    let received = w.driver.events_until_quiet("a", "match:new", Duration::from_millis(500)).await;
+    let mut ids: Vec<&str> = received.iter().filter_map(|m| m["matchId"].as_str()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 500, "alice heard of every match (at least once)");
+    w.notifier = None;
+}
