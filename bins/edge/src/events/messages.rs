@@ -17,11 +17,11 @@ use switchboard::{
     },
 };
 
-use super::{Context, conversations::request_error, on};
+use super::{Context, conversations::request_error, on, on_ordered};
 
 pub fn register(socket: &socketioxide::extract::SocketRef) {
-    on(socket, event::MESSAGE_SEND, send);
-    on(socket, event::MESSAGE_READ, read);
+    on_ordered(socket, event::MESSAGE_SEND, send);
+    on_ordered(socket, event::MESSAGE_READ, read);
     on(socket, event::MESSAGES_SYNC, sync);
 }
 
@@ -56,7 +56,9 @@ async fn in_order<R: Request>(
     command: R,
 ) -> Result<R::Response, AckError> {
     let Context { turn, app, .. } = cx;
-    turn.wait().await;
+    if let Some(turn) = &turn {
+        turn.wait().await;
+    }
     let key = topology::keys::message_shard_key(topology::keys::message_shard(conversation));
     let pending = app
         .bus
@@ -68,7 +70,6 @@ async fn in_order<R: Request>(
 }
 
 async fn sync(cx: Context, request: MessagesSync) -> Result<MessagesPage, AckError> {
-    drop(cx.turn);
     let query = SyncQuery {
         conversation_id: request.conversation_id,
         user_id: cx.client.user.clone(),

@@ -32,9 +32,10 @@ pub struct Context {
     pub socket: SocketRef,
     pub client: Arc<Client>,
     pub app: Arc<App>,
-    /// This event's place in the socket's order; handlers that must keep it wait for it, the
-    /// others let it go (dropping it passes the turn on).
-    pub turn: Turn,
+    /// This event's place in the socket's order, for handlers registered with [`on_ordered`]
+    /// (they wait for it, and dropping it passes the turn on); `None` for the others, whose
+    /// turn was passed on before they started.
+    pub turn: Option<Turn>,
 }
 
 /// Registers every family's events on a newly connected socket.
@@ -49,6 +50,28 @@ pub fn register(socket: &SocketRef) {
 
 /// Registers `handler` for `event` behind the rate limit, payload validation and timeout.
 pub fn on<P, R, F, Fut>(socket: &SocketRef, event: &'static str, handler: F)
+where
+    P: DeserializeOwned + Send + 'static,
+    R: Serialize + Send + 'static,
+    F: Fn(Context, P) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, AckError>> + Send + 'static,
+{
+    register_event(socket, event, false, handler);
+}
+
+/// [`on`] for events whose effects must keep the order the socket sent them in: the handler
+/// gets the event's [`Turn`].
+pub fn on_ordered<P, R, F, Fut>(socket: &SocketRef, event: &'static str, handler: F)
+where
+    P: DeserializeOwned + Send + 'static,
+    R: Serialize + Send + 'static,
+    F: Fn(Context, P) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, AckError>> + Send + 'static,
+{
+    register_event(socket, event, true, handler);
+}
+
+fn register_event<P, R, F, Fut>(socket: &SocketRef, event: &'static str, ordered: bool, handler: F)
 where
     P: DeserializeOwned + Send + 'static,
     R: Serialize + Send + 'static,
@@ -77,6 +100,7 @@ where
                         Err(reason) => Err(AckError::invalid(reason)),
                         Ok(payload) => {
                             let timeout = app.config.ack_timeout();
+                            let turn = ordered.then_some(turn);
                             let context = Context { socket: socket.clone(), client, app, turn };
                             match tokio::time::timeout(timeout, handler(context, payload)).await {
                                 Ok(result) => result,

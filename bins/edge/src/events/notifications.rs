@@ -17,7 +17,6 @@ pub fn register(socket: &socketioxide::extract::SocketRef) {
 }
 
 async fn list(cx: Context, request: NotificationsList) -> Result<NotificationsPage, AckError> {
-    drop(cx.turn);
     let query = NotificationsQuery {
         user_id: cx.client.user.clone(),
         unread_only: request.unread_only,
@@ -36,7 +35,6 @@ async fn list(cx: Context, request: NotificationsList) -> Result<NotificationsPa
 }
 
 async fn read(cx: Context, request: NotificationRead) -> Result<Empty, AckError> {
-    drop(cx.turn);
     let read = MarkNotificationRead { user_id: cx.client.user.clone(), id: request.id };
     cx.app
         .bus

@@ -16,7 +16,6 @@ pub fn register(socket: &socketioxide::extract::SocketRef) {
 }
 
 async fn query(cx: Context, request: PresenceQuery) -> Result<PresenceReply, AckError> {
-    drop(cx.turn);
     let lookup = PresenceLookup { user_id: cx.client.user.clone(), user_ids: request.user_ids };
     cx.app
         .bus
