@@ -78,12 +78,12 @@ pub async fn handle(bus: &Bus, database: &Database, deliveries: &[Delivery]) -> 
         return Ok(());
     }
     let started = std::time::Instant::now();
-    let outcome = match store(database, &commands, now).await {
+    let outcome = match store(database, &commands, now, false).await {
         Ok(outcome) => outcome,
         // A unique violation means another writer stored one of these commands meanwhile
         // (possible only while shard ownership moves): a second pass finds those rows.
         Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
-            store(database, &commands, now).await?
+            store(database, &commands, now, true).await?
         }
         Err(error) => return Err(error),
     };
@@ -104,6 +104,7 @@ async fn store(
     database: &Database,
     commands: &[Command<'_>],
     now: DateTime<Utc>,
+    thorough: bool,
 ) -> Result<Decisions, sqlx::Error> {
     let mut tx = database.pool().begin().await?;
 
@@ -133,12 +134,16 @@ async fn store(
         participants.get(conversation).is_some_and(|users| users.contains(user))
     };
 
-    // Sends already stored: by command id (a redelivery) or by clientMessageId (a retry).
+    // Sends already stored: by command id (a redelivery) or by clientMessageId (a retry). A
+    // command delivered for the first time cannot have been stored, so only redeliveries are
+    // looked up by id, unless this is the second pass after a unique violation.
     let mut command_ids = Vec::new();
     let (mut retry_senders, mut retry_ids) = (Vec::new(), Vec::new());
     for command in commands {
-        if let Command::Send { command, id, .. } = command {
-            command_ids.push(*id);
+        if let Command::Send { command, id, redelivered, .. } = command {
+            if *redelivered || thorough {
+                command_ids.push(*id);
+            }
             if let Some(cmid) = &command.client_message_id {
                 retry_senders.push(command.sender_id.to_string());
                 retry_ids.push(cmid.as_str().to_owned());
@@ -147,13 +152,16 @@ async fn store(
     }
     // Two lookups rather than one with OR: each is a plain index scan (an OR across the two
     // would make PostgreSQL read the whole table).
-    let mut existing: Vec<StoredRow> = sqlx::query_as(
-        "SELECT id, conversation_id, seq, sender_id, content, client_message_id, command_id, created_at \
-         FROM messages WHERE command_id = ANY($1)",
-    )
-    .bind(&command_ids)
-    .fetch_all(&mut *tx)
-    .await?;
+    let mut existing: Vec<StoredRow> = Vec::new();
+    if !command_ids.is_empty() {
+        existing = sqlx::query_as(
+            "SELECT id, conversation_id, seq, sender_id, content, client_message_id, command_id, created_at \
+             FROM messages WHERE command_id = ANY($1)",
+        )
+        .bind(&command_ids)
+        .fetch_all(&mut *tx)
+        .await?;
+    }
     if !retry_ids.is_empty() {
         existing.extend(
             sqlx::query_as::<_, StoredRow>(
