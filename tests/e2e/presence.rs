@@ -142,3 +142,38 @@ async fn a_presence_worker_restart_sends_nothing_false_and_keeps_reporting() {
     assert_eq!(w.driver.event_about("bob", "user:offline", "alice").await["userId"], "alice");
     w.presence = restarted;
 }
+
+#[tokio::test]
+async fn an_edge_cut_off_from_the_broker_for_a_moment_causes_no_false_events() {
+    let mut w = World::start().await;
+    w.connect("bob", "bob", 1).await;
+    w.connect("alice", "alice", 0).await;
+    w.driver.event_about("bob", "user:online", "alice").await;
+    // Close edge 0's connections from the broker's side, as an operator (or a network blip)
+    // would; it reconnects on its own within a second or so.
+    let pid = w.edges[0].pid();
+    let names: Vec<String> =
+        eventually("edge 0's connections to be listed", Duration::from_secs(15), || async {
+            let connections = w.env.rabbit.connections(&w.env.vhost).await;
+            let names: Vec<String> = connections
+                .iter()
+                .filter(|c| {
+                    c["client_properties"]["connection_name"]
+                        .as_str()
+                        .is_some_and(|n| n.ends_with(&format!("pid {pid}")))
+                })
+                .filter_map(|c| c["name"].as_str().map(str::to_owned))
+                .collect();
+            (!names.is_empty()).then_some(names)
+        })
+        .await;
+    for name in &names {
+        w.env.rabbit.close_connection(name).await;
+    }
+    w.edges[0].wait_readyz(200, Duration::from_secs(15)).await;
+    w.driver.no_event_about("bob", "user:offline", "alice", Duration::from_millis(3000)).await;
+    w.driver.no_event_about("bob", "user:online", "alice", Duration::from_millis(10)).await;
+    // And presence still works for alice afterwards.
+    w.driver.disconnect("alice").await;
+    w.driver.event_about("bob", "user:offline", "alice").await;
+}
