@@ -23,13 +23,15 @@ pub const EXIT_CONFIG: i32 = 64;
 
 /// Every variable of contract section 2 plus our own operational ones. Also the list of keys
 /// the environment provider looks at, so an unrelated variable such as `PATH` is never read.
-const KEYS: &[&str] = &[
+/// (`SWITCHBOARD_CONFIG` and `RUST_LOG` are read too, outside this list.)
+pub const KEYS: &[&str] = &[
     "RABBITMQ_HOST",
     "RABBITMQ_PORT",
     "RABBITMQ_USERNAME",
     "RABBITMQ_PASSWORD",
     "RABBITMQ_VHOST",
     "RABBITMQ_PREFETCH",
+    "RABBITMQ_QUEUE_TYPE",
     "DATABASE_URL",
     "DATABASE_MIGRATE",
     "DATABASE_MAX_CONNECTIONS",
@@ -102,6 +104,9 @@ pub struct Config {
     pub rabbitmq_vhost: String,
     /// Unacknowledged deliveries a consumer may hold at once (AMQP `basic.qos`).
     pub rabbitmq_prefetch: u16,
+    /// How durable queues are declared: `classic`, or `quorum` for a RabbitMQ cluster
+    /// (replicated). Every process of one installation must agree.
+    pub rabbitmq_queue_type: QueueType,
 
     pub database_url: Secret,
     /// Apply pending migrations at start (contract section 7).
@@ -151,6 +156,7 @@ impl Default for Config {
             rabbitmq_password: Secret::new("guest"),
             rabbitmq_vhost: "/".into(),
             rabbitmq_prefetch: 64,
+            rabbitmq_queue_type: QueueType::Classic,
             database_url: Secret::new("postgres://localhost/switchboard"),
             database_migrate: true,
             database_max_connections: 10,
@@ -174,6 +180,15 @@ impl Default for Config {
             log_format: None,
         }
     }
+}
+
+/// The type of the durable queues (`RABBITMQ_QUEUE_TYPE`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueType {
+    #[default]
+    Classic,
+    Quorum,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -565,6 +580,18 @@ mod tests {
             let err = load(Role::Edge).expect_err("must fail");
             assert_eq!(err.variable, "RABITMQ_HOST");
             assert_eq!(err.reason, "is not a known setting");
+            Ok(())
+        });
+    }
+
+        #[test]
+    fn queue_type_is_classic_or_quorum() {
+        Jail::expect_with(|jail| {
+            assert_eq!(load(Role::Messages).expect("valid").rabbitmq_queue_type, QueueType::Classic);
+            jail.set_env("RABBITMQ_QUEUE_TYPE", "quorum");
+            assert_eq!(load(Role::Messages).expect("valid").rabbitmq_queue_type, QueueType::Quorum);
+            jail.set_env("RABBITMQ_QUEUE_TYPE", "stream");
+            assert_eq!(load(Role::Messages).expect_err("must fail").variable, "RABBITMQ_QUEUE_TYPE");
             Ok(())
         });
     }

@@ -423,3 +423,51 @@ async fn a_closed_conversation_takes_every_socket_out_of_its_room_on_every_edge(
     .await;
     bus.close().await;
 }
+
+#[tokio::test]
+async fn chat_works_end_to_end_with_quorum_queues() {
+    let env = TestEnv::new().await;
+    let quorum = [("RABBITMQ_QUEUE_TYPE", "quorum")];
+    let _messages = env.spawn_ready(Bin::Messages, &quorum).await;
+    let _notifier = env.spawn_ready(Bin::Notifier, &quorum).await;
+    let (e1, e2) = tokio::join!(env.spawn_ready(Bin::Edge, &quorum), env.spawn_ready(Bin::Edge, &quorum));
+    for user in ["alice", "bob"] {
+        env.add_session(&format!("{user}-token"), user, HOUR).await;
+    }
+    let conversation = env.create_conversation(&e1, &["alice", "bob"]).await;
+    let mut driver = Driver::start().await;
+    driver.connect("a", &e1.url(), as_user("alice")).await.expect("connects");
+    driver.connect("b", &e2.url(), as_user("bob")).await.expect("connects");
+    for i in 1..=3 {
+        let ack = driver
+            .emit_ack(
+                "a",
+                "message:send",
+                json!({ "conversationId": conversation, "content": format!("q{i}") }),
+            )
+            .await;
+        assert_eq!(ok(&ack)["seq"], i);
+        assert_eq!(driver.event("b", "message:new").await["content"], format!("q{i}"));
+    }
+    let ack = driver
+        .emit_ack("b", "message:send", json!({ "conversationId": conversation, "content": "back" }))
+        .await;
+    assert_eq!(ok(&ack)["seq"], 4);
+    assert_eq!(driver.event("a", "message:new").await["content"], "back");
+
+    let queues = env.rabbit.queues(&env.vhost).await;
+    let kind = |name: &str| queues.iter().find(|q| q["name"] == name).map(|q| q["type"].clone());
+    let shard = switchboard::bus::topology::keys::message_shard_key(
+        switchboard::bus::topology::keys::message_shard(conversation.parse().expect("uuid")),
+    );
+    for name in [shard.as_str(), "notifier.matches", "notifier.notifications", "messages.create"] {
+        assert_eq!(kind(name), Some(json!("quorum")), "{name} in {queues:?}");
+    }
+    let edge_queues: Vec<_> =
+        queues.iter().filter(|q| q["name"].as_str().is_some_and(|n| n.starts_with("edge."))).collect();
+    assert_eq!(edge_queues.len(), 2, "{queues:?}");
+    assert!(
+        edge_queues.iter().all(|q| q["type"] == "classic"),
+        "exclusive queues stay classic: {edge_queues:?}"
+    );
+}

@@ -180,10 +180,9 @@ impl Deliveries {
         channel.basic_qos(256, BasicQosOptions::default()).await?;
         let mut consumer = {
             let mut state = self.state.lock().await;
-            QueueSpec::exclusive(&self.queue)
-                .bind(topology::EVENTS_TOPIC, topology::keys::CONVERSATION_CLOSED)
-                .declare(&channel)
-                .await?;
+            let queue = QueueSpec::exclusive(&self.queue)
+                .bind(topology::EVENTS_TOPIC, topology::keys::CONVERSATION_CLOSED);
+            self.bus.declare(&channel, &queue).await?;
             for room in state.counts.keys() {
                 bind(&channel, &self.queue, room).await?;
             }

@@ -191,7 +191,7 @@ async fn consume_once(
     let channel = bus.channel().await?;
     channel.basic_qos(BATCH as u16, BasicQosOptions::default()).await?;
     let queue = shard_queue(shard);
-    queue.declare(&channel).await?;
+    bus.declare(&channel, &queue).await?;
     let mut consumer = channel
         .basic_consume(
             queue.name.as_str().into(),

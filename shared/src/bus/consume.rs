@@ -124,7 +124,7 @@ impl Bus {
         let channel = self.channel().await?;
         let prefetch = options.prefetch.unwrap_or(self.inner.prefetch);
         channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
-        queue.declare(&channel).await?;
+        self.declare(&channel, queue).await?;
         let mut consumer = channel
             .basic_consume(
                 queue.name.as_str().into(),

@@ -36,7 +36,10 @@ pub use envelope::{BusMessage, DecodeError, Envelope};
 pub use rpc::{PendingReply, Request, RequestError};
 pub use topology::QueueSpec;
 
-use crate::{config::Config, shutdown::Shutdown};
+use crate::{
+    config::{Config, QueueType},
+    shutdown::Shutdown,
+};
 
 /// Whether a publish must survive a broker restart and be confirmed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,6 +83,7 @@ struct Inner {
     publisher: Mutex<Option<Channel>>,
     replies: rpc::Replies,
     prefetch: u16,
+    queue_type: QueueType,
     shutdown: Shutdown,
 }
 
@@ -114,6 +118,7 @@ impl Bus {
                 publisher: Mutex::new(None),
                 replies: rpc::Replies::default(),
                 prefetch: config.rabbitmq_prefetch,
+                queue_type: config.rabbitmq_queue_type,
                 shutdown: shutdown.clone(),
             }),
         };
@@ -137,6 +142,12 @@ impl Bus {
 
     pub(crate) fn shutdown(&self) -> &Shutdown {
         &self.inner.shutdown
+    }
+
+    /// Declares a queue and its bindings with this installation's queue type
+    /// (`RABBITMQ_QUEUE_TYPE`).
+    pub async fn declare(&self, channel: &Channel, queue: &QueueSpec) -> Result<(), BusError> {
+        Ok(queue.declare(channel, self.inner.queue_type).await?)
     }
 
     /// A fresh channel on a pooled connection.
@@ -317,7 +328,7 @@ impl Bus {
         let events: std::pin::Pin<Box<dyn futures::Stream<Item = lapin::Event> + Send>> =
             Box::pin(connection.events_listener());
         let channel = connection.create_channel().await?;
-        topology::declare_exchanges(&channel).await?;
+        topology::declare_exchanges(&channel, self.inner.queue_type).await?;
         // Closing the channel is tidy but not needed: a failure here changes nothing.
         let _ = channel.close(200, "declared".into()).await;
         Ok(events)

@@ -6,6 +6,8 @@
 //! declares the queues it consumes from, when its consumer (re)starts, so a broker that lost
 //! its state (a deleted vhost, a fresh node) is rebuilt by the processes themselves.
 
+use crate::config::QueueType;
+
 use lapin::{
     Channel, ExchangeKind,
     options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions},
@@ -94,7 +96,7 @@ pub fn notifier_queues() -> [QueueSpec; 2] {
     ]
 }
 
-pub(crate) async fn declare_exchanges(channel: &Channel) -> lapin::Result<()> {
+pub(crate) async fn declare_exchanges(channel: &Channel, queue_type: QueueType) -> lapin::Result<()> {
     for (name, kind) in EXCHANGES {
         channel
             .exchange_declare(
@@ -106,7 +108,7 @@ pub(crate) async fn declare_exchanges(channel: &Channel) -> lapin::Result<()> {
             .await?;
     }
     for queue in notifier_queues() {
-        queue.declare(channel).await?;
+        queue.declare(channel, queue_type).await?;
     }
     Ok(())
 }
@@ -165,8 +167,13 @@ impl QueueSpec {
         self
     }
 
-    pub async fn declare(&self, channel: &Channel) -> lapin::Result<()> {
+    /// Declares the queue and its bindings; a durable queue is made a quorum queue when
+    /// `queue_type` says so (an exclusive one stays classic: quorum queues cannot be).
+    pub async fn declare(&self, channel: &Channel, queue_type: QueueType) -> lapin::Result<()> {
         let mut args = FieldTable::default();
+        if self.lifetime == Lifetime::Durable && queue_type == QueueType::Quorum {
+            args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+        }
         if self.single_active_consumer {
             args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
         }
