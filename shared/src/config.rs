@@ -584,7 +584,7 @@ mod tests {
         });
     }
 
-        #[test]
+    #[test]
     fn queue_type_is_classic_or_quorum() {
         Jail::expect_with(|jail| {
             assert_eq!(load(Role::Messages).expect("valid").rabbitmq_queue_type, QueueType::Classic);
