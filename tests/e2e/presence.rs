@@ -177,3 +177,38 @@ async fn an_edge_cut_off_from_the_broker_for_a_moment_causes_no_false_events() {
     w.driver.disconnect("alice").await;
     w.driver.event_about("bob", "user:offline", "alice").await;
 }
+
+#[tokio::test]
+async fn after_their_conversation_closes_two_users_no_longer_see_each_other() {
+    let mut w = World::start().await;
+    w.connect("bob", "bob", 1).await;
+    w.connect("alice", "alice", 0).await;
+    w.driver.event_about("bob", "user:online", "alice").await;
+    let reply = w.driver.emit_ack("bob", "presence:query", json!({ "userIds": ["alice"] })).await;
+    assert_eq!(reply["users"]["alice"]["online"], true, "{reply}");
+
+    // The unmatch closes the conversation through its owner (issue 6 does this over the bus).
+    let db = w.env.db().await;
+    let (conversation,): (uuid::Uuid,) = sqlx::query_as(
+        "SELECT conversation_id FROM conversation_participants WHERE user_id = 'alice' LIMIT 1",
+    )
+    .fetch_one(&db)
+    .await
+    .expect("alice's conversation");
+    let config =
+        switchboard::Config { rabbitmq_vhost: w.env.vhost.clone(), ..switchboard::Config::default() };
+    let shutdown = switchboard::Shutdown::new();
+    let bus = switchboard::Bus::start(&config, "test-unmatch", &shutdown);
+    assert!(bus.wait_ready().await);
+    let close = switchboard::contract::bus::CloseConversation {
+        conversation_id: switchboard::contract::ConversationId(conversation),
+    };
+    use switchboard::bus::topology::{EVENTS_TOPIC, keys::CLOSE_CONVERSATION};
+    bus.request(EVENTS_TOPIC, CLOSE_CONVERSATION, &close, Duration::from_secs(5)).await.expect("closed");
+
+    let reply = w.driver.emit_ack("bob", "presence:query", json!({ "userIds": ["alice"] })).await;
+    assert_eq!(reply, json!({ "success": true, "users": {} }));
+    w.driver.disconnect("alice").await;
+    w.driver.no_event_about("bob", "user:offline", "alice", Duration::from_millis(2500)).await;
+    bus.close().await;
+}
