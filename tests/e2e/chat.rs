@@ -391,11 +391,7 @@ async fn a_closed_conversation_takes_every_socket_out_of_its_room_on_every_edge(
         ok(&t.driver.emit_ack(client, "conversation:join", json!({ "conversationId": conversation })).await);
     }
     // What the unmatch will publish (issue 6): every edge hears it at once.
-    let config =
-        switchboard::Config { rabbitmq_vhost: t.env.vhost.clone(), ..switchboard::Config::default() };
-    let shutdown = switchboard::Shutdown::new();
-    let bus = switchboard::Bus::start(&config, "test-unmatch", &shutdown);
-    assert!(bus.wait_ready().await);
+    let bus = t.env.bus("test-unmatch").await;
     let closed = switchboard::contract::bus::ConversationClosed {
         conversation_id: conversation.parse().expect("uuid"),
         participants: vec!["alice".parse().expect("id"), "bob".parse().expect("id")],

@@ -494,10 +494,7 @@ async fn a_rust_backend_emits_through_the_library_and_metrics_count_it_all() {
         Err("unauthorized".into())
     );
 
-    let config = switchboard::Config { rabbitmq_vhost: env.vhost.clone(), ..switchboard::Config::default() };
-    let shutdown = switchboard::Shutdown::new();
-    let bus = switchboard::Bus::start(&config, "test-backend", &shutdown);
-    assert!(bus.wait_ready().await);
+    let bus = env.bus("test-backend").await;
     let alice = "alice".parse().expect("valid");
     switchboard::backend::emit_to_user(&bus, &alice, "from:rust", json!({ "ok": true }))
         .await

@@ -195,11 +195,7 @@ async fn after_their_conversation_closes_two_users_no_longer_see_each_other() {
     .fetch_one(&db)
     .await
     .expect("alice's conversation");
-    let config =
-        switchboard::Config { rabbitmq_vhost: w.env.vhost.clone(), ..switchboard::Config::default() };
-    let shutdown = switchboard::Shutdown::new();
-    let bus = switchboard::Bus::start(&config, "test-unmatch", &shutdown);
-    assert!(bus.wait_ready().await);
+    let bus = w.env.bus("test-unmatch").await;
     let close = switchboard::contract::bus::CloseConversation {
         conversation_id: switchboard::contract::ConversationId(conversation),
     };

@@ -139,6 +139,15 @@ impl Drop for TestEnv {
 use sqlx::Connection as _;
 
 impl TestEnv {
+    /// A bus handle on the test's vhost, connected, as a backend using the library has.
+    pub async fn bus(&self, name: &str) -> switchboard::Bus {
+        let config =
+            switchboard::Config { rabbitmq_vhost: self.vhost.clone(), ..switchboard::Config::default() };
+        let bus = switchboard::Bus::start(&config, name, &switchboard::Shutdown::new());
+        assert!(bus.wait_ready().await, "the test's bus connects");
+        bus
+    }
+
     /// Creates a conversation through the ingress of `edge` (a messages worker must run).
     pub async fn create_conversation(&self, edge: &Running, participants: &[&str]) -> String {
         let (status, body) =

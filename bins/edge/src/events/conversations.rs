@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use socketioxide::{SocketIo, extract::SocketRef};
 use switchboard::{
-    bus::{RequestError, topology},
+    bus::topology,
     contract::{
         AckError, ConversationId, Room,
         bus::MembershipQuery,
@@ -31,17 +31,7 @@ async fn join(cx: Context, request: ConversationRef) -> Result<Empty, AckError> 
         return Ok(Empty {});
     }
     let query = MembershipQuery { conversation_id: id, user_id: cx.client.user.clone() };
-    let membership = cx
-        .app
-        .bus
-        .request(
-            topology::EVENTS_TOPIC,
-            topology::keys::MEMBERSHIP_QUERY,
-            &query,
-            cx.app.config.ack_timeout(),
-        )
-        .await
-        .map_err(request_error)?;
+    let membership = cx.ask(topology::keys::MEMBERSHIP_QUERY, &query).await?;
     if !membership.member {
         return Err(AckError::forbidden());
     }
@@ -81,14 +71,5 @@ pub async fn closed(io: &SocketIo, deliveries: &Deliveries, id: ConversationId) 
         if let Some(client) = socket.extensions.get::<Arc<Client>>() {
             leave_room(&socket, &client, deliveries, id).await;
         }
-    }
-}
-
-/// The contract's reading of a failed request to a worker.
-pub fn request_error(error: RequestError) -> AckError {
-    match error {
-        RequestError::Timeout => AckError::timeout(),
-        RequestError::Refused(error) => error,
-        RequestError::Bus(_) | RequestError::Malformed(_) => AckError::unavailable(),
     }
 }

@@ -17,7 +17,7 @@ use switchboard::{
     },
 };
 
-use super::{Context, conversations::request_error, on, on_ordered};
+use super::{Context, on, on_ordered, request_error};
 
 pub fn register(socket: &socketioxide::extract::SocketRef) {
     on_ordered(socket, event::MESSAGE_SEND, send);
@@ -76,9 +76,5 @@ async fn sync(cx: Context, request: MessagesSync) -> Result<MessagesPage, AckErr
         after_seq: request.after_seq,
         limit: request.page_size(),
     };
-    cx.app
-        .bus
-        .request(topology::EVENTS_TOPIC, topology::keys::SYNC_QUERY, &query, cx.app.config.ack_timeout())
-        .await
-        .map_err(request_error)
+    cx.ask(topology::keys::SYNC_QUERY, &query).await
 }

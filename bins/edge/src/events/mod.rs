@@ -20,7 +20,10 @@ use std::{future::Future, sync::Arc, time::Instant};
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 use socketioxide::extract::{AckSender, Event, SocketRef, State, TryData};
-use switchboard::contract::{AckError, ack::ack_body};
+use switchboard::{
+    bus::{Request, RequestError, topology},
+    contract::{AckError, ack::ack_body},
+};
 
 use crate::{
     App,
@@ -36,6 +39,27 @@ pub struct Context {
     /// (they wait for it, and dropping it passes the turn on); `None` for the others, whose
     /// turn was passed on before they started.
     pub turn: Option<Turn>,
+}
+
+impl Context {
+    /// Asks a worker over the bus (request/reply on `events.topic` with `key`) within the ack
+    /// timeout, and reads a failure the contract's way.
+    pub async fn ask<R: Request>(&self, key: &str, request: &R) -> Result<R::Response, AckError> {
+        self.app
+            .bus
+            .request(topology::EVENTS_TOPIC, key, request, self.app.config.ack_timeout())
+            .await
+            .map_err(request_error)
+    }
+}
+
+/// The contract's reading of a failed request to a worker.
+pub fn request_error(error: RequestError) -> AckError {
+    match error {
+        RequestError::Timeout => AckError::timeout(),
+        RequestError::Refused(error) => error,
+        RequestError::Bus(_) | RequestError::Malformed(_) => AckError::unavailable(),
+    }
 }
 
 /// Registers every family's events on a newly connected socket.

@@ -9,7 +9,7 @@ use switchboard::{
     },
 };
 
-use super::{Context, conversations::request_error, on};
+use super::{Context, on};
 
 pub fn register(socket: &socketioxide::extract::SocketRef) {
     on(socket, event::NOTIFICATIONS_LIST, list);
@@ -22,28 +22,10 @@ async fn list(cx: Context, request: NotificationsList) -> Result<NotificationsPa
         unread_only: request.unread_only,
         limit: request.page_size(),
     };
-    cx.app
-        .bus
-        .request(
-            topology::EVENTS_TOPIC,
-            topology::keys::NOTIFICATIONS_QUERY,
-            &query,
-            cx.app.config.ack_timeout(),
-        )
-        .await
-        .map_err(request_error)
+    cx.ask(topology::keys::NOTIFICATIONS_QUERY, &query).await
 }
 
 async fn read(cx: Context, request: NotificationRead) -> Result<Empty, AckError> {
     let read = MarkNotificationRead { user_id: cx.client.user.clone(), id: request.id };
-    cx.app
-        .bus
-        .request(
-            topology::EVENTS_TOPIC,
-            topology::keys::NOTIFICATION_READ,
-            &read,
-            cx.app.config.ack_timeout(),
-        )
-        .await
-        .map_err(request_error)
+    cx.ask(topology::keys::NOTIFICATION_READ, &read).await
 }

@@ -9,7 +9,7 @@ use switchboard::{
     },
 };
 
-use super::{Context, conversations::request_error, on};
+use super::{Context, on};
 
 pub fn register(socket: &socketioxide::extract::SocketRef) {
     on(socket, event::PRESENCE_QUERY, query);
@@ -17,9 +17,5 @@ pub fn register(socket: &socketioxide::extract::SocketRef) {
 
 async fn query(cx: Context, request: PresenceQuery) -> Result<PresenceReply, AckError> {
     let lookup = PresenceLookup { user_id: cx.client.user.clone(), user_ids: request.user_ids };
-    cx.app
-        .bus
-        .request(topology::EVENTS_TOPIC, topology::keys::PRESENCE_QUERY, &lookup, cx.app.config.ack_timeout())
-        .await
-        .map_err(request_error)
+    cx.ask(topology::keys::PRESENCE_QUERY, &lookup).await
 }
