@@ -3,6 +3,7 @@
 
 mod asyncapi;
 mod chat;
+mod deploy;
 mod edge;
 mod foundation;
 mod matches;
