@@ -10,7 +10,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use futures::{FutureExt, StreamExt};
 use lapin::{
-    options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions},
+    options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions},
     types::FieldTable,
 };
 use sqlx::{Connection, PgConnection};
@@ -220,21 +220,29 @@ async fn consume_once(
         metrics::counter!("bus_consumed_total", "queue" => "messages.shard")
             .increment(deliveries.len() as u64);
         let last = deliveries.last().map(|d| d.acker.clone()).expect("a batch is never empty");
-        match batch::handle(bus, database, &deliveries).await {
-            Ok(()) => {
-                if let Err(error) = last.ack(BasicAckOptions { multiple: true }).await {
-                    break Err(error.into());
+        // The database unreachable means nothing was committed: the same batch is tried again
+        // in place after a growing pause (not handed back, which would count as redeliveries).
+        // Commands that expire meanwhile are dropped by the retry itself.
+        let mut pause = Duration::from_millis(500);
+        let handled = loop {
+            match batch::handle(bus, database, &deliveries).await {
+                Ok(()) => break true,
+                Err(error) => {
+                    tracing::warn!(shard, %error, commands = deliveries.len(), "batch failed; retrying");
                 }
             }
-            Err(error) => {
-                // The database is unreachable: nothing was committed. Put the batch back in
-                // order and pause, so a failing database is retried at a bounded rate.
-                tracing::warn!(shard, %error, commands = deliveries.len(), "batch failed; requeued");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                if let Err(error) = last.nack(BasicNackOptions { multiple: true, requeue: true }).await {
-                    break Err(error.into());
-                }
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = stop.cancelled() => break false,
             }
+            pause = (pause * 2).min(Duration::from_secs(5));
+        };
+        if !handled {
+            // Released or stopping: closing the channel returns the batch to the queue.
+            break Ok(());
+        }
+        if let Err(error) = last.ack(BasicAckOptions { multiple: true }).await {
+            break Err(error.into());
         }
     };
     // Closing the channel returns any prefetched, unhandled deliveries to the queue's head.

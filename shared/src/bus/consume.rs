@@ -14,8 +14,7 @@ use futures::StreamExt;
 use lapin::{
     message::Delivery,
     options::{
-        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-        BasicRejectOptions,
+        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions,
     },
     types::FieldTable,
 };
@@ -28,8 +27,8 @@ use super::{Bus, BusError, BusMessage, DecodeError, Envelope, topology::QueueSpe
 pub enum Outcome {
     /// Done (or a duplicate of something done): remove it from the queue.
     Ack,
-    /// Could not be done now (database down): give it back for another try, after a pause so
-    /// that a failing message does not spin.
+    /// Could not be done now (database down): try it again after a pause (in place, keeping
+    /// its place in the queue), until it succeeds or the process stops.
     Requeue,
     /// Can never be done (malformed): drop it, logged by the handler.
     Reject,
@@ -59,8 +58,10 @@ impl ConsumeOptions {
 }
 
 /// One delivery, as a handler sees it.
+#[derive(Clone)]
 pub struct Incoming {
-    pub delivery: Delivery,
+    /// Shared, so a handler that asked for a retry can be given the same delivery again.
+    pub delivery: Arc<Delivery>,
 }
 
 impl Incoming {
@@ -78,9 +79,10 @@ impl Incoming {
     }
 }
 
-/// Pause before a requeued delivery goes back, so a message that fails for a while (database
-/// down) is retried at a bounded rate instead of spinning.
+/// First pause before a delivery that could not be handled is tried again (database down), so
+/// it is retried at a bounded rate instead of spinning; doubled up to [`MAX_RETRY_PAUSE`].
 const REQUEUE_PAUSE: Duration = Duration::from_millis(500);
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(5);
 
 impl Bus {
     /// Consumes `queue` until shutdown, restarting with backoff whenever the channel dies.
@@ -159,16 +161,31 @@ impl Bus {
             let Ok(permit) = permits.clone().acquire_owned().await else { return Ok(()) };
             let handler = handler.clone();
             let queue_name = queue.name.clone();
+            let stopping = shutdown.clone();
             let work = async move {
                 let acker = delivery.acker.clone();
-                let outcome = handler(Incoming { delivery }).await;
-                let settled = match outcome {
-                    Outcome::Ack => acker.ack(BasicAckOptions::default()).await,
-                    Outcome::Reject => acker.reject(BasicRejectOptions { requeue: false }).await,
-                    Outcome::Requeue => {
-                        tokio::time::sleep(REQUEUE_PAUSE).await;
-                        acker.nack(BasicNackOptions { requeue: true, multiple: false }).await
+                let incoming = Incoming { delivery: Arc::new(delivery) };
+                // A delivery that cannot be handled now is retried here, in place, with a growing
+                // pause, rather than handed back: a requeue would let later deliveries overtake
+                // it, and counts as a redelivery, which quorum queues (RabbitMQ 4) stop after
+                // their delivery limit. At shutdown it is left unacknowledged, and closing the
+                // channel returns it to the queue.
+                let mut pause = REQUEUE_PAUSE;
+                let outcome = loop {
+                    match handler(incoming.clone()).await {
+                        Outcome::Requeue => {}
+                        settled => break Some(settled),
                     }
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = stopping.triggered() => break None,
+                    }
+                    pause = (pause * 2).min(MAX_RETRY_PAUSE);
+                };
+                let settled = match outcome {
+                    Some(Outcome::Reject) => acker.reject(BasicRejectOptions { requeue: false }).await,
+                    Some(_) => acker.ack(BasicAckOptions::default()).await,
+                    None => Ok(true),
                 };
                 if let Err(error) = settled {
                     // The channel is gone; the broker requeues the delivery by itself.
