@@ -233,3 +233,42 @@ async fn matches_wait_for_the_notifier_and_a_killed_copy_leaves_nothing_half_don
     assert_eq!(ids.len(), 500, "alice heard of every match (at least once)");
     w.notifier = None;
 }
+
+#[tokio::test]
+async fn a_match_waits_for_an_absent_messages_worker_and_is_handled_when_it_returns() {
+    let env = TestEnv::new().await;
+    let mut messages = env.spawn_ready(Bin::Messages, &[]).await;
+    let _notifier = env.spawn_ready(Bin::Notifier, &[("ACK_TIMEOUT_MS", "1000")]).await;
+    let edge = env.spawn_ready(Bin::Edge, &[]).await;
+    messages.signal(Signal::SIGTERM);
+    assert_eq!(messages.wait_exit(Duration::from_secs(10)).await.code(), Some(0));
+
+    assert_eq!(
+        edge.post("/api/v1/matches", json!({ "matchId": "m-wait", "userIds": ["alice", "bob"] })).await.0,
+        202
+    );
+    let db = env.db().await;
+    let count = |sql: &'static str| {
+        let db = db.clone();
+        async move {
+            let (n,): (i64,) = sqlx::query_as(sql).fetch_one(&db).await.expect("count");
+            n
+        }
+    };
+    eventually("the notifier to take the match", Duration::from_secs(10), || async {
+        (count("SELECT count(*) FROM matches").await == 1).then_some(())
+    })
+    .await;
+    // Several tries of 1 s go by: the match waits, nothing half-made appears.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(count("SELECT count(*) FROM notifications").await, 0);
+    assert_eq!(count("SELECT count(*) FROM matches WHERE announced_at IS NOT NULL").await, 0);
+
+    let _messages = env.spawn_ready(Bin::Messages, &[]).await;
+    eventually("the match to be handled once the worker is back", Duration::from_secs(20), || async {
+        (count("SELECT count(*) FROM matches WHERE announced_at IS NOT NULL").await == 1).then_some(())
+    })
+    .await;
+    assert_eq!(count("SELECT count(*) FROM conversations").await, 1);
+    assert_eq!(count("SELECT count(*) FROM notifications").await, 2);
+}
