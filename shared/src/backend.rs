@@ -68,18 +68,22 @@ pub async fn emit_to_room(
 /// it: user rooms through `user.direct` with the extra users in the `CC` header, a
 /// conversation room through `events.topic`.
 pub async fn deliver(bus: &Bus, deliver: Deliver, durability: Durability) -> Result<(), BusError> {
-    let Some(first) = deliver.rooms.first() else { return Ok(()) };
-    let (exchange, key) = route(first);
-    let also: Vec<String> = deliver.rooms[1..].iter().map(|room| route(room).1).collect();
+    let Some((exchange, key, also)) = addressing(&deliver) else { return Ok(()) };
     bus.publish_cc(exchange, &key, &also, &deliver, durability).await
 }
 
 /// [`deliver`], confirmed and mandatory: whether any edge had a socket in one of the rooms.
 pub async fn deliver_routed(bus: &Bus, deliver: &Deliver) -> Result<bool, BusError> {
-    let Some(first) = deliver.rooms.first() else { return Ok(false) };
-    let (exchange, key) = route(first);
-    let also: Vec<String> = deliver.rooms[1..].iter().map(|room| route(room).1).collect();
+    let Some((exchange, key, also)) = addressing(deliver) else { return Ok(false) };
     bus.publish_routed(exchange, &key, &also, deliver).await
+}
+
+/// The exchange, routing key and `CC` keys of a delivery: its first room's route, the others'
+/// keys as CC (a delivery's rooms are all user rooms or a single conversation room).
+fn addressing(deliver: &Deliver) -> Option<(&'static str, String, Vec<String>)> {
+    let (first, others) = deliver.rooms.split_first()?;
+    let (exchange, key) = route(first);
+    Some((exchange, key, others.iter().map(|room| route(room).1).collect()))
 }
 
 /// Announces a match (contract section 6): the notifier makes one conversation between the
