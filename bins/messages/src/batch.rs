@@ -12,7 +12,7 @@ use switchboard::{
     bus::{BusMessage, Durability, Envelope},
     contract::{
         AckError, ConversationId, ErrorCode, MessageId, Room, UserId,
-        bus::{Deliver, EventName, MarkRead, SendMessage},
+        bus::{Deliver, MarkRead, SendMessage},
         client::{Empty, MessageSent},
         server::{MessageNew, MessageReadEvent, ServerEvent},
     },
@@ -387,7 +387,12 @@ async fn publish(bus: &Bus, commands: &[Command<'_>], decisions: Decisions) {
                 };
                 if let Some(message) = message {
                     let rooms = rooms_of(participants.get(&message.conversation_id), None);
-                    fan_out.push(event(rooms, MessageNew::NAME, &message, command.sender_socket.clone()));
+                    fan_out.push(Deliver::server_event(
+                        rooms,
+                        MessageNew::NAME,
+                        &message,
+                        command.sender_socket.clone(),
+                    ));
                     metrics::counter!("messages_stored_total").increment(1);
                 }
                 replies.push(Reply::Send(props, reply));
@@ -396,7 +401,12 @@ async fn publish(bus: &Bus, commands: &[Command<'_>], decisions: Decisions) {
                 let Some(outcome) = reads.next() else { break };
                 if let Ok(read) = &outcome {
                     let rooms = rooms_of(participants.get(&read.conversation_id), Some(&read.user_id));
-                    fan_out.push(event(rooms, MessageReadEvent::NAME, read, command.reader_socket.clone()));
+                    fan_out.push(Deliver::server_event(
+                        rooms,
+                        MessageReadEvent::NAME,
+                        read,
+                        command.reader_socket.clone(),
+                    ));
                 }
                 replies.push(Reply::Read(props, outcome.map(|_| Empty {})));
             }
@@ -436,20 +446,6 @@ fn rooms_of(participants: Option<&Vec<UserId>>, except: Option<&UserId>) -> Vec<
         .filter(|user| Some(*user) != except)
         .map(|user| Room::User(user.clone()))
         .collect()
-}
-
-fn event<T: serde::Serialize>(
-    rooms: Vec<Room>,
-    name: &'static str,
-    body: &T,
-    except_socket: Option<String>,
-) -> Deliver {
-    Deliver {
-        rooms,
-        event: EventName::try_from(name.to_owned()).expect("server event names are valid"),
-        data: serde_json::to_value(body).unwrap_or_default(),
-        except_socket,
-    }
 }
 
 /// A row of `messages`, as every query of this crate reads it.

@@ -8,9 +8,7 @@ use switchboard::{
     bus::{BusMessage, ConsumeOptions, Incoming, Outcome, QueueSpec, topology},
     contract::{
         AckError, NotificationId, Room, UserId,
-        bus::{
-            CreateNotification, Deliver, EventName, MarkNotificationRead, NotificationsQuery, PresenceChange,
-        },
+        bus::{CreateNotification, Deliver, MarkNotificationRead, NotificationsQuery, PresenceChange},
         client::{Empty, NotificationsPage},
         server::{NotificationNew, ServerEvent},
     },
@@ -91,12 +89,12 @@ pub async fn store(
 /// Pushes a stored notification to the user's sockets; marks it delivered if any edge took
 /// it. Not delivered stays in the inbox for the next connect.
 pub async fn push(notifier: &Notifier, notification: &NotificationNew) -> Result<(), String> {
-    let delivery = Deliver {
-        rooms: vec![Room::User(notification.user_id.clone())],
-        event: EventName::try_from(NotificationNew::NAME.to_owned()).expect("a valid event name"),
-        data: serde_json::to_value(notification).unwrap_or_default(),
-        except_socket: None,
-    };
+    let delivery = Deliver::server_event(
+        vec![Room::User(notification.user_id.clone())],
+        NotificationNew::NAME,
+        notification,
+        None,
+    );
     let routed = deliver_routed(&notifier.bus, &delivery).await.map_err(|e| e.to_string())?;
     if routed {
         sqlx::query("UPDATE notifications SET delivered_at = now() WHERE id = $1 AND delivered_at IS NULL")

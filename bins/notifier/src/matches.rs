@@ -12,10 +12,7 @@ use switchboard::{
     bus::{BusMessage, Durability, Incoming, Outcome, topology},
     contract::{
         ConversationId, MatchId, NotificationId, Room, UserId,
-        bus::{
-            CloseConversation, CreateConversation, CreateNotification, Deliver, EventName, MatchCreated,
-            Unmatch,
-        },
+        bus::{CloseConversation, CreateConversation, CreateNotification, Deliver, MatchCreated, Unmatch},
         server::{MatchNew, MatchNotificationData, MatchRemoved, ServerEvent},
     },
 };
@@ -191,15 +188,10 @@ async fn unmatched(notifier: &Notifier, match_id: MatchId) -> Result<(), String>
 async fn send<T: serde::Serialize>(
     notifier: &Notifier,
     user: &UserId,
-    event: &str,
+    event: &'static str,
     body: &T,
 ) -> Result<(), String> {
-    let delivery = Deliver {
-        rooms: vec![Room::User(user.clone())],
-        event: EventName::try_from(event.to_owned()).map_err(|e| e.to_string())?,
-        data: serde_json::to_value(body).unwrap_or_default(),
-        except_socket: None,
-    };
+    let delivery = Deliver::server_event(vec![Room::User(user.clone())], event, body, None);
     deliver(&notifier.bus, delivery, Durability::Confirmed).await.map_err(|e| e.to_string())
 }
 

@@ -54,10 +54,7 @@ use switchboard::{
     bus::{BusMessage, ConsumeOptions, Durability, Incoming, Outcome, QueueSpec, topology},
     contract::{
         AckError, Room, UserId,
-        bus::{
-            Contacts, ContactsQuery, Deliver, EdgeReport, EdgeStopping, EventName, PresenceChange,
-            PresenceLookup,
-        },
+        bus::{Contacts, ContactsQuery, Deliver, EdgeReport, EdgeStopping, PresenceChange, PresenceLookup},
         client::{PresenceReply, UserPresence},
         server::{ServerEvent, UserOffline, UserOnline},
     },
@@ -257,12 +254,12 @@ impl Worker {
         if contacts.is_empty() {
             return;
         }
-        let delivery = Deliver {
-            rooms: contacts.into_iter().map(Room::User).collect(),
-            event: EventName::try_from(event.to_owned()).expect("presence event names are valid"),
-            data: data.unwrap_or_default(),
-            except_socket: None,
-        };
+        let delivery = Deliver::server_event(
+            contacts.into_iter().map(Room::User).collect(),
+            event,
+            &data.unwrap_or_default(),
+            None,
+        );
         match deliver(&self.bus, delivery, Durability::Transient).await {
             Ok(()) => metrics::counter!("presence_announcements_total", "event" => event).increment(1),
             Err(error) => tracing::warn!(%error, event, "a presence change was not published"),

@@ -108,6 +108,25 @@ impl BusMessage for Deliver {
     const KIND: &'static str = "edge.deliver";
 }
 
+impl Deliver {
+    /// One of the server's own events (the names of contract section 5) for `rooms`.
+    pub fn server_event(
+        rooms: Vec<Room>,
+        event: &'static str,
+        body: &impl Serialize,
+        except_socket: Option<String>,
+    ) -> Self {
+        debug_assert!(EventName::try_from(event.to_owned()).is_ok(), "{event} is a valid event name");
+        Self {
+            rooms,
+            event: EventName(event.to_owned()),
+            // Our own payload types always serialize.
+            data: serde_json::to_value(body).unwrap_or_default(),
+            except_socket,
+        }
+    }
+}
+
 /// Asked by an edge before a socket joins a conversation room: is this user a participant of
 /// this open conversation? Answered by the owner of conversations (`switchboard-messages`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -12,7 +12,7 @@ use switchboard::{
     bus::Durability,
     contract::{
         AckError, ConversationId, Room,
-        bus::{Deliver, EventName},
+        bus::Deliver,
         client::{ConversationRef, Empty, event},
         server::Typing,
     },
@@ -65,14 +65,10 @@ pub async fn stopped(bus: &Bus, socket: &SocketRef, client: &Client, id: Convers
     }
 }
 
-async fn relay(bus: &Bus, socket: &SocketRef, client: &Client, id: ConversationId, name: &str) {
+async fn relay(bus: &Bus, socket: &SocketRef, client: &Client, id: ConversationId, name: &'static str) {
     let typing = Typing { conversation_id: id, user_id: client.user.clone() };
-    let delivery = Deliver {
-        rooms: vec![Room::Conversation(id)],
-        event: EventName::try_from(name.to_owned()).expect("typing event names are valid"),
-        data: serde_json::to_value(&typing).unwrap_or_default(),
-        except_socket: Some(socket.id.to_string()),
-    };
+    let delivery =
+        Deliver::server_event(vec![Room::Conversation(id)], name, &typing, Some(socket.id.to_string()));
     if let Err(error) = deliver(bus, delivery, Durability::Transient).await {
         tracing::debug!(%error, "a typing indicator was dropped");
     }
