@@ -40,13 +40,6 @@ impl Chat {
     async fn conversation(&self, users: &[&str]) -> String {
         self.env.create_conversation(&self.edges[0], users).await
     }
-
-    async fn rows(&self, sql: &str) -> i64 {
-        let db = self.env.db().await;
-        let (n,): (i64,) =
-            sqlx::query_as(sqlx::AssertSqlSafe(sql.to_owned())).fetch_one(&db).await.expect("count");
-        n
-    }
 }
 
 fn ok(reply: &Value) -> &Value {
@@ -111,7 +104,7 @@ async fn two_users_on_two_edges_chat_both_ways() {
         assert!(read["readAt"].as_str().is_some_and(|r| r.ends_with('Z')));
     }
     t.driver.no_event("b", "message:read", Duration::from_millis(200)).await;
-    assert_eq!(t.rows("SELECT count(*) FROM read_receipts WHERE user_id = 'bob' AND seq = 1").await, 1);
+    assert_eq!(t.env.count("SELECT count(*) FROM read_receipts WHERE user_id = 'bob' AND seq = 1").await, 1);
 }
 
 #[tokio::test]
@@ -156,8 +149,11 @@ async fn two_hundred_sends_without_waiting_keep_their_order_while_a_worker_is_ki
         seen.push(seq);
     }
     assert_eq!(seen, (1..=200).collect::<Vec<_>>());
-    assert_eq!(t.rows("SELECT count(*) FROM messages").await, 200, "no duplicate row");
-    assert_eq!(t.rows("SELECT count(DISTINCT seq) FROM messages WHERE seq BETWEEN 1 AND 200").await, 200);
+    assert_eq!(t.env.count("SELECT count(*) FROM messages").await, 200, "no duplicate row");
+    assert_eq!(
+        t.env.count("SELECT count(DISTINCT seq) FROM messages WHERE seq BETWEEN 1 AND 200").await,
+        200
+    );
 }
 
 #[tokio::test]
@@ -173,7 +169,7 @@ async fn a_repeated_client_message_id_returns_the_original_and_stores_one_row() 
     let both = t.driver.emit_ack_many("a", "message:send", vec![send.clone(), send]).await;
     assert_eq!(both[0], first);
     assert_eq!(both[1], first);
-    assert_eq!(t.rows("SELECT count(*) FROM messages").await, 1);
+    assert_eq!(t.env.count("SELECT count(*) FROM messages").await, 1);
 }
 
 #[tokio::test]
@@ -217,7 +213,11 @@ async fn non_members_are_forbidden_and_bad_payloads_invalid() {
         let reply = t.driver.emit_ack("a", event, payload.clone()).await;
         assert_eq!(code(&reply), "invalid", "{event} {payload}: {reply}");
     }
-    assert_eq!(t.rows("SELECT count(*) FROM messages").await, 1, "nothing but the first message was stored");
+    assert_eq!(
+        t.env.count("SELECT count(*) FROM messages").await,
+        1,
+        "nothing but the first message was stored"
+    );
 }
 
 #[tokio::test]
@@ -315,9 +315,7 @@ async fn with_no_worker_sends_time_out_and_are_not_stored_later() {
         )
         .await;
     assert_eq!(ok(&retry)["seq"], 2);
-    let db = env.db().await;
-    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM messages").fetch_one(&db).await.expect("count");
-    assert_eq!(n, 2);
+    assert_eq!(env.count("SELECT count(*) FROM messages").await, 2);
 }
 
 #[tokio::test]
@@ -363,7 +361,8 @@ async fn the_conversations_ingress_validates_and_creates() {
     let id = body["conversationId"].as_str().expect("id");
     assert!(uuid::Uuid::parse_str(id).is_ok());
     assert_eq!(
-        t.rows(&format!("SELECT count(*) FROM conversation_participants WHERE conversation_id = '{id}'"))
+        t.env
+            .count(&format!("SELECT count(*) FROM conversation_participants WHERE conversation_id = '{id}'"))
             .await,
         3
     );

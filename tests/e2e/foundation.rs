@@ -25,24 +25,10 @@ async fn every_binary_becomes_ready_and_serves_health_and_metrics() {
         assert!(metrics.contains(&build_info), "{} metrics lack {build_info}: {metrics}", process.bin.name());
     }
     // The exchanges of contract section 1 exist, declared by the processes themselves.
-    let exchanges: Vec<String> = reqwest_exchanges(&env).await;
+    let exchanges = env.rabbit.exchanges(&env.vhost).await;
     for name in ["user.direct", "events.topic", "presence.fanout"] {
         assert!(exchanges.iter().any(|e| e == name), "{name} missing from {exchanges:?}");
     }
-}
-
-async fn reqwest_exchanges(env: &TestEnv) -> Vec<String> {
-    let url = format!("http://127.0.0.1:15672/api/exchanges/{}", env.vhost);
-    let list: Vec<serde_json::Value> = reqwest::Client::new()
-        .get(url)
-        .basic_auth("guest", Some("guest"))
-        .send()
-        .await
-        .expect("management API")
-        .json()
-        .await
-        .expect("JSON");
-    list.iter().filter_map(|e| e["name"].as_str().map(str::to_owned)).collect()
 }
 
 #[tokio::test]

@@ -37,13 +37,6 @@ impl World {
         let url = self.edges[edge].url();
         self.driver.connect(client, &url, as_user(user)).await.unwrap_or_else(|e| panic!("{client}: {e}"));
     }
-
-    async fn count(&self, sql: &str) -> i64 {
-        let db = self.env.db().await;
-        let (n,): (i64,) =
-            sqlx::query_as(sqlx::AssertSqlSafe(sql.to_owned())).fetch_one(&db).await.expect("count");
-        n
-    }
 }
 
 #[tokio::test]
@@ -80,8 +73,8 @@ async fn a_match_reaches_both_users_once_and_opens_a_conversation() {
     assert_eq!(w.edges[1].post("/api/v1/matches", post).await.0, 202);
     w.driver.no_event("a", "match:new", Duration::from_millis(1500)).await;
     w.driver.no_event("b", "notification:new", Duration::from_millis(10)).await;
-    assert_eq!(w.count("SELECT count(*) FROM conversations WHERE match_id = 'm-1'").await, 1);
-    assert_eq!(w.count("SELECT count(*) FROM notifications WHERE match_id = 'm-1'").await, 2);
+    assert_eq!(w.env.count("SELECT count(*) FROM conversations WHERE match_id = 'm-1'").await, 1);
+    assert_eq!(w.env.count("SELECT count(*) FROM notifications WHERE match_id = 'm-1'").await, 2);
 
     // The conversation works.
     let ack = w
@@ -101,7 +94,8 @@ async fn a_notification_waits_for_an_offline_user_and_only_they_can_read_it() {
     let id = reply["id"].as_str().expect("id").to_owned();
     // Stored, and not delivered: carol has no socket.
     eventually("the notification to be stored", Duration::from_secs(10), || async {
-        (w.count("SELECT count(*) FROM notifications WHERE delivered_at IS NULL").await == 1).then_some(())
+        (w.env.count("SELECT count(*) FROM notifications WHERE delivered_at IS NULL").await == 1)
+            .then_some(())
     })
     .await;
 
@@ -220,12 +214,13 @@ async fn matches_wait_for_the_notifier_and_a_killed_copy_leaves_nothing_half_don
     first.wait_exit(Duration::from_secs(5)).await;
     let _second = w.env.spawn_ready(Bin::Notifier, &[]).await;
     eventually("every match to be handled", Duration::from_secs(120), || async {
-        (w.count("SELECT count(*) FROM matches WHERE announced_at IS NOT NULL").await == 500).then_some(())
+        (w.env.count("SELECT count(*) FROM matches WHERE announced_at IS NOT NULL").await == 500)
+            .then_some(())
     })
     .await;
-    assert_eq!(w.count("SELECT count(*) FROM conversations").await, 500);
-    assert_eq!(w.count("SELECT count(*) FROM notifications").await, 1000);
-    assert_eq!(w.count("SELECT count(*) FROM notifications WHERE type = 'match'").await, 1000);
+    assert_eq!(w.env.count("SELECT count(*) FROM conversations").await, 500);
+    assert_eq!(w.env.count("SELECT count(*) FROM notifications").await, 1000);
+    assert_eq!(w.env.count("SELECT count(*) FROM notifications WHERE type = 'match'").await, 1000);
     let received = w.driver.events_until_quiet("a", "match:new", Duration::from_millis(500)).await;
     let mut ids: Vec<&str> = received.iter().filter_map(|m| m["matchId"].as_str()).collect();
     ids.sort();
@@ -247,28 +242,20 @@ async fn a_match_waits_for_an_absent_messages_worker_and_is_handled_when_it_retu
         edge.post("/api/v1/matches", json!({ "matchId": "m-wait", "userIds": ["alice", "bob"] })).await.0,
         202
     );
-    let db = env.db().await;
-    let count = |sql: &'static str| {
-        let db = db.clone();
-        async move {
-            let (n,): (i64,) = sqlx::query_as(sql).fetch_one(&db).await.expect("count");
-            n
-        }
-    };
     eventually("the notifier to take the match", Duration::from_secs(10), || async {
-        (count("SELECT count(*) FROM matches").await == 1).then_some(())
+        (env.count("SELECT count(*) FROM matches").await == 1).then_some(())
     })
     .await;
     // Several tries of 1 s go by: the match waits, nothing half-made appears.
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(count("SELECT count(*) FROM notifications").await, 0);
-    assert_eq!(count("SELECT count(*) FROM matches WHERE announced_at IS NOT NULL").await, 0);
+    assert_eq!(env.count("SELECT count(*) FROM notifications").await, 0);
+    assert_eq!(env.count("SELECT count(*) FROM matches WHERE announced_at IS NOT NULL").await, 0);
 
     let _messages = env.spawn_ready(Bin::Messages, &[]).await;
     eventually("the match to be handled once the worker is back", Duration::from_secs(20), || async {
-        (count("SELECT count(*) FROM matches WHERE announced_at IS NOT NULL").await == 1).then_some(())
+        (env.count("SELECT count(*) FROM matches WHERE announced_at IS NOT NULL").await == 1).then_some(())
     })
     .await;
-    assert_eq!(count("SELECT count(*) FROM conversations").await, 1);
-    assert_eq!(count("SELECT count(*) FROM notifications").await, 2);
+    assert_eq!(env.count("SELECT count(*) FROM conversations").await, 1);
+    assert_eq!(env.count("SELECT count(*) FROM notifications").await, 2);
 }

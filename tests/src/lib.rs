@@ -35,6 +35,8 @@ pub struct TestEnv {
     pub database_url: String,
     pub vhost: String,
     pub rabbit: rabbit::Admin,
+    /// A pool on the test's database, made on first use and kept.
+    pool: tokio::sync::OnceCell<sqlx::PgPool>,
 }
 
 impl TestEnv {
@@ -53,16 +55,36 @@ impl TestEnv {
         let base = admin.rsplit_once('/').map(|(base, _)| base).expect("a database URL has a path");
         let rabbit = rabbit::Admin::from_env();
         rabbit.create_vhost(&name).await;
-        TestEnv { database_url: format!("{base}/{name}"), vhost: name.clone(), name, rabbit }
+        TestEnv {
+            database_url: format!("{base}/{name}"),
+            vhost: name.clone(),
+            name,
+            rabbit,
+            pool: tokio::sync::OnceCell::new(),
+        }
     }
 
     /// A pool on the test's database (for arranging data and checking results).
     pub async fn db(&self) -> sqlx::PgPool {
-        sqlx::postgres::PgPoolOptions::new()
-            .max_connections(4)
-            .connect(&self.database_url)
+        self.pool
+            .get_or_init(|| async {
+                sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(4)
+                    .connect(&self.database_url)
+                    .await
+                    .expect("connect to the test database")
+            })
             .await
-            .expect("connect to the test database")
+            .clone()
+    }
+
+    /// The single number a counting query returns (`SELECT count(*) ...`).
+    pub async fn count(&self, sql: &str) -> i64 {
+        let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(sql.to_owned()))
+            .fetch_one(&self.db().await)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        n
     }
 
     /// The environment every binary of this test gets; `spawn` adds per-process variables.
@@ -107,7 +129,6 @@ impl TestEnv {
             .execute(&db)
             .await
             .expect("insert a session (is the schema migrated? start a binary first)");
-        db.close().await;
     }
 }
 

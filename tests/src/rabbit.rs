@@ -67,6 +67,13 @@ impl Admin {
         let _ = self.call(reqwest::Method::DELETE, &path, None).await;
     }
 
+    /// The names of a vhost's exchanges.
+    pub async fn exchanges(&self, vhost: &str) -> Vec<String> {
+        let response = self.call(reqwest::Method::GET, &format!("/exchanges/{}", encode(vhost)), None).await;
+        let list: Vec<Value> = response.json().await.expect("exchanges are JSON");
+        list.iter().filter_map(|e| e["name"].as_str().map(str::to_owned)).collect()
+    }
+
     /// The queues of a vhost.
     pub async fn queues(&self, vhost: &str) -> Vec<Value> {
         let response = self.call(reqwest::Method::GET, &format!("/queues/{}", encode(vhost)), None).await;
