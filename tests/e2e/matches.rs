@@ -233,7 +233,7 @@ async fn matches_wait_for_the_notifier_and_a_killed_copy_leaves_nothing_half_don
 async fn a_match_waits_for_an_absent_messages_worker_and_is_handled_when_it_returns() {
     let env = TestEnv::new().await;
     let mut messages = env.spawn_ready(Bin::Messages, &[]).await;
-    let _notifier = env.spawn_ready(Bin::Notifier, &[("ACK_TIMEOUT_MS", "1000")]).await;
+    let notifier = env.spawn_ready(Bin::Notifier, &[("ACK_TIMEOUT_MS", "1000")]).await;
     let edge = env.spawn_ready(Bin::Edge, &[]).await;
     messages.signal(Signal::SIGTERM);
     assert_eq!(messages.wait_exit(Duration::from_secs(10)).await.code(), Some(0));
@@ -246,8 +246,14 @@ async fn a_match_waits_for_an_absent_messages_worker_and_is_handled_when_it_retu
         (env.count("SELECT count(*) FROM matches").await == 1).then_some(())
     })
     .await;
-    // Several tries of 1 s go by: the match waits, nothing half-made appears.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // The notifier tries (1 s each) and fails more than once: the match waits, and nothing
+    // half-made appears meanwhile.
+    eventually("the notifier to retry twice", Duration::from_secs(15), || {
+        let retries =
+            notifier.logs().iter().filter(|l| l.contains("a match could not be handled; retrying")).count();
+        async move { (retries >= 2).then_some(()) }
+    })
+    .await;
     assert_eq!(env.count("SELECT count(*) FROM notifications").await, 0);
     assert_eq!(env.count("SELECT count(*) FROM matches WHERE announced_at IS NOT NULL").await, 0);
 
