@@ -19,6 +19,7 @@ pub mod db;
 pub mod health;
 pub mod service;
 pub mod shutdown;
+pub mod sync;
 pub mod telemetry;
 
 pub use bus::Bus;

@@ -18,7 +18,7 @@ use std::{
 use axum::http::{HeaderMap, header};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
-use switchboard::{Config, config::AuthMode, contract::UserId, db::Database};
+use switchboard::{Config, config::AuthMode, contract::UserId, db::Database, sync::lock};
 
 /// Why a handshake was refused. Logged, never shown to the client (who sees `unauthorized`).
 #[derive(Debug, thiserror::Error)]
@@ -138,8 +138,4 @@ impl Authenticator {
 fn cached(cache: &Mutex<HashMap<String, (UserId, Instant)>>, token: &str) -> Option<UserId> {
     let cache = lock(cache);
     cache.get(token).filter(|(_, expires)| *expires > Instant::now()).map(|(user, _)| user.clone())
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -26,6 +26,7 @@ use switchboard::{
         ConversationId, Room, UserId,
         server::{ServerEvent, Session},
     },
+    sync::lock,
 };
 use tokio::{sync::Notify, task::AbortHandle};
 
@@ -112,10 +113,6 @@ impl Client {
     fn joined(&self) -> std::sync::MutexGuard<'_, HashSet<ConversationId>> {
         lock(&self.joined)
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The order of one socket's events. Socket.IO hands each event to its own task, so two

@@ -114,7 +114,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
 
 impl Worker {
     fn state(&self) -> std::sync::MutexGuard<'_, Presence> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        switchboard::sync::lock(&self.state)
     }
 
     /// One input, in queue order. Never waits on I/O: announcements and query answers are

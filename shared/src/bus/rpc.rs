@@ -33,7 +33,7 @@ use uuid::Uuid;
 use super::{
     Bus, BusError, BusMessage, Durability, Envelope, Outcome, consume::ConsumeOptions, topology::QueueSpec,
 };
-use crate::contract::AckError;
+use crate::{contract::AckError, sync::lock};
 
 const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
 
@@ -274,9 +274,4 @@ impl<T: serde::de::DeserializeOwned> Envelope<T> {
         }
         Ok(envelope)
     }
-}
-
-fn lock<T>(mutex: &SyncMutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding this lock cannot leave the map inconsistent: keep going.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
