@@ -172,14 +172,8 @@ async fn create_conversation(
 ) -> Result<impl IntoResponse, ApiError> {
     authorize(&app.ingress_keys, &headers)?;
     let request: CreateConversationRequest = parse(&body)?;
-    let distinct: std::collections::BTreeSet<&UserId> = request.participants.iter().collect();
-    if distinct.len() != request.participants.len() {
-        return Err(ApiError::invalid("participants must be distinct"));
-    }
-    if !(2..=100).contains(&distinct.len()) {
-        return Err(ApiError::invalid("a conversation has 2 to 100 participants"));
-    }
     let command = CreateConversation { participants: request.participants, match_id: None };
+    command.check().map_err(ApiError::invalid)?;
     let created = app
         .bus
         .request(

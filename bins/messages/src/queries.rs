@@ -1,8 +1,6 @@
 //! Requests any copy answers (competing consumers, no ordering needed): membership for the
 //! edges' `conversation:join`, `messages:sync` pages, and conversation creation.
 
-use std::collections::BTreeSet;
-
 use switchboard::{
     Bus,
     bus::{ConsumeOptions, Durability, QueueSpec, topology},
@@ -19,9 +17,6 @@ use switchboard::{
 use uuid::Uuid;
 
 use crate::batch::StoredRow;
-
-/// Most participants of one conversation (contract section 6).
-pub const MAX_PARTICIPANTS: usize = 100;
 
 /// How long a request may wait in its queue: longer than any caller waits.
 const REQUEST_TTL_MS: u32 = 60_000;
@@ -162,13 +157,7 @@ async fn sync(db: &Database, query: SyncQuery) -> Result<MessagesPage, AckError>
 }
 
 async fn create(db: &Database, request: CreateConversation) -> Result<ConversationCreated, AckError> {
-    let participants: BTreeSet<&str> = request.participants.iter().map(|u| u.as_str()).collect();
-    if participants.len() != request.participants.len() {
-        return Err(AckError::invalid("participants must be distinct"));
-    }
-    if !(2..=MAX_PARTICIPANTS).contains(&participants.len()) {
-        return Err(AckError::invalid(format!("a conversation has 2 to {MAX_PARTICIPANTS} participants")));
-    }
+    request.check().map_err(AckError::invalid)?;
     let mut tx = db.pool().begin().await.map_err(unavailable)?;
     let id = ConversationId::new();
     // A match's conversation is made once, however often the match is replayed. A concurrent
@@ -195,7 +184,7 @@ async fn create(db: &Database, request: CreateConversation) -> Result<Conversati
          ON CONFLICT DO NOTHING",
     )
     .bind(id)
-    .bind(participants.iter().map(|u| (*u).to_owned()).collect::<Vec<_>>())
+    .bind(request.participants.iter().map(|u| u.to_string()).collect::<Vec<_>>())
     .execute(&mut *tx)
     .await
     .map_err(unavailable)?;

@@ -257,6 +257,24 @@ pub struct CreateConversation {
     pub match_id: Option<MatchId>,
 }
 
+impl CreateConversation {
+    /// Most participants of one conversation (contract section 6).
+    pub const MAX_PARTICIPANTS: usize = 100;
+
+    /// The contract's rule: 2 to 100 distinct participants. Checked by the ingress (a 400
+    /// before anything is sent) and by the messages worker (for other publishers).
+    pub fn check(&self) -> Result<(), String> {
+        let distinct: std::collections::BTreeSet<&UserId> = self.participants.iter().collect();
+        if distinct.len() != self.participants.len() {
+            return Err("participants must be distinct".into());
+        }
+        if !(2..=Self::MAX_PARTICIPANTS).contains(&distinct.len()) {
+            return Err(format!("a conversation has 2 to {} participants", Self::MAX_PARTICIPANTS));
+        }
+        Ok(())
+    }
+}
+
 impl BusMessage for CreateConversation {
     const KIND: &'static str = "conversation.create";
 }
