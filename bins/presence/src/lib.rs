@@ -169,10 +169,12 @@ impl Worker {
                 return Outcome::Reject;
             }
         };
-        let state = self.state();
-        metrics::gauge!("presence_users_online").set(state.online_count() as f64);
-        metrics::gauge!("presence_warm").set(if state.is_warm(now) { 1.0 } else { 0.0 });
-        drop(state);
+        let (online, warm) = {
+            let state = self.state();
+            (state.online_count(), state.is_warm(now))
+        };
+        metrics::gauge!("presence_users_online").set(online as f64);
+        metrics::gauge!("presence_warm").set(if warm { 1.0 } else { 0.0 });
         for announcement in announcements {
             let _ = self.announce.send(announcement);
         }

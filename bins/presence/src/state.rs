@@ -68,8 +68,10 @@ impl Presence {
         self.users.get(user).is_some_and(|u| !u.edges.is_empty() || u.announced)
     }
 
+    /// Users with a socket somewhere. O(1), since it is read after every change: every known
+    /// user has an edge, or none and is in `pending` (their grace period).
     pub fn online_count(&self) -> usize {
-        self.users.values().filter(|u| !u.edges.is_empty()).count()
+        self.users.len() - self.pending.len()
     }
 
     /// An edge's first socket of `user` opened.
