@@ -6,5 +6,6 @@ mod chat;
 mod deploy;
 mod edge;
 mod foundation;
+mod loadgen;
 mod matches;
 mod presence;
