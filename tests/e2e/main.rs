@@ -8,3 +8,4 @@ mod edge;
 mod foundation;
 mod matches;
 mod presence;
+mod typescript;
