@@ -4,17 +4,26 @@
 //! ```sh
 //! cargo run -p switchboard --features typescript --example typescript
 //! ```
+//!
+//! Without the feature it only says so: it is not declared with `required-features` in
+//! `Cargo.toml`, because a declared example must exist wherever the manifest is read, and the
+//! container build reads the manifests before it copies the sources (deploy/Dockerfile).
 
-use std::path::Path;
-
-use switchboard::contract::typescript::{OUTPUT, generate};
-
+#[cfg(feature = "typescript")]
 fn main() -> anyhow::Result<()> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(OUTPUT);
+    use switchboard::contract::typescript::{OUTPUT, generate};
+
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(OUTPUT);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     std::fs::write(&path, generate())?;
     println!("wrote {OUTPUT}");
     Ok(())
+}
+
+#[cfg(not(feature = "typescript"))]
+fn main() {
+    eprintln!("run it with the feature: cargo run -p switchboard --features typescript --example typescript");
+    std::process::exit(64);
 }
