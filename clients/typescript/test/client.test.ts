@@ -209,3 +209,16 @@ it("sends the token in the handshake and passes other events to their listeners"
   off();
   expect(client.listenerCount("greeting")).toBe(0);
 });
+
+it("without a token sends no auth and asks the browser to send its cookies", async () => {
+  let auth: unknown;
+  server = await startServer((socket) => {
+    auth = socket.handshake.auth;
+  });
+  client = testClient(server, { token: undefined });
+
+  await until("the connection", () => client?.connected === true);
+
+  expect(auth).toEqual({});
+  expect(client.socket.io.opts.withCredentials).toBe(true);
+});
