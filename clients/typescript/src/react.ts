@@ -6,6 +6,7 @@
 import {
   createContext,
   createElement,
+  useCallback,
   useContext,
   useEffect,
   useMemo,
@@ -87,11 +88,9 @@ export function useWebSocket(client?: SwitchboardClient): UseWebSocket {
   if (active === null) {
     throw new Error("useWebSocket needs a client: pass one, or render inside <SwitchboardProvider>");
   }
-  const isConnected = useSyncExternalStore(
-    (notify) => active.onConnectionChange(notify),
-    () => active.connected,
-    () => false,
-  );
+  // A stable subscribe function, or React would unsubscribe and subscribe again on every render.
+  const subscribe = useCallback((notify: () => void) => active.onConnectionChange(notify), [active]);
+  const isConnected = useSyncExternalStore(subscribe, () => active.connected, () => false);
 
   // Every listener added through this hook, to remove on unmount (or when the client changes).
   const added = useRef(new Map<string, Set<Listener>>());
