@@ -2,6 +2,7 @@
 //! `socket.io-client`. One test binary; one module per area (STYLE practice 7).
 
 mod asyncapi;
+mod browser;
 mod chat;
 mod deploy;
 mod edge;
@@ -9,3 +10,4 @@ mod foundation;
 mod loadgen;
 mod matches;
 mod presence;
+mod typescript;

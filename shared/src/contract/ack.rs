@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 /// The contract's error codes. A client can act on each: fix the input, stop trying, back off,
 /// or retry (`timeout` and `unavailable` are safe to retry with the same `clientMessageId`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     Invalid,
@@ -31,6 +32,7 @@ impl ErrorCode {
 
 /// A failure as the client sees it. `message` is for people and never carries internals.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 #[error("{code:?}: {message}")]
 pub struct AckError {
     pub code: ErrorCode,

@@ -13,18 +13,35 @@ use super::{
     server::{MessageNew, NotificationNew},
 };
 
-/// Event names, as clients emit them.
-pub mod event {
-    pub const MESSAGE_SEND: &str = "message:send";
-    pub const MESSAGE_READ: &str = "message:read";
-    pub const CONVERSATION_JOIN: &str = "conversation:join";
-    pub const CONVERSATION_LEAVE: &str = "conversation:leave";
-    pub const TYPING_START: &str = "typing:start";
-    pub const TYPING_STOP: &str = "typing:stop";
-    pub const MESSAGES_SYNC: &str = "messages:sync";
-    pub const PRESENCE_QUERY: &str = "presence:query";
-    pub const NOTIFICATIONS_LIST: &str = "notifications:list";
-    pub const NOTIFICATION_READ: &str = "notification:read";
+/// Makes the one list of client events below into the [`event`] names the edge registers its
+/// handlers under and, with the `typescript` feature, the kit's typed event maps.
+macro_rules! client_events {
+    ($($constant:ident = $name:literal: $payload:ty => $reply:ty,)*) => {
+        /// Event names, as clients emit them.
+        pub mod event {
+            $(pub const $constant: &str = $name;)*
+        }
+
+        /// Hands each client event's name, payload type and success reply type to `sink`.
+        #[cfg(feature = "typescript")]
+        pub(crate) fn visit_events(sink: &mut impl super::typescript::EventSink) {
+            $(sink.client::<$payload, $reply>($name);)*
+        }
+    };
+}
+
+// Every client event (contract section 4): name, payload, success reply.
+client_events! {
+    MESSAGE_SEND = "message:send": MessageSend => MessageSent,
+    MESSAGE_READ = "message:read": MessageRead => Empty,
+    CONVERSATION_JOIN = "conversation:join": ConversationRef => Empty,
+    CONVERSATION_LEAVE = "conversation:leave": ConversationRef => Empty,
+    TYPING_START = "typing:start": ConversationRef => Empty,
+    TYPING_STOP = "typing:stop": ConversationRef => Empty,
+    MESSAGES_SYNC = "messages:sync": MessagesSync => MessagesPage,
+    PRESENCE_QUERY = "presence:query": PresenceQuery => PresenceReply,
+    NOTIFICATIONS_LIST = "notifications:list": NotificationsList => NotificationsPage,
+    NOTIFICATION_READ = "notification:read": NotificationRead => Empty,
 }
 
 /// Longest message, in characters after trimming.
@@ -40,6 +57,7 @@ pub const NOTIFICATIONS_MAX_LIMIT: u32 = 200;
 
 /// Message text: 1 to 4000 characters once surrounding white space is trimmed; stored trimmed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 #[serde(try_from = "String", into = "String")]
 pub struct Content(String);
 
@@ -72,6 +90,7 @@ impl From<Content> for String {
 
 /// The client's own id for a send, which makes retries safe: 1 to 128 printable characters.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 #[serde(try_from = "String", into = "String")]
 pub struct ClientMessageId(String);
 
@@ -99,16 +118,19 @@ impl From<ClientMessageId> for String {
 
 /// `message:send`
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 #[serde(rename_all = "camelCase")]
 pub struct MessageSend {
     pub conversation_id: ConversationId,
     pub content: Content,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "typescript", ts(optional))]
     pub client_message_id: Option<ClientMessageId>,
 }
 
 /// Reply to `message:send`: the stored message's id and place.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 #[serde(rename_all = "camelCase")]
 pub struct MessageSent {
     pub message_id: MessageId,
@@ -118,6 +140,7 @@ pub struct MessageSent {
 
 /// `message:read`
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 #[serde(rename_all = "camelCase")]
 pub struct MessageRead {
     pub conversation_id: ConversationId,
@@ -126,6 +149,7 @@ pub struct MessageRead {
 
 /// `conversation:join`, `conversation:leave`, `typing:start`, `typing:stop`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 #[serde(rename_all = "camelCase")]
 pub struct ConversationRef {
     pub conversation_id: ConversationId,
@@ -133,11 +157,13 @@ pub struct ConversationRef {
 
 /// `messages:sync`
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 #[serde(rename_all = "camelCase")]
 pub struct MessagesSync {
     pub conversation_id: ConversationId,
     pub after_seq: u64,
     #[serde(default, deserialize_with = "page_limit")]
+    #[cfg_attr(feature = "typescript", ts(optional))]
     pub limit: Option<u32>,
 }
 
@@ -160,6 +186,7 @@ fn page_limit<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::
 
 /// Reply to `messages:sync`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 #[serde(rename_all = "camelCase")]
 pub struct MessagesPage {
     pub messages: Vec<MessageNew>,
@@ -168,6 +195,7 @@ pub struct MessagesPage {
 
 /// `presence:query`
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 #[serde(rename_all = "camelCase")]
 pub struct PresenceQuery {
     #[serde(deserialize_with = "presence_ids")]
@@ -184,6 +212,7 @@ fn presence_ids<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<UserId>, D
 
 /// One user's presence in a `presence:query` reply.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 #[serde(rename_all = "camelCase")]
 pub struct UserPresence {
     pub online: bool,
@@ -192,17 +221,22 @@ pub struct UserPresence {
 
 /// Reply to `presence:query`: only the caller's contacts appear.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 pub struct PresenceReply {
     pub users: BTreeMap<UserId, UserPresence>,
 }
 
 /// `notifications:list`
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 #[serde(rename_all = "camelCase")]
 pub struct NotificationsList {
+    // Absent means false: optional for the client.
     #[serde(default)]
+    #[cfg_attr(feature = "typescript", ts(as = "Option<bool>", optional))]
     pub unread_only: bool,
     #[serde(default, deserialize_with = "page_limit")]
+    #[cfg_attr(feature = "typescript", ts(optional))]
     pub limit: Option<u32>,
 }
 
@@ -214,18 +248,21 @@ impl NotificationsList {
 
 /// Reply to `notifications:list`, newest first.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 pub struct NotificationsPage {
     pub notifications: Vec<NotificationNew>,
 }
 
 /// `notification:read`
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 pub struct NotificationRead {
     pub id: NotificationId,
 }
 
 /// The empty success reply `{}`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 pub struct Empty {}
 
 #[cfg(test)]

@@ -4,7 +4,9 @@
 //! - [`client`]: what a client sends and what its acknowledgement carries (section 4);
 //! - [`server`]: what the server pushes to sockets (section 5);
 //! - [`ack`]: the success/failure envelope of every acknowledgement and its error codes;
-//! - [`bus`]: the bodies of bus messages, documented for other languages in `docs/asyncapi.yaml`.
+//! - [`bus`]: the bodies of bus messages, documented for other languages in `docs/asyncapi.yaml`;
+//! - `typescript` (feature `typescript`): the same client-facing types and event maps in
+//!   TypeScript, for the kit in `clients/typescript`.
 //!
 //! Deserializing one of these types validates it: a payload that parses is a payload the
 //! contract allows, so handlers never re-check shapes.
@@ -14,6 +16,8 @@ pub mod bus;
 pub mod client;
 pub mod ids;
 pub mod server;
+#[cfg(feature = "typescript")]
+pub mod typescript;
 
 pub use ack::{AckError, ErrorCode};
 pub use ids::{ConversationId, MatchId, MessageId, NotificationId, Room, UserId};

@@ -9,30 +9,24 @@ use super::{
     ids::{ConversationId, MatchId, MessageId, NotificationId, UserId},
 };
 
-/// A payload the server pushes to sockets, with its event name.
+/// A payload the server pushes to sockets, with its event name (all listed at the end of this
+/// module).
 pub trait ServerEvent: Serialize {
     const NAME: &'static str;
 }
 
-macro_rules! server_event {
-    ($ty:ty, $name:literal) => {
-        impl ServerEvent for $ty {
-            const NAME: &'static str = $name;
-        }
-    };
-}
-
 /// `session`: sent to a socket right after it connects.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 #[serde(rename_all = "camelCase")]
 pub struct Session {
     pub user_id: UserId,
     pub server_time: DateTime<Utc>,
 }
-server_event!(Session, "session");
 
 /// `message:new`; also the element of a `messages:sync` page.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 #[serde(rename_all = "camelCase")]
 pub struct MessageNew {
     pub id: MessageId,
@@ -42,12 +36,13 @@ pub struct MessageNew {
     pub seq: i64,
     pub created_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "typescript", ts(optional))]
     pub client_message_id: Option<ClientMessageId>,
 }
-server_event!(MessageNew, "message:new");
 
 /// `message:read`: a participant read up to `message_id`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 #[serde(rename_all = "camelCase")]
 pub struct MessageReadEvent {
     pub conversation_id: ConversationId,
@@ -55,10 +50,10 @@ pub struct MessageReadEvent {
     pub user_id: UserId,
     pub read_at: DateTime<Utc>,
 }
-server_event!(MessageReadEvent, "message:read");
 
-/// `typing:start` and `typing:stop` share a body; [`Typing::event`] names which.
+/// `typing:start` and `typing:stop` share this body; [`Typing::START`] and [`Typing::STOP`] name them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 #[serde(rename_all = "camelCase")]
 pub struct Typing {
     pub conversation_id: ConversationId,
@@ -72,24 +67,25 @@ impl Typing {
 
 /// `user:online`
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 #[serde(rename_all = "camelCase")]
 pub struct UserOnline {
     pub user_id: UserId,
     pub at: DateTime<Utc>,
 }
-server_event!(UserOnline, "user:online");
 
 /// `user:offline`
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 #[serde(rename_all = "camelCase")]
 pub struct UserOffline {
     pub user_id: UserId,
     pub last_seen_at: DateTime<Utc>,
 }
-server_event!(UserOffline, "user:offline");
 
 /// `notification:new`; also the element of a `notifications:list` page.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 #[serde(rename_all = "camelCase")]
 pub struct NotificationNew {
     pub id: NotificationId,
@@ -101,15 +97,17 @@ pub struct NotificationNew {
     pub user_id: UserId,
     pub timestamp: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "typescript", ts(optional))]
     pub data: Option<serde_json::Value>,
     /// When the user marked it read; `notifications:list` shows it, pushes leave it out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "typescript", ts(optional))]
     pub read_at: Option<DateTime<Utc>>,
 }
-server_event!(NotificationNew, "notification:new");
 
 /// `data` of a notification of type `match`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 #[serde(rename_all = "camelCase")]
 pub struct MatchNotificationData {
     pub match_id: MatchId,
@@ -119,6 +117,7 @@ pub struct MatchNotificationData {
 
 /// `match:new`: `user_id` is the other person.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 #[serde(rename_all = "camelCase")]
 pub struct MatchNew {
     pub match_id: MatchId,
@@ -126,13 +125,48 @@ pub struct MatchNew {
     pub conversation_id: ConversationId,
     pub created_at: DateTime<Utc>,
 }
-server_event!(MatchNew, "match:new");
 
 /// `match:removed`
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 #[serde(rename_all = "camelCase")]
 pub struct MatchRemoved {
     pub match_id: MatchId,
     pub conversation_id: ConversationId,
 }
-server_event!(MatchRemoved, "match:removed");
+
+/// Makes the one list of server events below into [`ServerEvent`] implementations and, with the
+/// `typescript` feature, the kit's typed event maps.
+macro_rules! server_events {
+    (
+        $($ty:ty => $name:literal,)*
+        ;
+        $($shared:ty => [$($shared_name:expr),+],)*
+    ) => {
+        $(impl ServerEvent for $ty {
+            const NAME: &'static str = $name;
+        })*
+
+        /// Hands each server event's name and payload type to `sink`.
+        #[cfg(feature = "typescript")]
+        pub(crate) fn visit_events(sink: &mut impl super::typescript::EventSink) {
+            $(sink.server::<$ty>($name);)*
+            $($(sink.server::<$shared>($shared_name);)+)*
+        }
+    };
+}
+
+// Every server event (contract section 5) with its payload.
+server_events! {
+    Session => "session",
+    MessageNew => "message:new",
+    MessageReadEvent => "message:read",
+    UserOnline => "user:online",
+    UserOffline => "user:offline",
+    NotificationNew => "notification:new",
+    MatchNew => "match:new",
+    MatchRemoved => "match:removed",
+    ;
+    // Bodies shared by several events, whose sender names the event.
+    Typing => [Typing::START, Typing::STOP],
+}

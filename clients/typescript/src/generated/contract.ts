@@ -1,0 +1,260 @@
+// Generated from the Rust contract types (shared/src/contract) by ts-rs. Do not edit:
+// after changing them run `clients/typescript/generate`; a test fails until the two agree.
+
+/**
+ * A failure as the client sees it. `message` is for people and never carries internals.
+ */
+export type AckError = { code: ErrorCode, message: string, };
+
+/**
+ * The client's own id for a send, which makes retries safe: 1 to 128 printable characters.
+ */
+export type ClientMessageId = string;
+
+/**
+ * Message text: 1 to 4000 characters once surrounding white space is trimmed; stored trimmed.
+ */
+export type Content = string;
+
+/**
+ * A conversation: two or more participants and their ordered messages.
+ */
+export type ConversationId = string;
+
+/**
+ * `conversation:join`, `conversation:leave`, `typing:start`, `typing:stop`.
+ */
+export type ConversationRef = { conversationId: ConversationId, };
+
+/**
+ * The empty success reply `{}`.
+ */
+export type Empty = Record<symbol, never>;
+
+/**
+ * The contract's error codes. A client can act on each: fix the input, stop trying, back off,
+ * or retry (`timeout` and `unavailable` are safe to retry with the same `clientMessageId`).
+ */
+export type ErrorCode = "invalid" | "forbidden" | "not_found" | "rate_limited" | "unavailable" | "timeout";
+
+export type JsonValue = number | string | boolean | Array<JsonValue> | { [key in string]: JsonValue } | null;
+
+/**
+ * A match, named by the host application; matches are idempotent by this id.
+ */
+export type MatchId = string;
+
+/**
+ * `match:new`: `user_id` is the other person.
+ */
+export type MatchNew = { matchId: MatchId, userId: UserId, conversationId: ConversationId, createdAt: string, };
+
+/**
+ * `data` of a notification of type `match`.
+ */
+export type MatchNotificationData = { matchId: MatchId, conversationId: ConversationId, otherUserId: UserId, };
+
+/**
+ * `match:removed`
+ */
+export type MatchRemoved = { matchId: MatchId, conversationId: ConversationId, };
+
+/**
+ * A stored message.
+ */
+export type MessageId = string;
+
+/**
+ * `message:new`; also the element of a `messages:sync` page.
+ */
+export type MessageNew = { id: MessageId, conversationId: ConversationId, senderId: UserId, content: string, seq: number, createdAt: string, clientMessageId?: ClientMessageId, };
+
+/**
+ * `message:read`
+ */
+export type MessageRead = { conversationId: ConversationId, messageId: MessageId, };
+
+/**
+ * `message:read`: a participant read up to `message_id`.
+ */
+export type MessageReadEvent = { conversationId: ConversationId, messageId: MessageId, userId: UserId, readAt: string, };
+
+/**
+ * `message:send`
+ */
+export type MessageSend = { conversationId: ConversationId, content: Content, clientMessageId?: ClientMessageId, };
+
+/**
+ * Reply to `message:send`: the stored message's id and place.
+ */
+export type MessageSent = { messageId: MessageId, seq: number, createdAt: string, };
+
+/**
+ * Reply to `messages:sync`.
+ */
+export type MessagesPage = { messages: Array<MessageNew>, hasMore: boolean, };
+
+/**
+ * `messages:sync`
+ */
+export type MessagesSync = { conversationId: ConversationId, afterSeq: number, limit?: number, };
+
+/**
+ * A stored notification in a user's inbox.
+ */
+export type NotificationId = string;
+
+/**
+ * `notification:new`; also the element of a `notifications:list` page.
+ */
+export type NotificationNew = { id: NotificationId, type: string, title: string, message: string, 
+/**
+ * The recipient.
+ */
+userId: UserId, timestamp: string, data?: JsonValue, 
+/**
+ * When the user marked it read; `notifications:list` shows it, pushes leave it out.
+ */
+readAt?: string, };
+
+/**
+ * `notification:read`
+ */
+export type NotificationRead = { id: NotificationId, };
+
+/**
+ * `notifications:list`
+ */
+export type NotificationsList = { unreadOnly?: boolean, limit?: number, };
+
+/**
+ * Reply to `notifications:list`, newest first.
+ */
+export type NotificationsPage = { notifications: Array<NotificationNew>, };
+
+/**
+ * `presence:query`
+ */
+export type PresenceQuery = { userIds: Array<UserId>, };
+
+/**
+ * Reply to `presence:query`: only the caller's contacts appear.
+ */
+export type PresenceReply = { users: { [key in UserId]: UserPresence }, };
+
+/**
+ * `session`: sent to a socket right after it connects.
+ */
+export type Session = { userId: UserId, serverTime: string, };
+
+/**
+ * `typing:start` and `typing:stop` share this body; [`Typing::START`] and [`Typing::STOP`] name them.
+ */
+export type Typing = { conversationId: ConversationId, userId: UserId, };
+
+/**
+ * A user of the host application; also the routing key on `user.direct`.
+ */
+export type UserId = string;
+
+/**
+ * `user:offline`
+ */
+export type UserOffline = { userId: UserId, lastSeenAt: string, };
+
+/**
+ * `user:online`
+ */
+export type UserOnline = { userId: UserId, at: string, };
+
+/**
+ * One user's presence in a `presence:query` reply.
+ */
+export type UserPresence = { online: boolean, lastSeenAt: string | null, };
+
+/** The acknowledgement of every client event: the reply's fields next to `success: true`, or the error. */
+export type Ack<Reply> = ({ success: true } & Reply) | { success: false; error: AckError };
+
+/** Every client event: its payload and its success reply. */
+export interface ClientEvents {
+  "message:send": { payload: MessageSend; reply: MessageSent };
+  "message:read": { payload: MessageRead; reply: Empty };
+  "conversation:join": { payload: ConversationRef; reply: Empty };
+  "conversation:leave": { payload: ConversationRef; reply: Empty };
+  "typing:start": { payload: ConversationRef; reply: Empty };
+  "typing:stop": { payload: ConversationRef; reply: Empty };
+  "messages:sync": { payload: MessagesSync; reply: MessagesPage };
+  "presence:query": { payload: PresenceQuery; reply: PresenceReply };
+  "notifications:list": { payload: NotificationsList; reply: NotificationsPage };
+  "notification:read": { payload: NotificationRead; reply: Empty };
+}
+
+/** Every server event and its payload. */
+export interface ServerEvents {
+  "session": Session;
+  "message:new": MessageNew;
+  "message:read": MessageReadEvent;
+  "user:online": UserOnline;
+  "user:offline": UserOffline;
+  "notification:new": NotificationNew;
+  "match:new": MatchNew;
+  "match:removed": MatchRemoved;
+  "typing:start": Typing;
+  "typing:stop": Typing;
+}
+
+/** Client events for `socket.io-client`'s typed `Socket<ServerToClientEvents, ClientToServerEvents>`: every event takes an acknowledgement. */
+export interface ClientToServerEvents {
+  "message:send": (payload: MessageSend, ack: (reply: Ack<MessageSent>) => void) => void;
+  "message:read": (payload: MessageRead, ack: (reply: Ack<Empty>) => void) => void;
+  "conversation:join": (payload: ConversationRef, ack: (reply: Ack<Empty>) => void) => void;
+  "conversation:leave": (payload: ConversationRef, ack: (reply: Ack<Empty>) => void) => void;
+  "typing:start": (payload: ConversationRef, ack: (reply: Ack<Empty>) => void) => void;
+  "typing:stop": (payload: ConversationRef, ack: (reply: Ack<Empty>) => void) => void;
+  "messages:sync": (payload: MessagesSync, ack: (reply: Ack<MessagesPage>) => void) => void;
+  "presence:query": (payload: PresenceQuery, ack: (reply: Ack<PresenceReply>) => void) => void;
+  "notifications:list": (payload: NotificationsList, ack: (reply: Ack<NotificationsPage>) => void) => void;
+  "notification:read": (payload: NotificationRead, ack: (reply: Ack<Empty>) => void) => void;
+}
+
+/** Server events for `socket.io-client`'s typed `Socket`. */
+export interface ServerToClientEvents {
+  "session": (payload: Session) => void;
+  "message:new": (payload: MessageNew) => void;
+  "message:read": (payload: MessageReadEvent) => void;
+  "user:online": (payload: UserOnline) => void;
+  "user:offline": (payload: UserOffline) => void;
+  "notification:new": (payload: NotificationNew) => void;
+  "match:new": (payload: MatchNew) => void;
+  "match:removed": (payload: MatchRemoved) => void;
+  "typing:start": (payload: Typing) => void;
+  "typing:stop": (payload: Typing) => void;
+}
+
+/** The names of every client event, in the contract's order. */
+export const clientEventNames = [
+  "message:send",
+  "message:read",
+  "conversation:join",
+  "conversation:leave",
+  "typing:start",
+  "typing:stop",
+  "messages:sync",
+  "presence:query",
+  "notifications:list",
+  "notification:read",
+] as const satisfies readonly (keyof ClientEvents)[];
+
+/** The names of every server event. */
+export const serverEventNames = [
+  "session",
+  "message:new",
+  "message:read",
+  "user:online",
+  "user:offline",
+  "notification:new",
+  "match:new",
+  "match:removed",
+  "typing:start",
+  "typing:stop",
+] as const satisfies readonly (keyof ServerEvents)[];

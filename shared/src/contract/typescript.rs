@@ -1,0 +1,174 @@
+//! The contract in TypeScript, for the kit in `clients/typescript` (feature `typescript`).
+//!
+//! [`generate`] writes one file: every type a client sends or receives, declared by `ts-rs` from
+//! the Rust types themselves (names, serde renames, optional fields, doc comments), then the
+//! event maps built from the one list of client events (`client.rs`) and of server events
+//! (`server.rs`), including the two interfaces `socket.io-client` types a socket with:
+//! `Socket<ServerToClientEvents, ClientToServerEvents>`. Nothing in it is written by hand.
+//!
+//! The file is checked in; `tests/e2e/typescript.rs` fails while it differs from what the types
+//! generate now, and `clients/typescript/generate` rewrites it.
+
+use std::{any::TypeId, collections::BTreeMap, fmt::Write as _};
+
+use ts_rs::{Config, TS, TypeVisitor};
+
+use super::{AckError, client, server};
+
+/// The generated file, relative to the workspace root.
+pub const OUTPUT: &str = "clients/typescript/src/generated/contract.ts";
+
+/// The command that regenerates [`OUTPUT`], from the workspace root.
+pub const REGENERATE: &str = "clients/typescript/generate";
+
+/// Receives the event lists of `client.rs` and `server.rs`.
+pub(crate) trait EventSink {
+    fn client<P: TS + 'static, R: TS + 'static>(&mut self, name: &'static str);
+    fn server<P: TS + 'static>(&mut self, name: &'static str);
+}
+
+/// The whole TypeScript file.
+pub fn generate() -> String {
+    // Every integer of the contract (seq, limits) reaches JavaScript through JSON.parse, which
+    // makes numbers, never bigints; they all stay far below 2^53.
+    let mut file = File { config: Config::new().with_large_int("number"), ..File::default() };
+    client::visit_events(&mut file);
+    server::visit_events(&mut file);
+    // Types no event names but clients still meet: the failure of every ack, and the `data` of a
+    // notification of type `match`.
+    file.declare::<AckError>();
+    file.declare::<server::MatchNotificationData>();
+    file.render()
+}
+
+#[derive(Default)]
+struct File {
+    config: Config,
+    /// TypeScript name -> (Rust type, declaration), sorted by name so the output is stable.
+    declarations: BTreeMap<String, (TypeId, String)>,
+    /// (event, payload, reply) in the order of the list.
+    client_events: Vec<(&'static str, String, String)>,
+    /// (event, payload) in the order of the list.
+    server_events: Vec<(&'static str, String)>,
+}
+
+impl File {
+    /// Declares `T` and, recursively, every type it refers to.
+    fn declare<T: TS + 'static + ?Sized>(&mut self) {
+        // Primitives and wrappers (string, Array, ...) have no declaration of their own.
+        if T::output_path().is_none() {
+            return;
+        }
+        let name = T::ident(&self.config);
+        // Types that stand in for others (serde_json::Value for ts-rs' JsonValue) share one id.
+        let id = TypeId::of::<T::WithoutGenerics>();
+        match self.declarations.get(&name) {
+            Some((seen, _)) if *seen == id => return,
+            Some(_) => panic!("two contract types are both called {name} in TypeScript; rename one"),
+            None => {}
+        }
+        let declaration = format!("{}export {}", T::docs().unwrap_or_default(), T::decl(&self.config));
+        self.declarations.insert(name, (id, declaration));
+        T::visit_dependencies(self);
+    }
+
+    fn render(&self) -> String {
+        let mut out = format!(
+            "// Generated from the Rust contract types (shared/src/contract) by ts-rs. Do not edit:\n\
+             // after changing them run `{REGENERATE}`; a test fails until the two agree.\n"
+        );
+        for (_, declaration) in self.declarations.values() {
+            let _ = write!(out, "\n{declaration}\n");
+        }
+        out.push_str(
+            "\n/** The acknowledgement of every client event: the reply's fields next to `success: true`, \
+             or the error. */\n\
+             export type Ack<Reply> = ({ success: true } & Reply) | { success: false; error: AckError };\n",
+        );
+
+        let mut lists = String::new();
+        lists.push_str("\n/** Every client event: its payload and its success reply. */\nexport interface ClientEvents {\n");
+        for (event, payload, reply) in &self.client_events {
+            let _ = writeln!(lists, "  \"{event}\": {{ payload: {payload}; reply: {reply} }};");
+        }
+        lists.push_str("}\n\n/** Every server event and its payload. */\nexport interface ServerEvents {\n");
+        for (event, payload) in &self.server_events {
+            let _ = writeln!(lists, "  \"{event}\": {payload};");
+        }
+        lists.push_str(
+            "}\n\n/** Client events for `socket.io-client`'s typed `Socket<ServerToClientEvents, \
+             ClientToServerEvents>`: every event takes an acknowledgement. */\n\
+             export interface ClientToServerEvents {\n",
+        );
+        for (event, payload, reply) in &self.client_events {
+            let _ = writeln!(
+                lists,
+                "  \"{event}\": (payload: {payload}, ack: (reply: Ack<{reply}>) => void) => void;"
+            );
+        }
+        lists.push_str("}\n\n/** Server events for `socket.io-client`'s typed `Socket`. */\nexport interface ServerToClientEvents {\n");
+        for (event, payload) in &self.server_events {
+            let _ = writeln!(lists, "  \"{event}\": (payload: {payload}) => void;");
+        }
+        lists.push_str("}\n\n/** The names of every client event, in the contract's order. */\nexport const clientEventNames = [\n");
+        for (event, _, _) in &self.client_events {
+            let _ = writeln!(lists, "  \"{event}\",");
+        }
+        lists.push_str("] as const satisfies readonly (keyof ClientEvents)[];\n\n/** The names of every server event. */\nexport const serverEventNames = [\n");
+        for (event, _) in &self.server_events {
+            let _ = writeln!(lists, "  \"{event}\",");
+        }
+        lists.push_str("] as const satisfies readonly (keyof ServerEvents)[];\n");
+        out + &lists
+    }
+}
+
+impl TypeVisitor for File {
+    fn visit<T: TS + 'static + ?Sized>(&mut self) {
+        self.declare::<T>();
+    }
+}
+
+impl EventSink for File {
+    fn client<P: TS + 'static, R: TS + 'static>(&mut self, name: &'static str) {
+        assert!(self.client_events.iter().all(|e| e.0 != name), "client event {name} is listed twice");
+        self.declare::<P>();
+        self.declare::<R>();
+        let (payload, reply) = (P::name(&self.config), R::name(&self.config));
+        self.client_events.push((name, payload, reply));
+    }
+
+    fn server<P: TS + 'static>(&mut self, name: &'static str) {
+        assert!(self.server_events.iter().all(|e| e.0 != name), "server event {name} is listed twice");
+        self.declare::<P>();
+        let payload = P::name(&self.config);
+        self.server_events.push((name, payload));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The serde shapes come out as clients see them: camelCase, optional fields, renames.
+    #[test]
+    fn declarations_follow_serde() {
+        let file = generate();
+        let has = |text: &str| assert!(file.contains(text), "{text:?} is not in:\n{file}");
+        has(
+            "export type MessageSend = { conversationId: ConversationId, content: Content, clientMessageId?: ClientMessageId, };",
+        );
+        has(
+            "export type MessagesSync = { conversationId: ConversationId, afterSeq: number, limit?: number, };",
+        );
+        has("export type NotificationsList = { unreadOnly?: boolean, limit?: number, };");
+        has("id: NotificationId, type: string, title: string");
+        has("lastSeenAt: string | null");
+        has(
+            "export type ErrorCode = \"invalid\" | \"forbidden\" | \"not_found\" | \"rate_limited\" | \"unavailable\" | \"timeout\";",
+        );
+        has("\"message:send\": (payload: MessageSend, ack: (reply: Ack<MessageSent>) => void) => void;");
+        has("\"typing:stop\": (payload: Typing) => void;");
+        has("export type UserId = string;");
+    }
+}
