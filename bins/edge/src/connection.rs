@@ -201,10 +201,43 @@ pub fn build(app: Arc<App>) -> (axum::Router, SocketIo) {
         // Packets queued per socket before emits to it fail: room for a burst of deliveries
         // to a slow client.
         .max_buffer_size(1024)
+        // Reads of a websocket are small client events; the default 4 KiB per socket is
+        // mostly idle memory.
+        .ws_read_buffer_size(WS_READ_BUFFER)
         .with_state(app.clone())
         .build_svc();
     io.ns("/", on_connect.with(admit));
-    (axum::Router::new().route_service("/socket.io/", service), io)
+    let router = axum::Router::new()
+        .route_service("/socket.io/", service)
+        .layer(axum::middleware::map_request(detach_request_head));
+    (router, io)
+}
+
+const WS_READ_BUFFER: usize = 1024;
+
+/// Copies the request's URI and headers into memory of their own.
+///
+/// The engine keeps every socket's request head for the socket's whole life. As hyper parses
+/// them, the URI and the header values are views into the connection's read buffer (16 KiB),
+/// so keeping them keeps the whole buffer: most of an idle socket's memory. axum's
+/// `OriginalUri` is another such view, so it is replaced too.
+async fn detach_request_head(mut request: axum::extract::Request) -> axum::extract::Request {
+    use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri};
+    let copy_uri = |uri: &Uri| Uri::try_from(uri.to_string()).unwrap_or_else(|_| uri.clone());
+    let uri = copy_uri(request.uri());
+    if let Some(original) = request.extensions_mut().get_mut::<axum::extract::OriginalUri>() {
+        original.0 = copy_uri(&original.0);
+    }
+    let mut headers = HeaderMap::with_capacity(request.headers().len());
+    for (name, value) in request.headers() {
+        let name = HeaderName::from_bytes(name.as_str().as_bytes()).unwrap_or_else(|_| name.clone());
+        let mut copy = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        copy.set_sensitive(value.is_sensitive());
+        headers.append(name, copy);
+    }
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers;
+    request
 }
 
 async fn admit(
