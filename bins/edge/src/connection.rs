@@ -271,15 +271,19 @@ async fn admit(
     // that leave out the socket that caused them (`except_socket`) exclude that room.
     socket.join(socket.id.to_string());
     socket.extensions.insert(Arc::new(Client::new(user, &app.config)));
+    // The clean-up is registered here, before the client is told it is connected, not in
+    // `on_connect`: that runs in a task of its own after the connect packet has gone out, and
+    // a client that closes at once would otherwise leave without it, its binding and its
+    // presence held forever. (The load generator's presence churn found this.)
+    socket.on_disconnect(on_disconnect);
+    metrics::gauge!("edge_sockets_connected").increment(1.0);
     Ok(())
 }
 
 async fn on_connect(socket: SocketRef) {
     let Some(client) = socket.extensions.get::<Arc<Client>>() else { return };
     metrics::counter!("edge_connects_total").increment(1);
-    metrics::gauge!("edge_sockets_connected").increment(1.0);
     events::register(&socket);
-    socket.on_disconnect(on_disconnect);
     let session = Session { user_id: client.user.clone(), server_time: chrono::Utc::now() };
     if let Err(error) = socket.emit(Session::NAME, &session) {
         tracing::debug!(%error, "socket left before its session event");
