@@ -43,7 +43,18 @@ impl Database {
         let pool = PgPoolOptions::new()
             .max_connections(config.database_max_connections)
             .acquire_timeout(Duration::from_secs(3))
-            .connect_lazy_with(options.application_name("switchboard"));
+            .connect_lazy_with(
+                options
+                    .application_name("switchboard")
+                    // sqlx prepares each statement once per connection. After five runs
+                    // PostgreSQL may switch it to a generic plan and keep that plan until the
+                    // table is analyzed, so a plan made while `messages` was nearly empty
+                    // (hash join over a sequential scan) stayed in use as the table grew: a
+                    // fresh database slowed down minute by minute (seen with
+                    // switchboard-loadgen chat). Custom plans cost a little planning per
+                    // statement and always see the table's current size.
+                    .options([("plan_cache_mode", "force_custom_plan")]),
+            );
         let (ready, _) = watch::channel(false);
         let database = Database { pool, ready };
         tokio::spawn(database.clone().prepare(config.database_migrate, shutdown.clone()));
