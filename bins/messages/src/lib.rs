@@ -65,7 +65,11 @@ use switchboard::{Config, Role, Shutdown, service::Process};
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let process = Process::start(Role::Messages, config, shutdown, true).await?;
     let database = process.database.clone().expect("the messages worker has a database");
-    queries::serve(&process.bus, &database);
+    let serving = queries::serve(&process.bus, &database);
     shards::start(process.bus.clone(), database, process.shutdown.clone());
-    process.serve(axum::Router::new()).await
+    let readiness = process.readiness().check("requests", move || {
+        let ready = serving.all_started();
+        async move { if ready { Ok(()) } else { Err("the request queues are not consumed yet".to_owned()) } }
+    });
+    process.serve_with(axum::Router::new(), readiness).await
 }

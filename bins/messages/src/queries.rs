@@ -1,6 +1,14 @@
 //! Requests any copy answers (competing consumers, no ordering needed): membership for the
 //! edges' `conversation:join`, `messages:sync` pages, and conversation creation.
 
+use std::{
+    collections::HashSet,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
+
 use switchboard::{
     Bus,
     bus::{ConsumeOptions, Durability, QueueSpec, topology},
@@ -13,6 +21,7 @@ use switchboard::{
         client::{Empty, MessagesPage},
     },
     db::Database,
+    sync::lock,
 };
 use uuid::Uuid;
 
@@ -21,14 +30,15 @@ use crate::batch::StoredRow;
 /// How long a request may wait in its queue: longer than any caller waits.
 const REQUEST_TTL_MS: u32 = 60_000;
 
-pub fn serve(bus: &Bus, database: &Database) {
+pub fn serve(bus: &Bus, database: &Database) -> Serving {
     let queue = |name: &str, key: &str| {
         QueueSpec::durable(name).bind(topology::EVENTS_TOPIC, key).message_ttl_ms(REQUEST_TTL_MS)
     };
+    let serving = Serving::default();
     let db = database.clone();
     bus.serve(
         queue("messages.membership", topology::keys::MEMBERSHIP_QUERY),
-        ConsumeOptions::concurrent(16),
+        serving.options(16),
         move |query: MembershipQuery| {
             let db = db.clone();
             async move {
@@ -41,7 +51,7 @@ pub fn serve(bus: &Bus, database: &Database) {
     let db = database.clone();
     bus.serve(
         queue("messages.contacts", topology::keys::CONTACTS_QUERY),
-        ConsumeOptions::concurrent(16),
+        serving.options(16),
         move |query| {
             let db = db.clone();
             async move { contacts(&db, query).await }
@@ -50,30 +60,52 @@ pub fn serve(bus: &Bus, database: &Database) {
     let (db, publisher) = (database.clone(), bus.clone());
     bus.serve(
         queue("messages.close", topology::keys::CLOSE_CONVERSATION),
-        ConsumeOptions::concurrent(4),
+        serving.options(4),
         move |request| {
             let (db, bus) = (db.clone(), publisher.clone());
             async move { close(&db, &bus, request).await }
         },
     );
     let db = database.clone();
-    bus.serve(
-        queue("messages.sync", topology::keys::SYNC_QUERY),
-        ConsumeOptions::concurrent(16),
-        move |query| {
-            let db = db.clone();
-            async move { sync(&db, query).await }
-        },
-    );
+    bus.serve(queue("messages.sync", topology::keys::SYNC_QUERY), serving.options(16), move |query| {
+        let db = db.clone();
+        async move { sync(&db, query).await }
+    });
     let db = database.clone();
     bus.serve(
         queue("messages.create", topology::keys::CREATE_CONVERSATION),
-        ConsumeOptions::concurrent(8),
+        serving.options(8),
         move |request| {
             let db = db.clone();
             async move { create(&db, request).await }
         },
     );
+    serving
+}
+
+/// Whether every request queue has had a consumer. Until then a request may come back
+/// unroutable and be answered `unavailable`, so the worker does not call itself ready.
+#[derive(Clone, Default)]
+pub struct Serving {
+    started: Arc<Mutex<HashSet<usize>>>,
+    consumers: Arc<AtomicUsize>,
+}
+
+impl Serving {
+    fn options(&self, concurrency: usize) -> ConsumeOptions {
+        let index = self.consumers.fetch_add(1, Ordering::Relaxed);
+        let started = self.started.clone();
+        ConsumeOptions {
+            on_start: Some(Arc::new(move || {
+                lock(&started).insert(index);
+            })),
+            ..ConsumeOptions::concurrent(concurrency)
+        }
+    }
+
+    pub fn all_started(&self) -> bool {
+        lock(&self.started).len() == self.consumers.load(Ordering::Relaxed)
+    }
 }
 
 fn unavailable(error: sqlx::Error) -> AckError {
