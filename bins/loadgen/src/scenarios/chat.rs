@@ -202,7 +202,7 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<Report> {
         let ceiling_rate = ceiling.sends_acked_per_s;
         runs.push(ceiling);
         let mut sustained = None;
-        for step in [0.95, 0.85, 0.75, 0.65, 0.55, 0.45, 0.35, 0.25] {
+        for step in [0.95, 0.85, 0.75, 0.65, 0.55, 0.45, 0.35, 0.25, 0.15, 0.1] {
             let rate = (ceiling_rate * step).round();
             let run = measure_run(&args, &senders, &conversations, &shared, Load::Rate(rate), None).await?;
             let holds = run.latency.p99_ms < args.p99_target_ms && run.sends_acked_per_s >= 0.97 * rate;
