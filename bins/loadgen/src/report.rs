@@ -150,9 +150,21 @@ fn markdown(doc: &Value) -> String {
             "< 100",
         ),
         (
-            "chat against the broker baseline (sustained / broker consume rate)".into(),
-            match (sustained, broker_rate) {
-                (Some(s), Some(b)) => format!("{:.0} %", 100.0 * s / b),
+            "chat ceiling against the broker baseline (chat messages/s ÷ broker messages/s)".into(),
+            match (ceiling.and_then(|c| f(c, "/sends_acked_per_s")), broker_rate) {
+                (Some(c), Some(b)) => format!("{:.0} %", 100.0 * c / b),
+                _ => "not run".into(),
+            },
+            "",
+        ),
+        (
+            "broker messages published per second at the chat ceiling, against the baseline".into(),
+            match (
+                ceiling
+                    .and_then(|c| Some(f(c, "/sends_acked_per_s")? * f(c, "/broker/published_per_message")?)),
+                broker_rate,
+            ) {
+                (Some(p), Some(b)) => format!("{} ({:.0} %)", n(Some(p), 0), 100.0 * p / b),
                 _ => "not run".into(),
             },
             "",
