@@ -138,6 +138,43 @@ async fn a_handshake_from_a_foreign_origin_is_refused_on_both_transports() {
     assert_eq!(status.as_u16(), 403);
 }
 
+#[tokio::test]
+async fn an_allowed_origin_gets_cors_headers_so_a_browser_can_long_poll() {
+    let env = TestEnv::new().await;
+    let edge = env.spawn_ready(Bin::Edge, &[("ALLOWED_ORIGINS", "https://app.example.com")]).await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/socket.io/?EIO=4&transport=polling", edge.url());
+
+    let preflight = client
+        .request(reqwest::Method::OPTIONS, &url)
+        .header("origin", "https://app.example.com")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type")
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(preflight.status().as_u16(), 204);
+    let header = |r: &reqwest::Response, name: &str| {
+        r.headers().get(name).map(|v| v.to_str().expect("ascii").to_owned())
+    };
+    assert_eq!(header(&preflight, "access-control-allow-origin").as_deref(), Some("https://app.example.com"));
+    assert_eq!(header(&preflight, "access-control-allow-credentials").as_deref(), Some("true"));
+    assert_eq!(header(&preflight, "access-control-allow-methods").as_deref(), Some("GET, POST"));
+    assert_eq!(header(&preflight, "access-control-allow-headers").as_deref(), Some("content-type"));
+
+    // The handshake itself (a polling GET) carries them too, and still opens a session.
+    let open = client.get(&url).header("origin", "https://app.example.com").send().await.expect("answer");
+    assert_eq!(open.status().as_u16(), 200);
+    assert_eq!(header(&open, "access-control-allow-origin").as_deref(), Some("https://app.example.com"));
+    assert_eq!(header(&open, "access-control-allow-credentials").as_deref(), Some("true"));
+    assert!(open.text().await.expect("body").starts_with("0{"), "an engine.io open packet");
+
+    // A foreign origin gets neither a session nor CORS headers.
+    let foreign = client.get(&url).header("origin", "https://evil.example.com").send().await.expect("answer");
+    assert_eq!(foreign.status().as_u16(), 403);
+    assert_eq!(header(&foreign, "access-control-allow-origin"), None);
+}
+
 /// Two edges, the users connected to them, and a driver.
 struct TwoEdges {
     env: TestEnv,

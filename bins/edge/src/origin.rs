@@ -5,12 +5,16 @@
 //! `Origin` on websocket upgrades and cross-origin XHR, so refusing unlisted origins with 403
 //! closes that door for both transports. Clients that send no `Origin` (servers, mobile apps)
 //! cannot carry a victim's cookie and are let through.
+//!
+//! An allowed origin also gets CORS headers, with credentials, because a page on another
+//! origin (the app on `app.example.com`, the edge on `rt.example.com`) can use long-polling
+//! only if the browser is told it may read the answers. Preflights are answered here.
 
 use std::sync::Arc;
 
 use axum::{
     extract::{Request, State},
-    http::{StatusCode, header},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
     middleware::Next,
     response::{IntoResponse, Response},
 };
@@ -24,6 +28,32 @@ pub async fn check(State(origins): State<Arc<AllowedOrigins>>, request: Request,
             metrics::counter!("edge_connect_refused_total", "reason" => "origin").increment(1);
             return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
         }
+        if let Some(origin) = request.headers().get(header::ORIGIN).cloned() {
+            if request.method() == Method::OPTIONS {
+                let mut response = StatusCode::NO_CONTENT.into_response();
+                let headers = response.headers_mut();
+                allow(headers, origin);
+                headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST"));
+                let asked = request.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS).cloned();
+                headers.insert(
+                    header::ACCESS_CONTROL_ALLOW_HEADERS,
+                    asked.unwrap_or(HeaderValue::from_static("content-type")),
+                );
+                headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+                return response;
+            }
+            let mut response = next.run(request).await;
+            allow(response.headers_mut(), origin);
+            return response;
+        }
     }
     next.run(request).await
+}
+
+/// The headers that let a page on `origin` read the answer, cookies included. The origin is
+/// echoed (never `*`, which browsers refuse together with credentials).
+fn allow(headers: &mut HeaderMap, origin: HeaderValue) {
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    headers.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+    headers.append(header::VARY, HeaderValue::from_static("origin"));
 }

@@ -176,9 +176,9 @@ function App({ config }: { config: DemoConfig }) {
     setStatus(response.ok ? "match published" : `match failed: ${await response.text()}`);
   }
 
-  // Websocket only: the edge answers no CORS preflight, so a page on another origin cannot
-  // long-poll it; a websocket needs none.
-  const options = (token: string) => ({ url: config.edgeUrl, token, socket: { transports: ["websocket"] } });
+  // socket.io-client's default transports: long-polling first (across origins, which the
+  // edge's CORS headers allow), then the upgrade to a websocket.
+  const options = (token: string) => ({ url: config.edgeUrl, token });
   return (
     <>
       <header>
