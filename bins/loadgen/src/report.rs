@@ -88,6 +88,7 @@ fn markdown(doc: &Value) -> String {
     );
 
     let chat = &r["chat"];
+    let two_edges = &r["chat-two-edges"];
     let ceiling = chat.pointer("/runs/0");
     let half = chat.get("at_half").filter(|v| !v.is_null());
     let connections_19k = &r["connections-19k"];
@@ -126,7 +127,11 @@ fn markdown(doc: &Value) -> String {
             n(ceiling.and_then(|c| f(c, "/cpu_us_per_message")), 0),
             "≤ 250",
         ),
-        ("chat: lost / duplicated / out of order (every run)".into(), chat_correctness(chat), "0 / 0 / 0"),
+        (
+            "chat: lost / duplicated / out of order (every run, one and two edges)".into(),
+            chat_correctness(&[chat, two_edges]),
+            "0 / 0 / 0",
+        ),
         (
             "connections: edge RSS per idle connection at 19k on one edge, KiB".into(),
             n(connections_19k.pointer("/edges/0/kib_per_connection").and_then(Value::as_f64), 1),
@@ -181,14 +186,7 @@ fn markdown(doc: &Value) -> String {
             "{} conversations of two users, {} characters per message.\n",
             chat["conversations"], chat["content_chars"]
         );
-        let _ = writeln!(
-            md,
-            "| run | acked/s | deliveries/s | p50 ms | p95 ms | p99 ms | max ms | ack p99 ms | lost | dup | ooo | errors | server CPU µs/msg | machine CPU µs/msg |"
-        );
-        let _ = writeln!(
-            md,
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
-        );
+        let _ = writeln!(md, "{CHAT_HEADER}");
         let all: Vec<&Value> = runs.iter().chain(half).collect();
         for (i, run) in all.iter().enumerate() {
             let label = if half.is_some() && i == all.len() - 1 {
@@ -196,24 +194,7 @@ fn markdown(doc: &Value) -> String {
             } else {
                 run["mode"].as_str().unwrap_or("?").to_owned()
             };
-            let errors: u64 =
-                run["errors"].as_object().map_or(0, |e| e.values().filter_map(Value::as_u64).sum());
-            let _ = writeln!(
-                md,
-                "| {label} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {errors} | {} | {} |",
-                n(f(run, "/sends_acked_per_s"), 0),
-                n(f(run, "/deliveries_per_s"), 0),
-                n(f(run, "/latency/p50_ms"), 1),
-                n(f(run, "/latency/p95_ms"), 1),
-                n(f(run, "/latency/p99_ms"), 1),
-                n(f(run, "/latency/max_ms"), 1),
-                n(f(run, "/ack_latency/p99_ms"), 1),
-                run["lost"],
-                run["duplicated"],
-                run["out_of_order"],
-                n(f(run, "/cpu_us_per_message"), 0),
-                n(f(run, "/machine_cpu_us_per_message"), 0),
-            );
+            chat_row(&mut md, &label, run);
         }
         if let Some(by) = ceiling.and_then(|c| c.pointer("/cpu/by_process_s")).and_then(Value::as_object) {
             let acked = ceiling.and_then(|c| f(c, "/sends_acked_per_s")).unwrap_or(0.0)
@@ -235,6 +216,23 @@ fn markdown(doc: &Value) -> String {
         }
     } else {
         let _ = writeln!(md, "not run");
+    }
+
+    let _ = writeln!(md, "\n## chat over two edges\n");
+    match two_edges.pointer("/runs/0") {
+        Some(run) => {
+            let _ = writeln!(
+                md,
+                "Each receiver on the other edge than its sender, so every message crosses edges; \
+                 {} conversations at a fixed rate.\n",
+                two_edges["conversations"]
+            );
+            let _ = writeln!(md, "{CHAT_HEADER}");
+            chat_row(&mut md, run["mode"].as_str().unwrap_or("?"), run);
+        }
+        None => {
+            let _ = writeln!(md, "not run");
+        }
     }
 
     let _ = writeln!(md, "\n## connections\n");
@@ -357,12 +355,35 @@ fn markdown(doc: &Value) -> String {
     md
 }
 
-fn chat_correctness(chat: &Value) -> String {
-    let runs: Vec<&Value> = chat["runs"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .chain(chat.get("at_half").filter(|v| !v.is_null()))
+const CHAT_HEADER: &str = "| run | acked/s | deliveries/s | p50 ms | p95 ms | p99 ms | max ms | ack p99 ms | lost | dup | ooo | errors | server CPU µs/msg | machine CPU µs/msg |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |";
+
+/// One row of a chat table.
+fn chat_row(md: &mut String, label: &str, run: &Value) {
+    let errors: u64 = run["errors"].as_object().map_or(0, |e| e.values().filter_map(Value::as_u64).sum());
+    let _ = writeln!(
+        md,
+        "| {label} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {errors} | {} | {} |",
+        n(f(run, "/sends_acked_per_s"), 0),
+        n(f(run, "/deliveries_per_s"), 0),
+        n(f(run, "/latency/p50_ms"), 1),
+        n(f(run, "/latency/p95_ms"), 1),
+        n(f(run, "/latency/p99_ms"), 1),
+        n(f(run, "/latency/max_ms"), 1),
+        n(f(run, "/ack_latency/p99_ms"), 1),
+        run["lost"],
+        run["duplicated"],
+        run["out_of_order"],
+        n(f(run, "/cpu_us_per_message"), 0),
+        n(f(run, "/machine_cpu_us_per_message"), 0),
+    );
+}
+
+fn chat_correctness(chats: &[&Value]) -> String {
+    let runs: Vec<&Value> = chats
+        .iter()
+        .flat_map(|chat| {
+            chat["runs"].as_array().into_iter().flatten().chain(chat.get("at_half").filter(|v| !v.is_null()))
+        })
         .collect();
     if runs.is_empty() {
         return "not run".to_owned();
