@@ -15,35 +15,52 @@ use super::{
 };
 use crate::bus::{BusMessage, rpc::Request};
 
-/// Every bus message kind this build sends or reads.
-pub const KINDS: &[&str] = &[
-    Deliver::KIND,
-    MembershipQuery::KIND,
-    Membership::KIND,
-    EdgeStopping::KIND,
-    SendMessage::KIND,
-    MessageSent::KIND,
-    MarkRead::KIND,
-    Empty::KIND,
-    SyncQuery::KIND,
-    MessagesPage::KIND,
-    CreateConversation::KIND,
-    ConversationCreated::KIND,
-    ConversationClosed::KIND,
-    PresenceChange::KIND,
-    EdgeReport::KIND,
-    ContactsQuery::KIND,
-    Contacts::KIND,
-    PresenceLookup::KIND,
-    PresenceReply::KIND,
-    MatchCreated::KIND,
-    Unmatch::KIND,
-    CreateNotification::KIND,
-    CloseConversation::KIND,
-    NotificationsQuery::KIND,
-    NotificationsPage::KIND,
-    MarkNotificationRead::KIND,
-];
+/// Names each bus message kind once: every line implements [`BusMessage`] for the type (and
+/// [`Request`], with the type that answers it), and the whole list is [`KINDS`], which the
+/// AsyncAPI document is checked against.
+macro_rules! kinds {
+    ($($message:ty => $kind:literal $(, answered by $response:ty)?;)*) => {
+        $(
+            impl BusMessage for $message {
+                const KIND: &'static str = $kind;
+            }
+            $(impl Request for $message {
+                type Response = $response;
+            })?
+        )*
+        /// Every bus message kind this build sends or reads.
+        pub const KINDS: &[&str] = &[$($kind),*];
+    };
+}
+
+kinds! {
+    Deliver => "edge.deliver";
+    MembershipQuery => "conversation.membership.query", answered by Membership;
+    Membership => "conversation.membership";
+    EdgeStopping => "edge.stopping";
+    SendMessage => "message.send", answered by MessageSent;
+    MessageSent => "message.sent";
+    MarkRead => "message.read", answered by Empty;
+    Empty => "ok";  // the empty success reply
+    SyncQuery => "messages.sync.query", answered by MessagesPage;
+    MessagesPage => "messages.page";
+    CreateConversation => "conversation.create", answered by ConversationCreated;
+    ConversationCreated => "conversation.created";
+    ConversationClosed => "conversation.closed";
+    PresenceChange => "presence.change";
+    EdgeReport => "edge.report";
+    ContactsQuery => "conversation.contacts.query", answered by Contacts;
+    Contacts => "conversation.contacts";
+    PresenceLookup => "presence.query", answered by PresenceReply;
+    PresenceReply => "presence.reply";
+    MatchCreated => "match.created";
+    Unmatch => "match.remove";
+    CreateNotification => "notification.create";
+    CloseConversation => "conversation.close", answered by Empty;
+    NotificationsQuery => "notifications.query", answered by NotificationsPage;
+    NotificationsPage => "notifications.page";
+    MarkNotificationRead => "notification.read", answered by Empty;
+}
 
 /// A Socket.IO event name a backend may emit: 1 to 128 characters, and not one of the names
 /// Socket.IO reserves for itself.
@@ -104,10 +121,6 @@ pub struct Deliver {
     pub except_socket: Option<String>,
 }
 
-impl BusMessage for Deliver {
-    const KIND: &'static str = "edge.deliver";
-}
-
 impl Deliver {
     /// One of the server's own events (the names of contract section 5) for `rooms`.
     pub fn server_event(
@@ -136,24 +149,12 @@ pub struct MembershipQuery {
     pub user_id: UserId,
 }
 
-impl BusMessage for MembershipQuery {
-    const KIND: &'static str = "conversation.membership.query";
-}
-
-impl Request for MembershipQuery {
-    type Response = Membership;
-}
-
 /// The answer to a [`MembershipQuery`]. A closed (unmatched) or unknown conversation answers
 /// `member: false`, so the caller cannot tell the two apart.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Membership {
     pub member: bool,
-}
-
-impl BusMessage for Membership {
-    const KIND: &'static str = "conversation.membership";
 }
 
 /// An edge is shutting down: its sockets are closing. Presence uses it to start the offline
@@ -164,10 +165,6 @@ pub struct EdgeStopping {
     pub edge_id: Uuid,
     /// The users that had at least one socket on this edge.
     pub users: Vec<UserId>,
-}
-
-impl BusMessage for EdgeStopping {
-    const KIND: &'static str = "edge.stopping";
 }
 
 /// `message:send` as a command to the messages worker: published as a request on
@@ -187,18 +184,6 @@ pub struct SendMessage {
     pub expires_at: DateTime<Utc>,
 }
 
-impl BusMessage for SendMessage {
-    const KIND: &'static str = "message.send";
-}
-
-impl Request for SendMessage {
-    type Response = MessageSent;
-}
-
-impl BusMessage for MessageSent {
-    const KIND: &'static str = "message.sent";
-}
-
 /// `message:read` as a command, on the conversation's shard like the sends it refers to.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -211,19 +196,6 @@ pub struct MarkRead {
     pub expires_at: DateTime<Utc>,
 }
 
-impl BusMessage for MarkRead {
-    const KIND: &'static str = "message.read";
-}
-
-impl Request for MarkRead {
-    type Response = Empty;
-}
-
-/// The empty success reply.
-impl BusMessage for Empty {
-    const KIND: &'static str = "ok";
-}
-
 /// `messages:sync` as a query to the messages worker.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -232,18 +204,6 @@ pub struct SyncQuery {
     pub user_id: UserId,
     pub after_seq: u64,
     pub limit: u32,
-}
-
-impl BusMessage for SyncQuery {
-    const KIND: &'static str = "messages.sync.query";
-}
-
-impl Request for SyncQuery {
-    type Response = MessagesPage;
-}
-
-impl BusMessage for MessagesPage {
-    const KIND: &'static str = "messages.page";
 }
 
 /// Creates a conversation (ingress `POST /api/v1/conversations`, and the notifier for a
@@ -275,22 +235,10 @@ impl CreateConversation {
     }
 }
 
-impl BusMessage for CreateConversation {
-    const KIND: &'static str = "conversation.create";
-}
-
-impl Request for CreateConversation {
-    type Response = ConversationCreated;
-}
-
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ConversationCreated {
     pub conversation_id: ConversationId,
-}
-
-impl BusMessage for ConversationCreated {
-    const KIND: &'static str = "conversation.created";
 }
 
 /// A conversation was closed for good (an unmatch). Every edge receives it (`events.topic`,
@@ -303,10 +251,6 @@ pub struct ConversationClosed {
     pub participants: Vec<UserId>,
 }
 
-impl BusMessage for ConversationClosed {
-    const KIND: &'static str = "conversation.closed";
-}
-
 /// An edge's first socket of a user opened (`online: true`) or its last one closed. Sent in
 /// order with the edge's reports, to `events.topic` `presence.change`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -316,10 +260,6 @@ pub struct PresenceChange {
     pub user_id: UserId,
     pub online: bool,
     pub at: DateTime<Utc>,
-}
-
-impl BusMessage for PresenceChange {
-    const KIND: &'static str = "presence.change";
 }
 
 /// Every user with a socket on an edge, sent by each edge every `PRESENCE_REPORT_INTERVAL_MS`
@@ -334,10 +274,6 @@ pub struct EdgeReport {
     pub interval_ms: u64,
 }
 
-impl BusMessage for EdgeReport {
-    const KIND: &'static str = "edge.report";
-}
-
 /// Who shares an open conversation with `user_id`: asked of the owner of conversations by
 /// presence, to address `user:online`/`user:offline` and to answer `presence:query`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -346,22 +282,10 @@ pub struct ContactsQuery {
     pub user_id: UserId,
 }
 
-impl BusMessage for ContactsQuery {
-    const KIND: &'static str = "conversation.contacts.query";
-}
-
-impl Request for ContactsQuery {
-    type Response = Contacts;
-}
-
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Contacts {
     pub user_ids: Vec<UserId>,
-}
-
-impl BusMessage for Contacts {
-    const KIND: &'static str = "conversation.contacts";
 }
 
 /// `presence:query` for the presence worker: `user_id` asks about `user_ids`; only contacts
@@ -371,18 +295,6 @@ impl BusMessage for Contacts {
 pub struct PresenceLookup {
     pub user_id: UserId,
     pub user_ids: Vec<UserId>,
-}
-
-impl BusMessage for PresenceLookup {
-    const KIND: &'static str = "presence.query";
-}
-
-impl Request for PresenceLookup {
-    type Response = PresenceReply;
-}
-
-impl BusMessage for PresenceReply {
-    const KIND: &'static str = "presence.reply";
 }
 
 /// Two users matched (contract section 6): `events.topic` `match.created`, persistent. Every
@@ -397,20 +309,12 @@ pub struct MatchCreated {
     pub created_at: Option<DateTime<Utc>>,
 }
 
-impl BusMessage for MatchCreated {
-    const KIND: &'static str = "match.created";
-}
-
 /// The unmatch: `events.topic` `match.remove`, persistent, on the same queue as the matches
 /// so the two are handled in the order they were published.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Unmatch {
     pub match_id: MatchId,
-}
-
-impl BusMessage for Unmatch {
-    const KIND: &'static str = "match.remove";
 }
 
 /// A notification for a user's inbox: `events.topic` `notification.create`, persistent. The id
@@ -429,24 +333,12 @@ pub struct CreateNotification {
     pub data: Option<serde_json::Value>,
 }
 
-impl BusMessage for CreateNotification {
-    const KIND: &'static str = "notification.create";
-}
-
 /// Closes a conversation for good (an unmatch); asked of the messages worker, which then tells
 /// every edge with [`ConversationClosed`]. Idempotent.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CloseConversation {
     pub conversation_id: ConversationId,
-}
-
-impl BusMessage for CloseConversation {
-    const KIND: &'static str = "conversation.close";
-}
-
-impl Request for CloseConversation {
-    type Response = Empty;
 }
 
 /// `notifications:list` for the notifier.
@@ -458,30 +350,10 @@ pub struct NotificationsQuery {
     pub limit: u32,
 }
 
-impl BusMessage for NotificationsQuery {
-    const KIND: &'static str = "notifications.query";
-}
-
-impl Request for NotificationsQuery {
-    type Response = NotificationsPage;
-}
-
-impl BusMessage for NotificationsPage {
-    const KIND: &'static str = "notifications.page";
-}
-
 /// `notification:read` for the notifier: only the recipient may mark it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MarkNotificationRead {
     pub user_id: UserId,
     pub id: NotificationId,
-}
-
-impl BusMessage for MarkNotificationRead {
-    const KIND: &'static str = "notification.read";
-}
-
-impl Request for MarkNotificationRead {
-    type Response = Empty;
 }
