@@ -17,7 +17,7 @@ use sqlx::{Connection, PgConnection};
 use switchboard::{
     Bus, Shutdown,
     bus::{
-        BusError, QueueSpec,
+        BusError, QueueSpec, retry_in_place,
         topology::{
             EVENTS_TOPIC,
             keys::{MESSAGE_SHARDS, message_shard_key},
@@ -221,23 +221,18 @@ async fn consume_once(
             .increment(deliveries.len() as u64);
         let last = deliveries.last().map(|d| d.acker.clone()).expect("a batch is never empty");
         // The database unreachable means nothing was committed: the same batch is tried again
-        // in place after a growing pause (not handed back, which would count as redeliveries).
-        // Commands that expire meanwhile are dropped by the retry itself.
-        let mut pause = Duration::from_millis(500);
-        let handled = loop {
+        // in place. Commands that expire meanwhile are dropped by the retry itself.
+        let handled = retry_in_place(stop.cancelled(), || async {
             match batch::handle(bus, database, &deliveries).await {
-                Ok(()) => break true,
+                Ok(()) => Some(()),
                 Err(error) => {
                     tracing::warn!(shard, %error, commands = deliveries.len(), "batch failed; retrying");
+                    None
                 }
             }
-            tokio::select! {
-                _ = tokio::time::sleep(pause) => {}
-                _ = stop.cancelled() => break false,
-            }
-            pause = (pause * 2).min(Duration::from_secs(5));
-        };
-        if !handled {
+        })
+        .await;
+        if handled.is_none() {
             // Released or stopping: closing the channel returns the batch to the queue.
             break Ok(());
         }

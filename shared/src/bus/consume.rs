@@ -84,6 +84,31 @@ impl Incoming {
 const REQUEUE_PAUSE: Duration = Duration::from_millis(500);
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(5);
 
+/// Tries `attempt` until it gives an answer (`Some`), pausing between tries from
+/// [`REQUEUE_PAUSE`] doubling to [`MAX_RETRY_PAUSE`]; `None` when `stop` comes first.
+///
+/// This is how a delivery that cannot be handled yet is retried: in place, not handed back
+/// to the queue, where later deliveries would overtake it and every return would count as a
+/// redelivery, which quorum queues (RabbitMQ 4) stop after their delivery limit.
+pub async fn retry_in_place<T, A, Fut>(stop: impl Future<Output = ()>, mut attempt: A) -> Option<T>
+where
+    A: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    tokio::pin!(stop);
+    let mut pause = REQUEUE_PAUSE;
+    loop {
+        if let Some(answer) = attempt().await {
+            return Some(answer);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = &mut stop => return None,
+        }
+        pause = (pause * 2).min(MAX_RETRY_PAUSE);
+    }
+}
+
 impl Bus {
     /// Consumes `queue` until shutdown, restarting with backoff whenever the channel dies.
     pub fn consume<H, F>(&self, queue: QueueSpec, options: ConsumeOptions, handler: H)
@@ -165,23 +190,15 @@ impl Bus {
             let work = async move {
                 let acker = delivery.acker.clone();
                 let incoming = Incoming { delivery: Arc::new(delivery) };
-                // A delivery that cannot be handled now is retried here, in place, with a growing
-                // pause, rather than handed back: a requeue would let later deliveries overtake
-                // it, and counts as a redelivery, which quorum queues (RabbitMQ 4) stop after
-                // their delivery limit. At shutdown it is left unacknowledged, and closing the
-                // channel returns it to the queue.
-                let mut pause = REQUEUE_PAUSE;
-                let outcome = loop {
+                // A delivery that cannot be handled now is retried in place. At shutdown it is
+                // left unacknowledged, and closing the channel returns it to the queue.
+                let outcome = retry_in_place(stopping.triggered(), || async {
                     match handler(incoming.clone()).await {
-                        Outcome::Requeue => {}
-                        settled => break Some(settled),
+                        Outcome::Requeue => None,
+                        settled => Some(settled),
                     }
-                    tokio::select! {
-                        _ = tokio::time::sleep(pause) => {}
-                        _ = stopping.triggered() => break None,
-                    }
-                    pause = (pause * 2).min(MAX_RETRY_PAUSE);
-                };
+                })
+                .await;
                 let settled = match outcome {
                     Some(Outcome::Reject) => acker.reject(BasicRejectOptions { requeue: false }).await,
                     Some(_) => acker.ack(BasicAckOptions::default()).await,

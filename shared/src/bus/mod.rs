@@ -31,7 +31,7 @@ use lapin::{
 };
 use tokio::sync::{Mutex, watch};
 
-pub use consume::{ConsumeOptions, Incoming, Outcome, kind_of};
+pub use consume::{ConsumeOptions, Incoming, Outcome, kind_of, retry_in_place};
 pub use envelope::{BusMessage, DecodeError, Envelope};
 pub use rpc::{PendingReply, Request, RequestError};
 pub use topology::QueueSpec;
