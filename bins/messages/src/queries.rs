@@ -1,12 +1,9 @@
 //! Requests any copy answers (competing consumers, no ordering needed): membership for the
 //! edges' `conversation:join`, `messages:sync` pages, and conversation creation.
 
-use std::{
-    collections::HashSet,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
-    },
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, AtomicUsize, Ordering},
 };
 
 use switchboard::{
@@ -21,7 +18,6 @@ use switchboard::{
         client::{Empty, MessagesPage},
     },
     db::Database,
-    sync::lock,
 };
 use uuid::Uuid;
 
@@ -34,7 +30,7 @@ pub fn serve(bus: &Bus, database: &Database) -> Serving {
     let queue = |name: &str, key: &str| {
         QueueSpec::durable(name).bind(topology::EVENTS_TOPIC, key).message_ttl_ms(REQUEST_TTL_MS)
     };
-    let serving = Serving::default();
+    let mut serving = Serving::default();
     let db = database.clone();
     bus.serve(
         queue("messages.membership", topology::keys::MEMBERSHIP_QUERY),
@@ -87,24 +83,30 @@ pub fn serve(bus: &Bus, database: &Database) -> Serving {
 /// unroutable and be answered `unavailable`, so the worker does not call itself ready.
 #[derive(Clone, Default)]
 pub struct Serving {
-    started: Arc<Mutex<HashSet<usize>>>,
-    consumers: Arc<AtomicUsize>,
+    /// Consumers that have started at least once.
+    started: Arc<AtomicUsize>,
+    /// Consumers set up by [`serve`].
+    consumers: usize,
 }
 
 impl Serving {
-    fn options(&self, concurrency: usize) -> ConsumeOptions {
-        let index = self.consumers.fetch_add(1, Ordering::Relaxed);
+    fn options(&mut self, concurrency: usize) -> ConsumeOptions {
+        self.consumers += 1;
         let started = self.started.clone();
+        // A consumer restarts after a channel loss; only its first start counts.
+        let first = AtomicBool::new(true);
         ConsumeOptions {
             on_start: Some(Arc::new(move || {
-                lock(&started).insert(index);
+                if first.swap(false, Ordering::Relaxed) {
+                    started.fetch_add(1, Ordering::Relaxed);
+                }
             })),
             ..ConsumeOptions::concurrent(concurrency)
         }
     }
 
     pub fn all_started(&self) -> bool {
-        lock(&self.started).len() == self.consumers.load(Ordering::Relaxed)
+        self.started.load(Ordering::Relaxed) == self.consumers
     }
 }
 
