@@ -23,10 +23,10 @@
 use serde::Serialize;
 
 use crate::{
-    bus::{Bus, BusError, Durability, topology},
+    bus::{Bus, BusError, Durability, RequestError, topology},
     contract::{
-        MatchId, NotificationId, Room, UserId,
-        bus::{CreateNotification, Deliver, EventName, MatchCreated},
+        ConversationId, MatchId, NotificationId, Room, UserId,
+        bus::{CreateConversation, CreateNotification, Deliver, EventName, MatchCreated},
     },
 };
 
@@ -84,6 +84,19 @@ fn addressing(deliver: &Deliver) -> Option<(&'static str, String, Vec<String>)> 
     let (first, others) = deliver.rooms.split_first()?;
     let (exchange, key) = route(first);
     Some((exchange, key, others.iter().map(|room| route(room).1).collect()))
+}
+
+/// Creates a conversation and returns its id once it is stored (contract section 6). With a
+/// `match_id`, the same match always gives the same conversation. Waits at most `timeout`;
+/// `RequestError::Timeout` means it may or may not exist.
+pub async fn create_conversation(
+    bus: &Bus,
+    create: &CreateConversation,
+    timeout: std::time::Duration,
+) -> Result<ConversationId, RequestError> {
+    let created =
+        bus.request(topology::EVENTS_TOPIC, topology::keys::CREATE_CONVERSATION, create, timeout).await?;
+    Ok(created.conversation_id)
 }
 
 /// Announces a match (contract section 6): the notifier makes one conversation between the

@@ -174,18 +174,11 @@ async fn create_conversation(
     let request: CreateConversationRequest = parse(&body)?;
     let command = CreateConversation { participants: request.participants, match_id: None };
     command.check().map_err(ApiError::invalid)?;
-    let created = app
-        .bus
-        .request(
-            topology::EVENTS_TOPIC,
-            topology::keys::CREATE_CONVERSATION,
-            &command,
-            app.config.ack_timeout(),
-        )
+    let conversation_id = backend::create_conversation(&app.bus, &command, app.config.ack_timeout())
         .await
         .map_err(ApiError::from_request)?;
     metrics::counter!("edge_ingress_total", "route" => "conversations").increment(1);
-    Ok((StatusCode::CREATED, Json(json!({ "conversationId": created.conversation_id }))))
+    Ok((StatusCode::CREATED, Json(json!({ "conversationId": conversation_id }))))
 }
 
 #[derive(Deserialize)]

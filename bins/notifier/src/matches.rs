@@ -8,7 +8,7 @@
 
 use chrono::{DateTime, SubsecRound, Utc};
 use switchboard::{
-    backend::deliver,
+    backend::{self, deliver},
     bus::{BusMessage, Durability, Incoming, Outcome, topology},
     contract::{
         ConversationId, MatchId, NotificationId, Room, UserId,
@@ -100,23 +100,16 @@ async fn matched(notifier: &Notifier, created: MatchCreated) -> Result<(), Strin
         None => {
             let create =
                 CreateConversation { participants: users.to_vec(), match_id: Some(created.match_id.clone()) };
-            let made = notifier
-                .bus
-                .request(
-                    topology::EVENTS_TOPIC,
-                    topology::keys::CREATE_CONVERSATION,
-                    &create,
-                    notifier.timeout,
-                )
+            let made = backend::create_conversation(&notifier.bus, &create, notifier.timeout)
                 .await
                 .map_err(|e| format!("creating the conversation: {e}"))?;
             sqlx::query("UPDATE matches SET conversation_id = $2 WHERE match_id = $1")
                 .bind(created.match_id.as_str())
-                .bind(made.conversation_id.0)
+                .bind(made.0)
                 .execute(notifier.database.pool())
                 .await
                 .map_err(|e| e.to_string())?;
-            made.conversation_id
+            made
         }
     };
     for (me, other) in [(&users[0], &users[1]), (&users[1], &users[0])] {

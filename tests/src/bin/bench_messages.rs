@@ -15,7 +15,7 @@
 use std::{sync::Arc, time::Instant};
 
 use switchboard::{
-    Bus, Config, Shutdown,
+    Bus, Config, Shutdown, backend,
     bus::topology::{EVENTS_TOPIC, keys},
     contract::{
         ConversationId,
@@ -50,9 +50,7 @@ async fn main() -> anyhow::Result<()> {
             participants: vec![format!("a{i}").parse()?, format!("b{i}").parse()?],
             match_id: None,
         };
-        ids.push(
-            bus.request(EVENTS_TOPIC, keys::CREATE_CONVERSATION, &create, timeout).await?.conversation_id,
-        );
+        ids.push(backend::create_conversation(&bus, &create, timeout).await?);
     }
     // Let every copy take its share of the shards before timing.
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
