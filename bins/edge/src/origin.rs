@@ -21,33 +21,33 @@ use axum::{
 use switchboard::config::AllowedOrigins;
 
 pub async fn check(State(origins): State<Arc<AllowedOrigins>>, request: Request, next: Next) -> Response {
-    if request.uri().path().starts_with("/socket.io") {
-        let origin = request.headers().get(header::ORIGIN).map(|o| o.to_str().unwrap_or("\u{0}"));
-        if !origins.allows(origin) {
-            tracing::info!(origin = ?origin, "refused a handshake from a foreign origin");
-            metrics::counter!("edge_connect_refused_total", "reason" => "origin").increment(1);
-            return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
-        }
-        if let Some(origin) = request.headers().get(header::ORIGIN).cloned() {
-            if request.method() == Method::OPTIONS {
-                let mut response = StatusCode::NO_CONTENT.into_response();
-                let headers = response.headers_mut();
-                allow(headers, origin);
-                headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST"));
-                let asked = request.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS).cloned();
-                headers.insert(
-                    header::ACCESS_CONTROL_ALLOW_HEADERS,
-                    asked.unwrap_or(HeaderValue::from_static("content-type")),
-                );
-                headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
-                return response;
-            }
-            let mut response = next.run(request).await;
-            allow(response.headers_mut(), origin);
-            return response;
-        }
+    if !request.uri().path().starts_with("/socket.io") {
+        return next.run(request).await;
     }
-    next.run(request).await
+    let Some(origin) = request.headers().get(header::ORIGIN).cloned() else {
+        return next.run(request).await;
+    };
+    if !origins.allows(Some(origin.to_str().unwrap_or("\u{0}"))) {
+        tracing::info!(?origin, "refused a handshake from a foreign origin");
+        metrics::counter!("edge_connect_refused_total", "reason" => "origin").increment(1);
+        return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
+    }
+    if request.method() == Method::OPTIONS {
+        let mut response = StatusCode::NO_CONTENT.into_response();
+        let headers = response.headers_mut();
+        allow(headers, origin);
+        headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST"));
+        let asked = request.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS).cloned();
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            asked.unwrap_or(HeaderValue::from_static("content-type")),
+        );
+        headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+        return response;
+    }
+    let mut response = next.run(request).await;
+    allow(response.headers_mut(), origin);
+    response
 }
 
 /// The headers that let a page on `origin` read the answer, cookies included. The origin is
