@@ -49,6 +49,23 @@ pub fn now_micros() -> u64 {
     START.get_or_init(Instant::now).elapsed().as_micros() as u64
 }
 
+/// A message content that carries its send time: `<micros> <n> `, padded with `x` to `chars`.
+/// Returns the send time too.
+pub fn stamped(n: u64, chars: usize) -> (u64, String) {
+    let sent = now_micros();
+    let mut content = format!("{sent} {n} ");
+    while content.len() < chars {
+        content.push('x');
+    }
+    (sent, content)
+}
+
+/// How long ago the content made by [`stamped`] was sent, in microseconds.
+pub fn age_micros(content: &str) -> Option<u64> {
+    let sent: u64 = content.split(' ').next()?.parse().ok()?;
+    Some(now_micros().saturating_sub(sent))
+}
+
 /// Which processes to account for, by name in the report.
 #[derive(Clone, Debug)]
 pub enum Select {

@@ -244,7 +244,6 @@ fn on_message(shared: &Shared, conversation: &Mutex<Conversation>, data: &RawVal
         content: Cow<'a, str>,
     }
     let Ok(message) = serde_json::from_str::<New>(data.get()) else { return };
-    let now = measure::now_micros();
     {
         let mut c = conversation.lock().expect("not poisoned");
         if message.seq != c.last_seq + 1 {
@@ -257,9 +256,9 @@ fn on_message(shared: &Shared, conversation: &Mutex<Conversation>, data: &RawVal
     }
     shared.delivered.fetch_add(1, Relaxed);
     if shared.measuring.load(Relaxed)
-        && let Some(sent) = message.content.split(' ').next().and_then(|t| t.parse::<u64>().ok())
+        && let Some(age) = measure::age_micros(&message.content)
     {
-        shared.latency.lock().expect("not poisoned").record_micros(now.saturating_sub(sent));
+        shared.latency.lock().expect("not poisoned").record_micros(age);
     }
 }
 
@@ -282,11 +281,7 @@ const OPEN_LOOP_CAP: usize = 512;
 
 impl Sender {
     async fn send_one(&self, n: u64) {
-        let sent = measure::now_micros();
-        let mut content = format!("{sent} {n} ");
-        while content.len() < self.content_chars {
-            content.push('x');
-        }
+        let (sent, content) = measure::stamped(n, self.content_chars);
         let payload = json!({
             "conversationId": self.conversation_id,
             "content": content,

@@ -93,7 +93,6 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<FanoutReport> {
                 content: &'a str,
             }
             let Ok(message) = serde_json::from_str::<New>(data.get()) else { return };
-            let now = measure::now_micros();
             let mut s = seen.lock().expect("not poisoned");
             if message.seq <= s.last_seq {
                 s.duplicated += 1;
@@ -107,9 +106,9 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<FanoutReport> {
             drop(s);
             delivered.fetch_add(1, Relaxed);
             if measuring.load(Relaxed)
-                && let Some(sent) = message.content.split(' ').next().and_then(|t| t.parse::<u64>().ok())
+                && let Some(age) = measure::age_micros(message.content)
             {
-                latency.lock().expect("not poisoned").record_micros(now.saturating_sub(sent));
+                latency.lock().expect("not poisoned").record_micros(age);
             }
         })
     })
@@ -124,7 +123,7 @@ pub async fn run(args: FanoutArgs) -> anyhow::Result<FanoutReport> {
         let acked = &acked;
         let conversation_id = &conversation_id;
         async move {
-            let content = format!("{} {n}", measure::now_micros());
+            let (_, content) = measure::stamped(n, 0);
             let payload = json!({ "conversationId": conversation_id, "content": content });
             if let Ok(reply) = sender.ask("message:send", &payload).await
                 && reply.contains("\"success\":true")
