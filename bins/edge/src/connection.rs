@@ -220,8 +220,12 @@ const WS_READ_BUFFER: usize = 1024;
 /// The engine keeps every socket's request head for the socket's whole life. As hyper parses
 /// them, the URI and the header values are views into the connection's read buffer (16 KiB),
 /// so keeping them keeps the whole buffer: most of an idle socket's memory. axum's
-/// `OriginalUri` is another such view, so it is replaced too.
+/// `OriginalUri` is another such view, so it is replaced too. Only a request that opens a
+/// session (no `sid` yet) is kept; every later poll or upgrade passes untouched.
 async fn detach_request_head(mut request: axum::extract::Request) -> axum::extract::Request {
+    if request.uri().query().is_some_and(|q| q.split('&').any(|pair| pair.starts_with("sid="))) {
+        return request;
+    }
     use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri};
     let copy_uri = |uri: &Uri| Uri::try_from(uri.to_string()).unwrap_or_else(|_| uri.clone());
     let uri = copy_uri(request.uri());
