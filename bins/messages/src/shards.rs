@@ -9,10 +9,7 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use futures::{FutureExt, StreamExt};
-use lapin::{
-    options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions},
-    types::FieldTable,
-};
+use lapin::options::BasicAckOptions;
 use sqlx::{Connection, PgConnection};
 use switchboard::{
     Bus, Shutdown,
@@ -188,18 +185,7 @@ async fn consume_once(
     shard: u32,
     stop: &CancellationToken,
 ) -> Result<(), BusError> {
-    let channel = bus.channel().await?;
-    channel.basic_qos(BATCH as u16, BasicQosOptions::default()).await?;
-    let queue = shard_queue(shard);
-    bus.declare(&channel, &queue).await?;
-    let mut consumer = channel
-        .basic_consume(
-            queue.name.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let (channel, mut consumer) = bus.open_consumer(&shard_queue(shard), BATCH as u16).await?;
     let result = loop {
         let first = tokio::select! {
             next = consumer.next() => next,

@@ -137,6 +137,29 @@ impl Bus {
         });
     }
 
+    /// A new channel with `prefetch`, `queue` declared on it, and a consumer of the queue
+    /// (manual acks). For consumers that settle deliveries their own way (the message shards'
+    /// batches); [`Bus::consume`] covers the rest.
+    pub async fn open_consumer(
+        &self,
+        queue: &QueueSpec,
+        prefetch: u16,
+    ) -> Result<(lapin::Channel, lapin::Consumer), BusError> {
+        let channel = self.channel().await?;
+        channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
+        self.declare(&channel, queue).await?;
+        let consumer = channel
+            .basic_consume(
+                queue.name.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        tracing::debug!(queue = %queue.name, "consuming");
+        Ok((channel, consumer))
+    }
+
     /// One life of a consumer: returns `Ok` at shutdown, `Err` when the channel died.
     async fn consume_once<H, F>(
         &self,
@@ -148,19 +171,8 @@ impl Bus {
         H: Fn(Incoming) -> F + Send + Sync + 'static,
         F: Future<Output = Outcome> + Send + 'static,
     {
-        let channel = self.channel().await?;
         let prefetch = options.prefetch.unwrap_or(self.inner.prefetch);
-        channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
-        self.declare(&channel, queue).await?;
-        let mut consumer = channel
-            .basic_consume(
-                queue.name.as_str().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        tracing::debug!(queue = %queue.name, "consuming");
+        let (channel, mut consumer) = self.open_consumer(queue, prefetch).await?;
         if let Some(on_start) = &options.on_start {
             on_start();
         }
