@@ -26,7 +26,10 @@ use crate::{
     bus::{Bus, BusError, Durability, RequestError, topology},
     contract::{
         ConversationId, MatchId, NotificationId, Room, UserId,
-        bus::{CreateConversation, CreateNotification, Deliver, EventName, MatchCreated},
+        bus::{
+            CreateConversation, CreateNotification, Deliver, EventName, MatchCreated, NotificationData,
+            NotificationKind, NotificationText, NotificationTitle,
+        },
     },
 };
 
@@ -112,24 +115,18 @@ pub async fn publish_match(
 }
 
 /// Puts a notification in a user's inbox; it is delivered as `notification:new` now or at the
-/// user's next connect. Returns its id.
+/// user's next connect. Returns its id. The texts are checked when they are made (`"Hi".parse()`),
+/// by the contract's text rules.
 pub async fn notify(
     bus: &Bus,
     user_id: &UserId,
-    kind: &str,
-    title: &str,
-    message: &str,
-    data: Option<serde_json::Value>,
+    kind: NotificationKind,
+    title: NotificationTitle,
+    message: NotificationText,
+    data: Option<NotificationData>,
 ) -> Result<NotificationId, BusError> {
     let id = NotificationId::new();
-    let create = CreateNotification {
-        id,
-        user_id: user_id.clone(),
-        kind: kind.to_owned(),
-        title: title.to_owned(),
-        message: message.to_owned(),
-        data,
-    };
+    let create = CreateNotification { id, user_id: user_id.clone(), kind, title, message, data };
     bus.publish(topology::EVENTS_TOPIC, topology::keys::NOTIFICATION_CREATE, &create, Durability::Confirmed)
         .await?;
     Ok(id)

@@ -117,3 +117,41 @@ impl Database {
         self.pool.close().await;
     }
 }
+
+/// Whether trying the same statement again later may succeed: the database was unreachable,
+/// busy, restarting, or chose this transaction as a deadlock or serialization victim. Every
+/// other failure is permanent for the data that caused it (a value PostgreSQL refuses, a
+/// constraint, a statement it cannot run) and retrying it would fail the same way for ever, so
+/// a consumer refuses or parks that one message instead (see `bus::Outcome`).
+pub fn is_transient(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(error) => {
+            let code = error.code();
+            let code = code.as_deref().unwrap_or("");
+            // 08 connection exception, 40 transaction rollback (deadlock, serialization),
+            // 53 insufficient resources, 57 operator intervention (shutdown, cancel), 58 system
+            // error; 55P03 lock not available.
+            matches!(code.get(..2), Some("08" | "40" | "53" | "57" | "58")) || code == "55P03"
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_trouble_is_transient_and_bad_data_is_not() {
+        assert!(is_transient(&sqlx::Error::PoolTimedOut));
+        assert!(is_transient(&sqlx::Error::Io(std::io::Error::other("reset"))));
+        assert!(!is_transient(&sqlx::Error::RowNotFound));
+        assert!(!is_transient(&sqlx::Error::ColumnNotFound("x".into())));
+    }
+}

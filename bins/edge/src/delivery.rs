@@ -28,10 +28,7 @@ use std::{collections::HashMap, str::FromStr, sync::Arc, time::Duration};
 use futures::{FutureExt, StreamExt};
 use lapin::{
     Channel,
-    options::{
-        BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions, QueueBindOptions,
-        QueueDeleteOptions,
-    },
+    options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueBindOptions, QueueDeleteOptions},
     types::FieldTable,
 };
 use socketioxide::{SocketIo, socket::Sid};
@@ -224,9 +221,11 @@ impl Deliveries {
                     work.await;
                     delivery.acker.ack(BasicAckOptions::default()).await
                 }
+                // Never deliverable: parked, then acknowledged, so the queue goes on. If the
+                // broker cannot take it now, the channel is gone and the delivery with it.
                 Err(error) => {
-                    tracing::warn!(%error, "dropping an undeliverable message");
-                    delivery.acker.reject(BasicRejectOptions { requeue: false }).await
+                    self.bus.dead_letter(&self.queue, &delivery, &error.into()).await?;
+                    delivery.acker.ack(BasicAckOptions::default()).await
                 }
             };
             if let Err(error) = settled {

@@ -24,7 +24,10 @@ use switchboard::{
     config::Secret,
     contract::{
         AckError, ErrorCode, MatchId, NotificationId, Room, UserId,
-        bus::{CreateConversation, CreateNotification, Deliver, EventName, MatchCreated, Unmatch},
+        bus::{
+            CreateConversation, CreateNotification, Deliver, EventName, MatchCreated, NotificationData,
+            NotificationKind, NotificationText, NotificationTitle, Unmatch,
+        },
     },
 };
 
@@ -119,9 +122,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Parses a JSON body into `T`, answering the contract's 400 on any failure.
+/// Parses a JSON body into `T`, answering the contract's 400 on any failure; a body that is not
+/// a JSON object (an array, a string) is such a failure.
 pub fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::invalid(e.to_string()))
+    switchboard::contract::object::from_slice(body).map_err(|e| ApiError::invalid(e.to_string()))
 }
 
 #[derive(Deserialize)]
@@ -239,14 +243,15 @@ async fn remove_match(
 struct NotificationRequest {
     user_id: UserId,
     #[serde(rename = "type")]
-    kind: String,
-    title: String,
-    message: String,
+    kind: NotificationKind,
+    title: NotificationTitle,
+    message: NotificationText,
     #[serde(default)]
-    data: Option<Value>,
+    data: Option<NotificationData>,
 }
 
-/// `POST /api/v1/notifications`: `{ userId, type, title, message, data? }`; 202 `{ id }`.
+/// `POST /api/v1/notifications`: `{ userId, type, title, message, data? }`; 202 `{ id }`. The
+/// texts follow the contract's text rules (`switchboard::contract::text`).
 async fn create_notification(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
@@ -254,14 +259,6 @@ async fn create_notification(
 ) -> Result<impl IntoResponse, ApiError> {
     authorize(&app.ingress_keys, &headers)?;
     let request: NotificationRequest = parse(&body)?;
-    for (field, value, max) in
-        [("type", &request.kind, 64), ("title", &request.title, 200), ("message", &request.message, 4000)]
-    {
-        let length = value.trim().chars().count();
-        if length == 0 || length > max {
-            return Err(ApiError::invalid(format!("{field} must be 1 to {max} characters")));
-        }
-    }
     let id = NotificationId::new();
     let create = CreateNotification {
         id,

@@ -1,6 +1,6 @@
 //! One batch of chat commands (`message.send`, `message.read`) from one shard: one
 //! transaction, then fan-out, replies, and the caller's acknowledgement (see the crate docs
-//! for why in that order).
+//! for why in that order). What happens to one bad command in a batch: see [`handle`].
 
 use std::collections::{HashMap, HashSet};
 
@@ -9,21 +9,29 @@ use lapin::{BasicProperties, message::Delivery};
 use switchboard::{
     Bus,
     backend::deliver,
-    bus::{BusMessage, Durability, Envelope},
+    bus::{BusError, BusMessage, Durability, Envelope, Poison},
     contract::{
         AckError, ConversationId, ErrorCode, MessageId, Room, UserId,
         bus::{Deliver, MarkRead, SendMessage},
         client::{Empty, MessageSent},
         server::{MessageNew, MessageReadEvent, ServerEvent},
     },
-    db::Database,
+    db::{Database, is_transient},
 };
 use uuid::Uuid;
 
-/// A decoded command and where its answer goes.
+/// A decoded command and the delivery it came in (where its answer goes).
 enum Command<'a> {
-    Send { command: SendMessage, id: Uuid, props: &'a BasicProperties, redelivered: bool },
-    Read { command: MarkRead, props: &'a BasicProperties },
+    Send { command: SendMessage, id: Uuid, delivery: &'a Delivery },
+    Read { command: MarkRead, delivery: &'a Delivery },
+}
+
+impl Command<'_> {
+    fn delivery(&self) -> &Delivery {
+        match self {
+            Command::Send { delivery, .. } | Command::Read { delivery, .. } => delivery,
+        }
+    }
 }
 
 /// What the transaction decided for one send.
@@ -39,29 +47,42 @@ enum SendOutcome {
     Refused(AckError),
 }
 
-/// Handles a batch. `Err` means nothing was committed and the batch should be retried.
-pub async fn handle(bus: &Bus, database: &Database, deliveries: &[Delivery]) -> Result<(), sqlx::Error> {
+/// Why a batch must be tried again: nothing of it was answered or acknowledged.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error("the database is unavailable: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
+/// Handles a batch from the shard queue `queue`. `Err` means the database or the broker is
+/// away: the batch should be tried again (what was committed before the error is found again
+/// by its command ids, so nothing is stored twice).
+///
+/// One bad command never holds up the others. A command that cannot be read (or of a kind
+/// this queue does not carry) is answered `invalid` when its kind is known and parked in the
+/// dead-letter queue before anything else happens. A batch the database refuses for a reason
+/// that is not transient is stored again one command at a time: the command the database
+/// refuses is answered `invalid` and parked, and every other one is stored as usual.
+pub async fn handle(
+    bus: &Bus,
+    database: &Database,
+    queue: &str,
+    deliveries: &[Delivery],
+) -> Result<(), BatchError> {
     // PostgreSQL keeps microseconds: the ack and the stored row must show the same instant.
     let now = Utc::now().trunc_subsecs(6);
     let mut commands = Vec::with_capacity(deliveries.len());
     for delivery in deliveries {
-        let kind = switchboard::bus::kind_of(delivery).unwrap_or_default();
-        let decoded = match kind.as_str() {
-            SendMessage::KIND => Envelope::<SendMessage>::decode(&delivery.data).map(|e| {
-                (
-                    e.data.expires_at,
-                    Command::Send {
-                        command: e.data,
-                        id: e.id,
-                        props: &delivery.properties,
-                        redelivered: delivery.redelivered,
-                    },
-                )
-            }),
-            MarkRead::KIND => Envelope::<MarkRead>::decode(&delivery.data)
-                .map(|e| (e.data.expires_at, Command::Read { command: e.data, props: &delivery.properties })),
+        let kind = switchboard::bus::kind_of(delivery);
+        let decoded = match kind.as_deref() {
+            Some(SendMessage::KIND) => Envelope::<SendMessage>::decode(&delivery.data)
+                .map(|e| (e.data.expires_at, Command::Send { command: e.data, id: e.id, delivery })),
+            Some(MarkRead::KIND) => Envelope::<MarkRead>::decode(&delivery.data)
+                .map(|e| (e.data.expires_at, Command::Read { command: e.data, delivery })),
             other => {
-                tracing::warn!(kind = other, "dropping an unknown command");
+                bus.dead_letter(queue, delivery, &Poison::unknown_kind(other)).await?;
                 continue;
             }
         };
@@ -71,26 +92,73 @@ pub async fn handle(bus: &Bus, database: &Database, deliveries: &[Delivery]) -> 
                 metrics::counter!("messages_expired_total").increment(1)
             }
             Ok((_, command)) => commands.push(command),
-            Err(error) => tracing::warn!(%error, "dropping a malformed command"),
+            Err(error) => {
+                bus.dead_letter(queue, delivery, &error.into()).await?;
+                let refusal = AckError::invalid("the command could not be read");
+                match kind.as_deref() {
+                    Some(SendMessage::KIND) => {
+                        bus.reply::<SendMessage>(&delivery.properties, Err(refusal)).await
+                    }
+                    _ => bus.reply::<MarkRead>(&delivery.properties, Err(refusal)).await,
+                }
+            }
         }
     }
     if commands.is_empty() {
         return Ok(());
     }
     let started = std::time::Instant::now();
-    let outcome = match store(database, &commands, now, false).await {
-        Ok(outcome) => outcome,
-        // A unique violation means another writer stored one of these commands meanwhile
-        // (possible only while shard ownership moves): a second pass finds those rows.
-        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
-            store(database, &commands, now, true).await?
+    let error = match store_once(database, &commands, now).await {
+        Ok(decisions) => {
+            metrics::histogram!("messages_batch_seconds").record(started.elapsed().as_secs_f64());
+            metrics::histogram!("messages_batch_size").record(commands.len() as f64);
+            publish(bus, &commands, decisions).await;
+            return Ok(());
         }
-        Err(error) => return Err(error),
+        Err(error) => error,
     };
-    metrics::histogram!("messages_batch_seconds").record(started.elapsed().as_secs_f64());
-    metrics::histogram!("messages_batch_size").record(commands.len() as f64);
-    publish(bus, &commands, outcome).await;
+    if is_transient(&error) {
+        return Err(error.into());
+    }
+    if commands.len() == 1 {
+        return refuse(bus, queue, &commands, error).await;
+    }
+    tracing::warn!(%error, commands = commands.len(), "the database refused a batch; storing its commands one by one");
+    for one in commands.chunks(1) {
+        match store_once(database, one, now).await {
+            Ok(decisions) => publish(bus, one, decisions).await,
+            Err(error) if is_transient(&error) => return Err(error.into()),
+            Err(error) => refuse(bus, queue, one, error).await?,
+        }
+    }
     Ok(())
+}
+
+/// One command whose data the database refuses for good: answered `invalid` and parked in the
+/// dead-letter queue for an operator to look at.
+async fn refuse(bus: &Bus, queue: &str, one: &[Command<'_>], error: sqlx::Error) -> Result<(), BatchError> {
+    for command in one {
+        bus.dead_letter(queue, command.delivery(), &Poison::refused(&error)).await?;
+    }
+    metrics::counter!("messages_refused_total").increment(one.len() as u64);
+    publish(bus, one, Decisions::refused(one)).await;
+    Ok(())
+}
+
+/// [`store`], and a second, thorough pass after a unique violation: another writer stored one
+/// of these commands meanwhile (possible only while shard ownership moves), and the second
+/// pass finds those rows.
+async fn store_once(
+    database: &Database,
+    commands: &[Command<'_>],
+    now: DateTime<Utc>,
+) -> Result<Decisions, sqlx::Error> {
+    match store(database, commands, now, false).await {
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
+            store(database, commands, now, true).await
+        }
+        other => other,
+    }
 }
 
 /// What the transaction decided, in command order.
@@ -98,6 +166,21 @@ struct Decisions {
     sends: Vec<SendOutcome>,
     reads: Vec<Result<MessageReadEvent, AckError>>,
     participants: HashMap<ConversationId, Vec<UserId>>,
+}
+
+impl Decisions {
+    /// Every command refused as `invalid`: the database will not store its data.
+    fn refused(commands: &[Command<'_>]) -> Self {
+        let refusal = || AckError::invalid("the message could not be stored");
+        let mut decisions = Decisions { sends: Vec::new(), reads: Vec::new(), participants: HashMap::new() };
+        for command in commands {
+            match command {
+                Command::Send { .. } => decisions.sends.push(SendOutcome::Refused(refusal())),
+                Command::Read { .. } => decisions.reads.push(Err(refusal())),
+            }
+        }
+        decisions
+    }
 }
 
 async fn store(
@@ -138,13 +221,14 @@ async fn store(
     // command delivered for the first time cannot have been stored, so only redeliveries are
     // looked up by id, unless this is the second pass after a unique violation.
     let mut command_ids = Vec::new();
-    let (mut retry_senders, mut retry_ids) = (Vec::new(), Vec::new());
+    let (mut retry_conversations, mut retry_senders, mut retry_ids) = (Vec::new(), Vec::new(), Vec::new());
     for command in commands {
-        if let Command::Send { command, id, redelivered, .. } = command {
-            if *redelivered || thorough {
+        if let Command::Send { command, id, delivery } = command {
+            if delivery.redelivered || thorough {
                 command_ids.push(*id);
             }
             if let Some(cmid) = &command.client_message_id {
+                retry_conversations.push(command.conversation_id.0);
                 retry_senders.push(command.sender_id.to_string());
                 retry_ids.push(cmid.as_str().to_owned());
             }
@@ -166,9 +250,11 @@ async fn store(
         existing.extend(
             sqlx::query_as::<_, StoredRow>(
                 "SELECT m.id, m.conversation_id, m.seq, m.sender_id, m.content, m.client_message_id, m.command_id, m.created_at \
-                 FROM UNNEST($1::text[], $2::text[]) AS r(sender_id, client_message_id) \
-                 JOIN messages m ON m.sender_id = r.sender_id AND m.client_message_id = r.client_message_id",
+                 FROM UNNEST($1::uuid[], $2::text[], $3::text[]) AS r(conversation_id, sender_id, client_message_id) \
+                 JOIN messages m ON m.conversation_id = r.conversation_id AND m.sender_id = r.sender_id \
+                  AND m.client_message_id = r.client_message_id",
             )
+            .bind(&retry_conversations)
             .bind(&retry_senders)
             .bind(&retry_ids)
             .fetch_all(&mut *tx)
@@ -176,10 +262,12 @@ async fn store(
         );
     }
     let mut by_command: HashMap<Uuid, MessageNew> = HashMap::new();
-    let mut by_client_id: HashMap<(String, String), MessageNew> = HashMap::new();
+    // A retry key: the same sender's same clientMessageId in the same conversation.
+    type RetryKey = (Uuid, String, String);
+    let mut by_client_id: HashMap<RetryKey, MessageNew> = HashMap::new();
     for row in existing {
         let command_id = row.command_id;
-        let key = row.client_message_id.clone().map(|c| (row.sender_id.clone(), c));
+        let key = row.client_message_id.clone().map(|c| (row.conversation_id, row.sender_id.clone(), c));
         let message = row.into_message();
         if let Some(key) = key {
             by_client_id.insert(key, message.clone());
@@ -196,22 +284,25 @@ async fn store(
     let mut plans = Vec::new();
     let mut new_messages: Vec<MessageNew> = Vec::new();
     let mut new_command_ids: Vec<Uuid> = Vec::new();
-    let mut in_batch: HashMap<(String, String), usize> = HashMap::new();
+    let mut in_batch: HashMap<RetryKey, usize> = HashMap::new();
     let mut per_conversation: HashMap<ConversationId, i64> = HashMap::new();
     for command in commands {
-        let Command::Send { command, id, redelivered, .. } = command else { continue };
+        let Command::Send { command, id, delivery } = command else { continue };
         if !member(&command.conversation_id, &command.sender_id) {
             plans.push(Plan::Done(SendOutcome::Refused(AckError::forbidden())));
             continue;
         }
         if let Some(message) = by_command.get(id) {
-            plans.push(Plan::Done(SendOutcome::Existing { message: message.clone(), fan_out: *redelivered }));
+            plans.push(Plan::Done(SendOutcome::Existing {
+                message: message.clone(),
+                fan_out: delivery.redelivered,
+            }));
             continue;
         }
         let retry_key = command
             .client_message_id
             .as_ref()
-            .map(|c| (command.sender_id.to_string(), c.as_str().to_owned()));
+            .map(|c| (command.conversation_id.0, command.sender_id.to_string(), c.as_str().to_owned()));
         if let Some(key) = &retry_key {
             if let Some(message) = by_client_id.get(key) {
                 plans.push(Plan::Done(SendOutcome::Existing { message: message.clone(), fan_out: false }));
@@ -376,7 +467,7 @@ async fn publish(bus: &Bus, commands: &[Command<'_>], decisions: Decisions) {
     let mut reads = reads.into_iter();
     for command in commands {
         match command {
-            Command::Send { command, props, .. } => {
+            Command::Send { command, delivery, .. } => {
                 let Some(outcome) = sends.next() else { break };
                 let (reply, message) = match outcome {
                     SendOutcome::Stored(message) => (Ok(sent(&message)), Some(message)),
@@ -395,9 +486,9 @@ async fn publish(bus: &Bus, commands: &[Command<'_>], decisions: Decisions) {
                     ));
                     metrics::counter!("messages_stored_total").increment(1);
                 }
-                replies.push(Reply::Send(props, reply));
+                replies.push(Reply::Send(&delivery.properties, reply));
             }
-            Command::Read { command, props } => {
+            Command::Read { command, delivery } => {
                 let Some(outcome) = reads.next() else { break };
                 if let Ok(read) = &outcome {
                     let rooms = rooms_of(participants.get(&read.conversation_id), Some(&read.user_id));
@@ -408,7 +499,7 @@ async fn publish(bus: &Bus, commands: &[Command<'_>], decisions: Decisions) {
                         command.reader_socket.clone(),
                     ));
                 }
-                replies.push(Reply::Read(props, outcome.map(|_| Empty {})));
+                replies.push(Reply::Read(&delivery.properties, outcome.map(|_| Empty {})));
             }
         }
     }

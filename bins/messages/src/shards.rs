@@ -185,7 +185,8 @@ async fn consume_once(
     shard: u32,
     stop: &CancellationToken,
 ) -> Result<(), BusError> {
-    let (channel, mut consumer) = bus.open_consumer(&shard_queue(shard), BATCH as u16).await?;
+    let queue = shard_queue(shard);
+    let (channel, mut consumer) = bus.open_consumer(&queue, BATCH as u16).await?;
     let result = loop {
         let first = tokio::select! {
             next = consumer.next() => next,
@@ -206,10 +207,11 @@ async fn consume_once(
         metrics::counter!("bus_consumed_total", "queue" => "messages.shard")
             .increment(deliveries.len() as u64);
         let last = deliveries.last().map(|d| d.acker.clone()).expect("a batch is never empty");
-        // The database unreachable means nothing was committed: the same batch is tried again
-        // in place. Commands that expire meanwhile are dropped by the retry itself.
+        // The database or the broker unreachable: the same batch is tried again in place (what
+        // was committed before is found by its command ids). Commands that expire meanwhile
+        // are dropped by the retry itself.
         let handled = retry_in_place(stop.cancelled(), || async {
-            match batch::handle(bus, database, &deliveries).await {
+            match batch::handle(bus, database, &queue.name, &deliveries).await {
                 Ok(()) => Some(()),
                 Err(error) => {
                     tracing::warn!(shard, %error, commands = deliveries.len(), "batch failed; retrying");

@@ -15,7 +15,7 @@ use switchboard::{
 };
 use uuid::Uuid;
 
-use crate::Notifier;
+use crate::{Failure, Notifier};
 
 /// A row of `notifications`, as this crate reads it.
 #[derive(sqlx::FromRow)]
@@ -61,10 +61,10 @@ pub async fn store(
     )))
     .bind(create.id.0)
     .bind(create.user_id.as_str())
-    .bind(&create.kind)
-    .bind(&create.title)
-    .bind(&create.message)
-    .bind(&create.data)
+    .bind(create.kind.as_str())
+    .bind(create.title.as_str())
+    .bind(create.message.as_str())
+    .bind(create.data.as_ref().map(|d| d.as_value()))
     .bind(now)
     .bind(match_id)
     .fetch_optional(notifier.database.pool())
@@ -88,20 +88,19 @@ pub async fn store(
 
 /// Pushes a stored notification to the user's sockets; marks it delivered if any edge took
 /// it. Not delivered stays in the inbox for the next connect.
-pub async fn push(notifier: &Notifier, notification: &NotificationNew) -> Result<(), String> {
+pub async fn push(notifier: &Notifier, notification: &NotificationNew) -> Result<(), Failure> {
     let delivery = Deliver::server_event(
         vec![Room::User(notification.user_id.clone())],
         NotificationNew::NAME,
         notification,
         None,
     );
-    let routed = deliver_routed(&notifier.bus, &delivery).await.map_err(|e| e.to_string())?;
+    let routed = deliver_routed(&notifier.bus, &delivery).await?;
     if routed {
         sqlx::query("UPDATE notifications SET delivered_at = now() WHERE id = $1 AND delivered_at IS NULL")
             .bind(notification.id.0)
             .execute(notifier.database.pool())
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         metrics::counter!("notifier_delivered_total").increment(1);
     } else {
         metrics::counter!("notifier_kept_total").increment(1);
@@ -109,28 +108,20 @@ pub async fn push(notifier: &Notifier, notification: &NotificationNew) -> Result
     Ok(())
 }
 
-/// `notification.create`: store, then deliver.
+/// `notification.create`: store, then deliver. A notification whose data the database refuses
+/// is parked in the dead-letter queue and the next one goes on.
 pub async fn handle_create(notifier: &Notifier, incoming: Incoming) -> Outcome {
     let create = match incoming.decode::<CreateNotification>() {
         Ok(envelope) => envelope.data,
-        Err(error) => {
-            tracing::warn!(%error, "dropping a malformed notification");
-            return Outcome::Reject;
-        }
+        Err(error) => return Outcome::DeadLetter(error.into()),
     };
-    let notification = match store(notifier, &create, None).await {
-        Ok(notification) => notification,
-        Err(error) => {
-            tracing::warn!(%error, "cannot store a notification; retrying");
-            return Outcome::Requeue;
-        }
+    let stored = async {
+        let notification = store(notifier, &create, None).await?;
+        push(notifier, &notification).await
     };
-    match push(notifier, &notification).await {
+    match stored.await {
         Ok(()) => Outcome::Ack,
-        Err(error) => {
-            tracing::warn!(%error, "cannot deliver a notification; retrying");
-            Outcome::Requeue
-        }
+        Err(failure) => failure.outcome("a notification"),
     }
 }
 
@@ -141,28 +132,24 @@ pub async fn handle_presence(notifier: &Notifier, incoming: Incoming) -> Outcome
     }
     let change = match incoming.decode::<PresenceChange>() {
         Ok(envelope) => envelope.data,
-        Err(_) => return Outcome::Reject,
+        Err(error) => return Outcome::DeadLetter(error.into()),
     };
     if !change.online {
         return Outcome::Ack;
     }
     match flush(notifier, &change.user_id).await {
         Ok(()) => Outcome::Ack,
-        Err(error) => {
-            tracing::warn!(%error, "cannot flush an inbox; retrying");
-            Outcome::Requeue
-        }
+        Err(failure) => failure.outcome("an inbox flush"),
     }
 }
 
-async fn flush(notifier: &Notifier, user: &UserId) -> Result<(), String> {
+async fn flush(notifier: &Notifier, user: &UserId) -> Result<(), Failure> {
     let waiting: Vec<NotificationRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM notifications WHERE user_id = $1 AND delivered_at IS NULL ORDER BY created_at, id LIMIT 500"
     )))
     .bind(user.as_str())
     .fetch_all(notifier.database.pool())
-    .await
-    .map_err(|e| e.to_string())?;
+    .await?;
     for notification in waiting.into_iter().filter_map(NotificationRow::into_event) {
         push(notifier, &notification).await?;
     }

@@ -35,10 +35,66 @@ use std::{sync::Arc, time::Duration};
 
 use switchboard::{
     Bus, Config, Role, Shutdown,
-    bus::{ConsumeOptions, QueueSpec, topology},
+    bus::{ConsumeOptions, Outcome, Poison, QueueSpec, topology},
     db::Database,
     service::Process,
 };
+
+/// Why a step of a handler failed, and so what becomes of its message.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// The database, the broker or the owner of conversations is away: the message is tried
+    /// again in place.
+    #[error("{0}")]
+    Retry(String),
+    /// The message's data is refused for good (the database rejects a value, a request is
+    /// answered `invalid`): trying again would fail the same way, so the message is parked in
+    /// the dead-letter queue and the queue goes on.
+    #[error("{0}")]
+    Refuse(String),
+}
+
+impl From<sqlx::Error> for Failure {
+    fn from(error: sqlx::Error) -> Self {
+        if switchboard::db::is_transient(&error) {
+            Failure::Retry(error.to_string())
+        } else {
+            Failure::Refuse(error.to_string())
+        }
+    }
+}
+
+impl From<switchboard::bus::BusError> for Failure {
+    fn from(error: switchboard::bus::BusError) -> Self {
+        Failure::Retry(error.to_string())
+    }
+}
+
+impl From<switchboard::bus::RequestError> for Failure {
+    fn from(error: switchboard::bus::RequestError) -> Self {
+        match error {
+            switchboard::bus::RequestError::Refused(refusal)
+                if refusal.code == switchboard::contract::ErrorCode::Invalid =>
+            {
+                Failure::Refuse(refusal.message)
+            }
+            other => Failure::Retry(other.to_string()),
+        }
+    }
+}
+
+impl Failure {
+    /// What becomes of the message whose handling failed this way.
+    pub fn outcome(self, what: &str) -> Outcome {
+        match self {
+            Failure::Retry(error) => {
+                tracing::warn!(%error, "{what} could not be handled now; retrying");
+                Outcome::Requeue
+            }
+            Failure::Refuse(error) => Outcome::DeadLetter(Poison::refused(error)),
+        }
+    }
+}
 
 /// What the handlers share.
 pub struct Notifier {

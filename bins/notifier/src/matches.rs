@@ -9,45 +9,38 @@
 use chrono::{DateTime, SubsecRound, Utc};
 use switchboard::{
     backend::{self, deliver},
-    bus::{BusMessage, Durability, Incoming, Outcome, topology},
+    bus::{BusMessage, Durability, Incoming, Outcome, Poison, topology},
     contract::{
         ConversationId, MatchId, NotificationId, Room, UserId,
-        bus::{CloseConversation, CreateConversation, CreateNotification, Deliver, MatchCreated, Unmatch},
+        bus::{
+            CloseConversation, CreateConversation, CreateNotification, Deliver, MatchCreated,
+            NotificationData, Unmatch,
+        },
         server::{MatchNew, MatchNotificationData, MatchRemoved, ServerEvent},
     },
 };
 use uuid::Uuid;
 
-use crate::{Notifier, inbox};
+use crate::{Failure, Notifier, inbox};
 
 pub async fn handle(notifier: &Notifier, incoming: Incoming) -> Outcome {
     let result = match incoming.kind().as_deref() {
         Some(MatchCreated::KIND) => match incoming.decode::<MatchCreated>() {
             Ok(envelope) => matched(notifier, envelope.data).await,
-            Err(error) => return malformed(error),
+            Err(error) => return Outcome::DeadLetter(error.into()),
         },
         Some(Unmatch::KIND) => match incoming.decode::<Unmatch>() {
             Ok(envelope) => unmatched(notifier, envelope.data.match_id).await,
-            Err(error) => return malformed(error),
+            Err(error) => return Outcome::DeadLetter(error.into()),
         },
-        other => {
-            tracing::warn!(kind = ?other, "dropping an unknown message on notifier.matches");
-            return Outcome::Reject;
-        }
+        other => return Outcome::DeadLetter(Poison::unknown_kind(other)),
     };
     match result {
         Ok(()) => Outcome::Ack,
-        Err(error) => {
-            // The database or the owner of conversations is away: try again later, in order.
-            tracing::warn!(%error, "a match could not be handled; retrying");
-            Outcome::Requeue
-        }
+        // Away (the database, the owner of conversations): tried again later, in order.
+        // Refused for good: parked, and the next match goes on.
+        Err(failure) => failure.outcome("a match"),
     }
-}
-
-fn malformed(error: impl std::fmt::Display) -> Outcome {
-    tracing::warn!(%error, "dropping a malformed match message");
-    Outcome::Reject
 }
 
 #[derive(sqlx::FromRow)]
@@ -60,17 +53,16 @@ struct MatchRow {
     removed_at: Option<DateTime<Utc>>,
 }
 
-async fn row(notifier: &Notifier, id: &MatchId) -> Result<Option<MatchRow>, String> {
-    sqlx::query_as(
+async fn row(notifier: &Notifier, id: &MatchId) -> Result<Option<MatchRow>, Failure> {
+    Ok(sqlx::query_as(
         "SELECT user_a, user_b, conversation_id, created_at, announced_at, removed_at FROM matches WHERE match_id = $1",
     )
     .bind(id.as_str())
     .fetch_optional(notifier.database.pool())
-    .await
-    .map_err(|e| e.to_string())
+    .await?)
 }
 
-async fn matched(notifier: &Notifier, created: MatchCreated) -> Result<(), String> {
+async fn matched(notifier: &Notifier, created: MatchCreated) -> Result<(), Failure> {
     let [first, second] = created.user_ids;
     if first == second {
         tracing::warn!(match_id = %created.match_id, "dropping a match of a user with themselves");
@@ -86,10 +78,9 @@ async fn matched(notifier: &Notifier, created: MatchCreated) -> Result<(), Strin
     .bind(b.as_str())
     .bind(at)
     .execute(notifier.database.pool())
-    .await
-    .map_err(|e| e.to_string())?;
+    .await?;
     let Some(stored) = row(notifier, &created.match_id).await? else {
-        return Err("the match row vanished".into());
+        return Err(Failure::Retry("the match row vanished".into()));
     };
     if stored.removed_at.is_some() || stored.announced_at.is_some() {
         return Ok(());
@@ -100,15 +91,12 @@ async fn matched(notifier: &Notifier, created: MatchCreated) -> Result<(), Strin
         None => {
             let create =
                 CreateConversation { participants: users.to_vec(), match_id: Some(created.match_id.clone()) };
-            let made = backend::create_conversation(&notifier.bus, &create, notifier.timeout)
-                .await
-                .map_err(|e| format!("creating the conversation: {e}"))?;
+            let made = backend::create_conversation(&notifier.bus, &create, notifier.timeout).await?;
             sqlx::query("UPDATE matches SET conversation_id = $2 WHERE match_id = $1")
                 .bind(created.match_id.as_str())
                 .bind(made.0)
                 .execute(notifier.database.pool())
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
             made
         }
     };
@@ -121,14 +109,16 @@ async fn matched(notifier: &Notifier, created: MatchCreated) -> Result<(), Strin
         let create = CreateNotification {
             id: NotificationId::new(),
             user_id: me.clone(),
-            kind: "match".into(),
-            title: "It's a match!".into(),
-            message: format!("You and {other} like each other."),
-            data: serde_json::to_value(data).ok(),
+            kind: text("match")?,
+            title: text("It's a match!")?,
+            message: text(&format!("You and {other} like each other."))?,
+            data: serde_json::to_value(data)
+                .ok()
+                .map(NotificationData::try_from)
+                .transpose()
+                .map_err(Failure::Refuse)?,
         };
-        let notification = inbox::store(notifier, &create, Some(created.match_id.as_str()))
-            .await
-            .map_err(|e| e.to_string())?;
+        let notification = inbox::store(notifier, &create, Some(created.match_id.as_str())).await?;
         let new = MatchNew {
             match_id: created.match_id.clone(),
             user_id: other.clone(),
@@ -141,13 +131,12 @@ async fn matched(notifier: &Notifier, created: MatchCreated) -> Result<(), Strin
     sqlx::query("UPDATE matches SET announced_at = now() WHERE match_id = $1")
         .bind(created.match_id.as_str())
         .execute(notifier.database.pool())
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     metrics::counter!("notifier_matches_total").increment(1);
     Ok(())
 }
 
-async fn unmatched(notifier: &Notifier, match_id: MatchId) -> Result<(), String> {
+async fn unmatched(notifier: &Notifier, match_id: MatchId) -> Result<(), Failure> {
     // Unknown or already removed: nothing to do.
     let Some(stored) = row(notifier, &match_id).await? else { return Ok(()) };
     if stored.removed_at.is_some() {
@@ -159,14 +148,12 @@ async fn unmatched(notifier: &Notifier, match_id: MatchId) -> Result<(), String>
         notifier
             .bus
             .request(topology::EVENTS_TOPIC, topology::keys::CLOSE_CONVERSATION, &close, notifier.timeout)
-            .await
-            .map_err(|e| format!("closing the conversation: {e}"))?;
+            .await?;
     }
     sqlx::query("UPDATE matches SET removed_at = now() WHERE match_id = $1 AND removed_at IS NULL")
         .bind(match_id.as_str())
         .execute(notifier.database.pool())
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     if let Some(id) = stored.conversation_id {
         let removed = MatchRemoved { match_id: match_id.clone(), conversation_id: ConversationId(id) };
         for user in [parse(&stored.user_a)?, parse(&stored.user_b)?] {
@@ -183,11 +170,16 @@ async fn send<T: serde::Serialize>(
     user: &UserId,
     event: &'static str,
     body: &T,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let delivery = Deliver::server_event(vec![Room::User(user.clone())], event, body, None);
-    deliver(&notifier.bus, delivery, Durability::Confirmed).await.map_err(|e| e.to_string())
+    Ok(deliver(&notifier.bus, delivery, Durability::Confirmed).await?)
 }
 
-fn parse(user: &str) -> Result<UserId, String> {
-    user.parse().map_err(|e: switchboard::contract::ids::InvalidId| e.0)
+fn parse(user: &str) -> Result<UserId, Failure> {
+    user.parse().map_err(|e: switchboard::contract::ids::InvalidId| Failure::Refuse(e.0))
+}
+
+/// One of the notification texts this module writes, checked like any other.
+fn text<T: std::str::FromStr<Err = String>>(raw: &str) -> Result<T, Failure> {
+    raw.parse().map_err(Failure::Refuse)
 }

@@ -51,7 +51,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use switchboard::{
     Bus, Config, Role, Shutdown,
     backend::deliver,
-    bus::{BusMessage, ConsumeOptions, Durability, Incoming, Outcome, QueueSpec, topology},
+    bus::{BusMessage, ConsumeOptions, Durability, Incoming, Outcome, Poison, QueueSpec, topology},
     contract::{
         AckError, Room, UserId,
         bus::{Contacts, ContactsQuery, Deliver, EdgeReport, EdgeStopping, PresenceChange, PresenceLookup},
@@ -135,7 +135,7 @@ impl Worker {
                         Vec::new()
                     }
                 }
-                Err(error) => return reject(&kind, error),
+                Err(error) => return Outcome::DeadLetter(error.into()),
             },
             EdgeReport::KIND => match incoming.decode::<EdgeReport>() {
                 Ok(report) => {
@@ -143,14 +143,14 @@ impl Worker {
                     let interval = Duration::from_millis(report.interval_ms.max(100));
                     self.state().report(report.edge_id, report.users, interval, now)
                 }
-                Err(error) => return reject(&kind, error),
+                Err(error) => return Outcome::DeadLetter(error.into()),
             },
             EdgeStopping::KIND => match incoming.decode::<EdgeStopping>() {
                 Ok(stopping) => {
                     self.state().edge_gone(stopping.data.edge_id, now);
                     Vec::new()
                 }
-                Err(error) => return reject(&kind, error),
+                Err(error) => return Outcome::DeadLetter(error.into()),
             },
             PresenceLookup::KIND => match incoming.decode::<PresenceLookup>() {
                 Ok(lookup) => {
@@ -162,12 +162,9 @@ impl Worker {
                     });
                     Vec::new()
                 }
-                Err(error) => return reject(&kind, error),
+                Err(error) => return Outcome::DeadLetter(error.into()),
             },
-            other => {
-                tracing::warn!(kind = other, "dropping an unknown presence message");
-                return Outcome::Reject;
-            }
+            other => return Outcome::DeadLetter(Poison::unknown_kind(Some(other))),
         };
         let (online, warm) = {
             let state = self.state();
@@ -267,11 +264,6 @@ impl Worker {
             Err(error) => tracing::warn!(%error, event, "a presence change was not published"),
         }
     }
-}
-
-fn reject(kind: &str, error: impl std::fmt::Display) -> Outcome {
-    tracing::warn!(kind, %error, "dropping a malformed presence message");
-    Outcome::Reject
 }
 
 /// Publishes announcements in the order they were decided.

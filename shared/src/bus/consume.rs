@@ -13,25 +13,25 @@ use std::{future::Future, sync::Arc, time::Duration};
 use futures::StreamExt;
 use lapin::{
     message::Delivery,
-    options::{
-        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions,
-    },
+    options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions},
     types::FieldTable,
 };
 use tokio::sync::Semaphore;
 
-use super::{Bus, BusError, BusMessage, DecodeError, Envelope, topology::QueueSpec};
+use super::{Bus, BusError, BusMessage, DecodeError, Envelope, Poison, topology::QueueSpec};
 
 /// What to do with a delivery once its handler ran.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// Done (or a duplicate of something done): remove it from the queue.
     Ack,
-    /// Could not be done now (database down): try it again after a pause (in place, keeping
-    /// its place in the queue), until it succeeds or the process stops.
+    /// Could not be done now (database or broker unreachable): try it again after a pause (in
+    /// place, keeping its place in the queue), until it succeeds or the process stops. Only
+    /// for transient causes: a permanent one would be retried for ever.
     Requeue,
-    /// Can never be done (malformed): drop it, logged by the handler.
-    Reject,
+    /// Can never be done (malformed, unknown kind, data the database refuses): parked in the
+    /// dead-letter queue with the reason, then removed, so the queue goes on.
+    DeadLetter(Poison),
 }
 
 /// How a consumer runs its handler.
@@ -199,6 +199,7 @@ impl Bus {
             let handler = handler.clone();
             let queue_name = queue.name.clone();
             let stopping = shutdown.clone();
+            let bus = self.clone();
             let work = async move {
                 let acker = delivery.acker.clone();
                 let incoming = Incoming { delivery: Arc::new(delivery) };
@@ -212,7 +213,17 @@ impl Bus {
                 })
                 .await;
                 let settled = match outcome {
-                    Some(Outcome::Reject) => acker.reject(BasicRejectOptions { requeue: false }).await,
+                    Some(Outcome::DeadLetter(poison)) => {
+                        match bus.dead_letter(&queue_name, &incoming.delivery, &poison).await {
+                            Ok(()) => acker.ack(BasicAckOptions::default()).await,
+                            // The broker is away: unacknowledged, the delivery comes back and
+                            // is parked then.
+                            Err(error) => {
+                                tracing::warn!(queue = %queue_name, %error, "could not park a message");
+                                acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await
+                            }
+                        }
+                    }
                     Some(_) => acker.ack(BasicAckOptions::default()).await,
                     None => Ok(true),
                 };

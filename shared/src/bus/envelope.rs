@@ -13,6 +13,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use uuid::Uuid;
 
+use crate::contract::object::{self, Object};
+
 /// The envelope version this build writes and reads.
 pub const VERSION: u16 = 1;
 
@@ -66,14 +68,23 @@ impl<T: BusMessage> Envelope<T> {
             v: u16,
             kind: String,
         }
-        let header: Header = serde_json::from_slice(bytes)?;
+        let header: Header = object::from_slice(bytes)?;
         if header.v != VERSION {
             return Err(DecodeError::Version(header.v));
         }
         if header.kind != T::KIND {
             return Err(DecodeError::Kind { expected: T::KIND, actual: header.kind });
         }
-        Ok(serde_json::from_slice(bytes)?)
+        Self::decode_objects(bytes)
+    }
+}
+
+impl<T: DeserializeOwned> Envelope<T> {
+    /// The envelope and its body, both as JSON objects only (see [`object`]).
+    pub(crate) fn decode_objects(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let envelope: Envelope<Object<T>> = object::from_slice(bytes)?;
+        let Envelope { v, kind, id, sent_at, data: Object(data) } = envelope;
+        Ok(Envelope { v, kind, id, sent_at, data })
     }
 }
 
@@ -105,5 +116,11 @@ mod tests {
         let future = br#"{"v":2,"kind":"test.ping","id":"00000000-0000-0000-0000-000000000000","sentAt":"2026-01-01T00:00:00Z","data":{"n":1}}"#;
         assert!(matches!(Envelope::<Ping>::decode(future), Err(DecodeError::Version(2))));
         assert!(matches!(Envelope::<Ping>::decode(b"nope"), Err(DecodeError::Malformed(_))));
+        // Objects only, the envelope and its body.
+        let array_body = br#"{"v":1,"kind":"test.ping","id":"00000000-0000-0000-0000-000000000000","sentAt":"2026-01-01T00:00:00Z","data":[1]}"#;
+        assert!(matches!(Envelope::<Ping>::decode(array_body), Err(DecodeError::Malformed(_))));
+        let array_envelope =
+            br#"[1,"test.ping","00000000-0000-0000-0000-000000000000","2026-01-01T00:00:00Z",{"n":1}]"#;
+        assert!(matches!(Envelope::<Ping>::decode(array_envelope), Err(DecodeError::Malformed(_))));
     }
 }

@@ -10,12 +10,15 @@
 //!   start so a broker that lost its state is rebuilt, and a restart with backoff when the
 //!   channel dies;
 //! - [`Bus::request`] and [`Bus::serve`] (in [`rpc`]): request/reply with `reply_to` and
-//!   `correlation_id` over RabbitMQ's direct reply-to.
+//!   `correlation_id` over RabbitMQ's direct reply-to;
+//! - [`Bus::dead_letter`] (in [`dead_letter`]): a message that can never be handled is parked
+//!   in the `dead.letters` queue instead of blocking its queue or vanishing.
 //!
 //! Channels are made from pooled connections; lapin multiplexes them over one socket. A pooled
 //! connection that died is dropped by the pool on its next checkout.
 
 pub mod consume;
+pub mod dead_letter;
 pub mod envelope;
 pub mod rpc;
 pub mod topology;
@@ -32,6 +35,7 @@ use lapin::{
 use tokio::sync::{Mutex, watch};
 
 pub use consume::{ConsumeOptions, Incoming, Outcome, kind_of, retry_in_place};
+pub use dead_letter::Poison;
 pub use envelope::{BusMessage, DecodeError, Envelope};
 pub use rpc::{PendingReply, Request, RequestError};
 pub use topology::QueueSpec;

@@ -31,7 +31,8 @@ use tokio::sync::{Mutex, oneshot};
 use uuid::Uuid;
 
 use super::{
-    Bus, BusError, BusMessage, Durability, Envelope, Outcome, consume::ConsumeOptions, topology::QueueSpec,
+    Bus, BusError, BusMessage, Durability, Envelope, Outcome, Poison, consume::ConsumeOptions,
+    topology::QueueSpec,
 };
 use crate::{contract::AckError, sync::lock};
 
@@ -213,14 +214,12 @@ impl Bus {
             let handler = handler.clone();
             async move {
                 if incoming.delivery.properties.reply_to().is_none() {
-                    tracing::warn!(kind = R::KIND, "dropping a request without reply_to");
-                    return Outcome::Reject;
+                    return Outcome::DeadLetter(Poison::malformed(format!("a {} without reply_to", R::KIND)));
                 }
                 let (reply, outcome) = match incoming.decode::<R>() {
                     Ok(request) => (handler(request.data).await, Outcome::Ack),
                     Err(error) => {
-                        tracing::warn!(kind = R::KIND, %error, "dropping a malformed request");
-                        (Err(AckError::invalid("malformed request")), Outcome::Reject)
+                        (Err(AckError::invalid("malformed request")), Outcome::DeadLetter(error.into()))
                     }
                 };
                 bus.reply::<R>(&incoming.delivery.properties, reply).await;
@@ -265,7 +264,7 @@ impl Bus {
 impl<T: serde::de::DeserializeOwned> Envelope<T> {
     /// Decodes a body whose kind is given at run time (replies carry the response's kind).
     pub(crate) fn decode_as(bytes: &[u8], kind: &str) -> Result<Self, super::DecodeError> {
-        let envelope: Envelope<T> = serde_json::from_slice(bytes)?;
+        let envelope = Envelope::<T>::decode_objects(bytes)?;
         if envelope.v != super::envelope::VERSION {
             return Err(super::DecodeError::Version(envelope.v));
         }

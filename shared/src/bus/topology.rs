@@ -75,11 +75,13 @@ pub mod keys {
     pub const EDGE_STOPPING: &str = "edge.stopping";
 }
 
-/// The exchanges of contract section 1.
+/// The exchanges of contract section 1, and where messages that can never be handled are
+/// parked ([`dead_letter`](super::dead_letter)).
 pub const EXCHANGES: &[(&str, ExchangeKind)] = &[
     (USER_DIRECT, ExchangeKind::Direct),
     (EVENTS_TOPIC, ExchangeKind::Topic),
     (PRESENCE_FANOUT, ExchangeKind::Fanout),
+    (super::dead_letter::EXCHANGE, ExchangeKind::Fanout),
 ];
 
 /// The notifier's work queues. Declared by every process at every connection, not only by
@@ -110,6 +112,7 @@ pub(crate) async fn declare_exchanges(channel: &Channel, queue_type: QueueType) 
     for queue in notifier_queues() {
         queue.declare(channel, queue_type).await?;
     }
+    super::dead_letter::queue().declare(channel, queue_type).await?;
     Ok(())
 }
 
@@ -135,6 +138,8 @@ pub struct QueueSpec {
     pub single_active_consumer: bool,
     /// Messages older than this are dropped by the broker (requests nobody waits for any more).
     pub message_ttl_ms: Option<u32>,
+    /// The most messages the queue keeps (`x-max-length`); past it the oldest are dropped.
+    pub max_length: Option<u32>,
 }
 
 impl QueueSpec {
@@ -145,6 +150,7 @@ impl QueueSpec {
             bindings: Vec::new(),
             single_active_consumer: false,
             message_ttl_ms: None,
+            max_length: None,
         }
     }
 
@@ -167,6 +173,11 @@ impl QueueSpec {
         self
     }
 
+    pub fn max_length(mut self, max: u32) -> Self {
+        self.max_length = Some(max);
+        self
+    }
+
     /// Declares the queue and its bindings; a durable queue is made a quorum queue when
     /// `queue_type` says so (an exclusive one stays classic: quorum queues cannot be).
     pub async fn declare(&self, channel: &Channel, queue_type: QueueType) -> lapin::Result<()> {
@@ -179,6 +190,9 @@ impl QueueSpec {
         }
         if let Some(ttl) = self.message_ttl_ms {
             args.insert("x-message-ttl".into(), AMQPValue::LongUInt(ttl));
+        }
+        if let Some(max) = self.max_length {
+            args.insert("x-max-length".into(), AMQPValue::LongUInt(max));
         }
         let options = match self.lifetime {
             Lifetime::Durable => QueueDeclareOptions { durable: true, ..Default::default() },

@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use super::{
     client::{ClientMessageId, Content, Empty, MessageSent, MessagesPage, NotificationsPage, PresenceReply},
     ids::{ConversationId, MatchId, MessageId, NotificationId, Room, UserId},
+    text::text_type,
 };
 use crate::bus::{BusMessage, rpc::Request};
 
@@ -62,8 +63,8 @@ kinds! {
     MarkNotificationRead => "notification.read", answered by Empty;
 }
 
-/// A Socket.IO event name a backend may emit: 1 to 128 characters, and not one of the names
-/// Socket.IO reserves for itself.
+/// A Socket.IO event name a backend may emit: 1 to 128 characters, no control characters (they
+/// would end up in logs), and not one of the names Socket.IO reserves for itself.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct EventName(String);
@@ -83,6 +84,9 @@ impl TryFrom<String> for EventName {
     fn try_from(raw: String) -> Result<Self, String> {
         if raw.is_empty() || raw.chars().count() > 128 {
             return Err("event must be 1 to 128 characters".into());
+        }
+        if raw.chars().any(char::is_control) {
+            return Err("event must not contain control characters".into());
         }
         if RESERVED_EVENTS.contains(&raw.as_str()) {
             return Err(format!("{raw:?} is reserved by Socket.IO"));
@@ -326,11 +330,57 @@ pub struct CreateNotification {
     pub id: NotificationId,
     pub user_id: UserId,
     #[serde(rename = "type")]
-    pub kind: String,
-    pub title: String,
-    pub message: String,
+    pub kind: NotificationKind,
+    pub title: NotificationTitle,
+    pub message: NotificationText,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data: Option<serde_json::Value>,
+    pub data: Option<NotificationData>,
+}
+
+text_type!(
+    /// A notification's `type` (`match`, `system`, ...): 1 to 64 characters under the
+    /// [`text`](super::text) rules.
+    NotificationKind,
+    "type",
+    64
+);
+text_type!(
+    /// A notification's `title`: 1 to 200 characters under the [`text`](super::text) rules.
+    NotificationTitle,
+    "title",
+    200
+);
+text_type!(
+    /// A notification's `message`: 1 to 4000 characters under the [`text`](super::text) rules.
+    NotificationText,
+    "message",
+    4000
+);
+
+/// A notification's `data`: any JSON whose strings and keys pass the [`text`](super::text)
+/// character rules (PostgreSQL's `jsonb` refuses `\u0000`, and a client shows these strings).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "serde_json::Value", into = "serde_json::Value")]
+pub struct NotificationData(serde_json::Value);
+
+impl NotificationData {
+    pub fn as_value(&self) -> &serde_json::Value {
+        &self.0
+    }
+}
+
+impl TryFrom<serde_json::Value> for NotificationData {
+    type Error = String;
+    fn try_from(value: serde_json::Value) -> Result<Self, String> {
+        super::text::check_json("data", &value)?;
+        Ok(Self(value))
+    }
+}
+
+impl From<NotificationData> for serde_json::Value {
+    fn from(data: NotificationData) -> serde_json::Value {
+        data.0
+    }
 }
 
 /// Closes a conversation for good (an unmatch); asked of the messages worker, which then tells

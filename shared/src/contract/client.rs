@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     ids::{ConversationId, MessageId, NotificationId, UserId},
     server::{MessageNew, NotificationNew},
+    text::text_type,
 };
 
 /// Makes the one list of client events below into the [`event`] names the edge registers its
@@ -55,38 +56,14 @@ pub const PRESENCE_QUERY_MAX_IDS: usize = 200;
 pub const NOTIFICATIONS_DEFAULT_LIMIT: u32 = 50;
 pub const NOTIFICATIONS_MAX_LIMIT: u32 = 200;
 
-/// Message text: 1 to 4000 characters once surrounding white space is trimmed; stored trimmed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
-#[serde(try_from = "String", into = "String")]
-pub struct Content(String);
-
-impl Content {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for Content {
-    type Error = String;
-    fn try_from(raw: String) -> Result<Self, String> {
-        let trimmed = raw.trim();
-        let chars = trimmed.chars().count();
-        if chars == 0 {
-            return Err("content is empty".into());
-        }
-        if chars > MAX_CONTENT_CHARS {
-            return Err(format!("content is longer than {MAX_CONTENT_CHARS} characters"));
-        }
-        Ok(Self(if trimmed.len() == raw.len() { raw } else { trimmed.to_owned() }))
-    }
-}
-
-impl From<Content> for String {
-    fn from(c: Content) -> String {
-        c.0
-    }
-}
+text_type!(
+    /// Message text, under the rules of [`text`](super::text): 1 to 4000 characters once
+    /// surrounding white space is trimmed, no control characters but newline and tab, balanced
+    /// bidi controls, something visible. Stored trimmed.
+    Content,
+    "content",
+    MAX_CONTENT_CHARS
+);
 
 /// The client's own id for a send, which makes retries safe: 1 to 128 printable characters.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -3,6 +3,8 @@
 //! - [`ids`]: the identifiers, validated when they are parsed;
 //! - [`client`]: what a client sends and what its acknowledgement carries (section 4);
 //! - [`server`]: what the server pushes to sockets (section 5);
+//! - [`object`]: payloads are JSON objects: the one way outside input is decoded;
+//! - [`text`]: the rules for text people write (message content, notifications);
 //! - [`ack`]: the success/failure envelope of every acknowledgement and its error codes;
 //! - [`bus`]: the bodies of bus messages, documented for other languages in `docs/asyncapi.yaml`;
 //! - `typescript` (feature `typescript`): the same client-facing types and event maps in
@@ -15,7 +17,9 @@ pub mod ack;
 pub mod bus;
 pub mod client;
 pub mod ids;
+pub mod object;
 pub mod server;
+pub mod text;
 #[cfg(feature = "typescript")]
 pub mod typescript;
 

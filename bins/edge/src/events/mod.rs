@@ -3,7 +3,8 @@
 //!
 //! A family registers its events with [`on`]. Before a handler runs, the wrapper applies the
 //! socket's rate limit (`rate_limited`), parses the payload into its contract type (`invalid`,
-//! with the reason), and bounds the handler by `ACK_TIMEOUT_MS` (`timeout`). Whatever happens,
+//! with the reason; a payload must be a JSON object, see `switchboard::contract::object`), and
+//! bounds the handler by `ACK_TIMEOUT_MS` (`timeout`). Whatever happens,
 //! bad input never closes the socket and never reaches another user, and a handler cannot
 //! panic the connection: it returns `Result<Reply, AckError>`.
 //!
@@ -22,7 +23,7 @@ use serde_json::Value;
 use socketioxide::extract::{AckSender, Event, SocketRef, State, TryData};
 use switchboard::{
     bus::{Request, RequestError, topology},
-    contract::{AckError, ack::ack_body},
+    contract::{AckError, ack::ack_body, object},
 };
 
 use crate::{
@@ -119,7 +120,7 @@ where
                 } else {
                     match data
                         .map_err(|e| e.to_string())
-                        .and_then(|v| serde_json::from_value::<P>(v).map_err(|e| e.to_string()))
+                        .and_then(|v| object::from_value::<P>(v).map_err(|e| e.to_string()))
                     {
                         Err(reason) => Err(AckError::invalid(reason)),
                         Ok(payload) => {
