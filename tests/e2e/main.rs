@@ -2,6 +2,7 @@
 //! `socket.io-client`. One test binary; one module per area (STYLE practice 7).
 
 mod asyncapi;
+mod bad_input;
 mod browser;
 mod chat;
 mod deploy;

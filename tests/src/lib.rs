@@ -178,6 +178,53 @@ impl TestEnv {
     }
 }
 
+impl TestEnv {
+    /// Publishes `body` as it stands, persistent and confirmed, with the AMQP `type` `kind`:
+    /// what a publisher in another language (or a broken one) may send, which the library's
+    /// typed publishing cannot make.
+    pub async fn publish_raw(&self, exchange: &str, routing_key: &str, kind: &str, body: &[u8]) {
+        use lapin::{BasicProperties, Connection, ConnectionProperties, options::*};
+        let vhost = self.vhost.replace('%', "%25").replace('/', "%2F");
+        let uri = format!("amqp://guest:guest@127.0.0.1:5672/{vhost}");
+        let connection =
+            Connection::connect(&uri, ConnectionProperties::default()).await.expect("connect to the broker");
+        let channel = connection.create_channel().await.expect("a channel");
+        channel.confirm_select(ConfirmSelectOptions::default()).await.expect("confirm mode");
+        let properties = BasicProperties::default()
+            .with_type(kind.into())
+            .with_content_type("application/json".into())
+            .with_delivery_mode(2);
+        let confirm = channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                BasicPublishOptions::default(),
+                body,
+                properties,
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirmed");
+        assert!(confirm.is_ack(), "the broker took the message");
+        let _ = connection.close(200, "done".into()).await;
+    }
+
+    /// The messages parked in the dead-letter queue so far (left there).
+    pub async fn dead_letters(&self) -> Vec<serde_json::Value> {
+        self.rabbit.peek(&self.vhost, switchboard::bus::dead_letter::QUEUE, 1000).await
+    }
+}
+
+/// A bus envelope around `data`, written by hand (for [`TestEnv::publish_raw`]).
+pub fn raw_envelope(kind: &str, data: serde_json::Value) -> Vec<u8> {
+    serde_json::json!({
+        "v": 1, "kind": kind, "id": uuid::Uuid::now_v7(), "sentAt": chrono::Utc::now(), "data": data
+    })
+    .to_string()
+    .into_bytes()
+}
+
 /// Polls `check` until it returns `Some`, for at most `timeout`; panics with `what` otherwise.
 /// Assert eventual effects with this, never with a sleep.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T

@@ -74,6 +74,18 @@ impl Admin {
         list.iter().filter_map(|e| e["name"].as_str().map(str::to_owned)).collect()
     }
 
+    /// Up to `count` messages of a queue, left in the queue (the management UI's "get
+    /// messages"), each with its `properties` (headers included) and its `payload` as text.
+    pub async fn peek(&self, vhost: &str, queue: &str, count: usize) -> Vec<Value> {
+        let body = serde_json::json!({
+            "count": count, "ackmode": "ack_requeue_true", "encoding": "auto", "truncate": 100_000
+        });
+        let path = format!("/queues/{}/{}/get", encode(vhost), encode(queue));
+        let response = self.call(reqwest::Method::POST, &path, Some(body)).await;
+        assert!(response.status().is_success(), "get messages of {queue}: {}", response.status());
+        response.json().await.expect("messages are JSON")
+    }
+
     /// The queues of a vhost.
     pub async fn queues(&self, vhost: &str) -> Vec<Value> {
         let response = self.call(reqwest::Method::GET, &format!("/queues/{}", encode(vhost)), None).await;
