@@ -88,7 +88,7 @@ impl Failure {
     pub fn outcome(self, what: &str) -> Outcome {
         match self {
             Failure::Retry(error) => {
-                tracing::warn!(%error, "{what} could not be handled now; retrying");
+                tracing::warn!(%error, "{what} could not be handled; retrying");
                 Outcome::Requeue
             }
             Failure::Refuse(error) => Outcome::DeadLetter(Poison::refused(error)),

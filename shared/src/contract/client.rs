@@ -57,9 +57,9 @@ pub const NOTIFICATIONS_DEFAULT_LIMIT: u32 = 50;
 pub const NOTIFICATIONS_MAX_LIMIT: u32 = 200;
 
 text_type!(
-    /// Message text, under the rules of [`text`](super::text): 1 to 4000 characters once
-    /// surrounding white space is trimmed, no control characters but newline and tab, balanced
-    /// bidi controls, something visible. Stored trimmed.
+    /// Message text: 1 to 4000 characters once surrounding white space is trimmed (stored
+    /// trimmed), no control characters but newline and tab, every bidi embedding, override or
+    /// isolate closed, and something visible (see `switchboard::contract::text`).
     Content,
     "content",
     MAX_CONTENT_CHARS

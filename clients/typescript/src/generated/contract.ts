@@ -12,7 +12,9 @@ export type AckError = { code: ErrorCode, message: string, };
 export type ClientMessageId = string;
 
 /**
- * Message text: 1 to 4000 characters once surrounding white space is trimmed; stored trimmed.
+ * Message text: 1 to 4000 characters once surrounding white space is trimmed (stored
+ * trimmed), no control characters but newline and tab, every bidi embedding, override or
+ * isolate closed, and something visible (see `switchboard::contract::text`).
  */
 export type Content = string;
 
