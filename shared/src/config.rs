@@ -48,6 +48,7 @@ pub const KEYS: &[&str] = &[
     "RATE_LIMIT_BURST",
     "MAX_FRAME_BYTES",
     "ACK_TIMEOUT_MS",
+    "CHAT_INFLIGHT_PER_SHARD",
     "SHUTDOWN_GRACE_MS",
     "INGRESS_API_KEYS",
     "PRESENCE_OFFLINE_GRACE_MS",
@@ -137,6 +138,10 @@ pub struct Config {
     pub rate_limit_burst: u32,
     pub max_frame_bytes: u64,
     pub ack_timeout_ms: u64,
+    /// Admission control: the chat commands (`message:send`, `message:read`) one edge keeps
+    /// waiting for their answer per shard. Past it a command is answered `unavailable` at
+    /// once instead of queueing behind work that would expire.
+    pub chat_inflight_per_shard: u32,
     pub shutdown_grace_ms: u64,
     /// Comma-separated bearer keys for `/api/v1/*`; unset disables the ingress.
     pub ingress_api_keys: Option<Secret>,
@@ -173,6 +178,7 @@ impl Default for Config {
             rate_limit_burst: 40,
             max_frame_bytes: 65_536,
             ack_timeout_ms: 5_000,
+            chat_inflight_per_shard: 64,
             shutdown_grace_ms: 10_000,
             ingress_api_keys: None,
             presence_offline_grace_ms: 2_000,
@@ -280,6 +286,7 @@ impl Config {
             ("RATE_LIMIT_BURST", u64::from(self.rate_limit_burst)),
             ("MAX_FRAME_BYTES", self.max_frame_bytes),
             ("ACK_TIMEOUT_MS", self.ack_timeout_ms),
+            ("CHAT_INFLIGHT_PER_SHARD", u64::from(self.chat_inflight_per_shard)),
             ("SHUTDOWN_GRACE_MS", self.shutdown_grace_ms),
             ("PRESENCE_REPORT_INTERVAL_MS", self.presence_report_interval_ms),
         ] {

@@ -10,5 +10,6 @@ mod edge;
 mod foundation;
 mod loadgen;
 mod matches;
+mod overload;
 mod presence;
 mod typescript;

@@ -6,6 +6,7 @@
 //! - [`auth`]: who is connecting (cookie, `auth.token`, bearer; database or JWT);
 //! - [`connection`]: admit or refuse, bind the user's deliveries, `session`, clean-up;
 //! - [`events`]: client events, one module per family, behind one ack/validation wrapper;
+//! - [`admission`]: how many chat commands may wait for a shard before new ones are refused;
 //! - [`delivery`]: this edge's queue, its bindings, and emitting what arrives to sockets;
 //! - [`ingress`]: `/api/v1/*` for backends;
 //! - [`presence`]: what this edge tells the presence worker about its users.
@@ -16,6 +17,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod auth;
 pub mod connection;
 pub mod delivery;
@@ -34,7 +36,7 @@ use switchboard::{
     service::Process,
 };
 
-use crate::{auth::Authenticator, delivery::Deliveries};
+use crate::{admission::Admission, auth::Authenticator, delivery::Deliveries};
 
 /// What every handler of the edge shares.
 pub struct App {
@@ -43,6 +45,7 @@ pub struct App {
     pub auth: Authenticator,
     pub deliveries: Arc<Deliveries>,
     pub ingress_keys: Vec<Secret>,
+    pub admission: Admission,
 }
 
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
@@ -57,6 +60,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         config: process.config.clone(),
         bus: process.bus.clone(),
         deliveries: deliveries.clone(),
+        admission: Admission::new(process.config.chat_inflight_per_shard),
     });
     let (socket_io, io) = connection::build(app.clone());
     deliveries.start(io.clone(), &process.shutdown);

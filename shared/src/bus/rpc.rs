@@ -96,6 +96,35 @@ impl<T: BusMessage> PendingReply<T> {
     }
 }
 
+/// A request on its way to the broker: the confirm is still to come.
+pub struct PublishedRequest<T> {
+    confirm: lapin::PublisherConfirm,
+    routing_key: String,
+    reply: PendingReply<T>,
+}
+
+impl<T: BusMessage> PublishedRequest<T> {
+    /// Waits for the broker's confirm: `unavailable` when it refused the request or no queue
+    /// took it, else the handle to wait for the reply.
+    pub async fn confirmed(self) -> Result<PendingReply<T>, RequestError> {
+        let failure = match self.confirm.await {
+            Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => None,
+            Ok(Confirmation::Ack(Some(_))) => {
+                Some(BusError::Unavailable(format!("nothing serves {}", self.routing_key)))
+            }
+            Ok(Confirmation::Nack(_)) => Some(BusError::Nacked),
+            Err(error) => Some(BusError::from(error)),
+        };
+        match failure {
+            None => Ok(self.reply),
+            Some(error) => {
+                lock(&self.reply.pending).remove(&self.reply.correlation);
+                Err(error.into())
+            }
+        }
+    }
+}
+
 /// The requester's side: one reply channel, opened on first use and again after it dies.
 #[derive(Default)]
 pub(crate) struct Replies {
@@ -115,8 +144,7 @@ impl Bus {
     }
 
     /// The first half of [`Bus::request`]: returns once the broker took the request, with a
-    /// handle to wait for the reply. Callers that must keep the order of their requests (one
-    /// socket's sends) publish the next one as soon as this returns.
+    /// handle to wait for the reply.
     pub async fn send_request<R: Request>(
         &self,
         exchange: &str,
@@ -124,6 +152,21 @@ impl Bus {
         request: &R,
         timeout: Duration,
     ) -> Result<PendingReply<R::Response>, RequestError> {
+        self.publish_request(exchange, routing_key, request, timeout).await?.confirmed().await
+    }
+
+    /// The first step of [`Bus::send_request`]: returns as soon as the request is on the
+    /// channel, before the broker confirmed it. Every request goes out on one channel, and AMQP
+    /// keeps the order of a channel's publishes, so a caller that must keep the order of its
+    /// requests (one socket's sends) lets the next one go as soon as this returns, and waits
+    /// for the confirm after: the order costs no broker round trip.
+    pub async fn publish_request<R: Request>(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        request: &R,
+        timeout: Duration,
+    ) -> Result<PublishedRequest<R::Response>, RequestError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let (channel, pending) = self.reply_channel().await?;
         let envelope = Envelope::wrap(R::KIND, request);
@@ -147,26 +190,17 @@ impl Bus {
                 properties,
             )
             .await;
-        let confirmed = match sent {
-            Ok(confirm) => confirm.await,
-            Err(error) => Err(error),
-        };
-        let failure = match confirmed {
-            Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => None,
-            Ok(Confirmation::Ack(Some(_))) => {
-                Some(BusError::Unavailable(format!("nothing serves {routing_key}")))
+        let confirm = match sent {
+            Ok(confirm) => confirm,
+            Err(error) => {
+                lock(&pending).remove(&correlation);
+                return Err(BusError::from(error).into());
             }
-            Ok(Confirmation::Nack(_)) => Some(BusError::Nacked),
-            Err(error) => Some(BusError::from(error)),
         };
-        if let Some(error) = failure {
-            lock(&pending).remove(&correlation);
-            return Err(error.into());
-        }
         metrics::counter!("bus_published_total", "exchange" => exchange.to_owned()).increment(1);
-        Ok(PendingReply { receiver, pending, correlation, deadline, kind: std::marker::PhantomData })
+        let reply = PendingReply { receiver, pending, correlation, deadline, kind: std::marker::PhantomData };
+        Ok(PublishedRequest { confirm, routing_key: routing_key.to_owned(), reply })
     }
-
     async fn reply_channel(&self) -> Result<(Channel, Pending), BusError> {
         let mut current = self.inner.replies.current.lock().await;
         if let Some((channel, pending)) = current.as_ref().filter(|(c, _)| c.status().connected()) {

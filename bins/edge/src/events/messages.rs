@@ -5,7 +5,8 @@
 //! strictly in the order the socket sent them, even when it does not wait for acks: every
 //! event takes a [`Turn`](crate::connection::Turn) in arrival order, and a command is
 //! published only once every earlier event of the socket was published or dropped. Waiting
-//! for the reply happens after the turn is passed on, so a slow reply holds nothing up.
+//! for the broker's confirm and for the reply happens after the turn is passed on, so neither
+//! holds the socket's next command up.
 
 use chrono::Utc;
 use switchboard::{
@@ -49,7 +50,10 @@ async fn read(cx: Context, request: MessageRead) -> Result<Empty, AckError> {
 }
 
 /// Publishes a command to its conversation's shard in the socket's order, then waits for the
-/// answer.
+/// answer. The socket's turn is passed on as soon as the command is on the channel: the
+/// broker's confirm and the worker's answer are waited for after, so a socket that does not
+/// wait for acks gets its commands published back to back. A command the shard has no place
+/// for (see [`admission`](crate::admission)) is answered `unavailable` without being published.
 async fn in_order<R: Request>(
     cx: Context,
     conversation: ConversationId,
@@ -59,13 +63,15 @@ async fn in_order<R: Request>(
     if let Some(turn) = &turn {
         turn.wait().await;
     }
+    let _place = app.admission.admit(conversation)?;
     let key = topology::keys::message_shard_key(topology::keys::message_shard(conversation));
-    let pending = app
+    let published = app
         .bus
-        .send_request(topology::EVENTS_TOPIC, &key, &command, app.config.ack_timeout())
+        .publish_request(topology::EVENTS_TOPIC, &key, &command, app.config.ack_timeout())
         .await
         .map_err(request_error)?;
     drop(turn);
+    let pending = published.confirmed().await.map_err(request_error)?;
     pending.reply().await.map_err(request_error)
 }
 
