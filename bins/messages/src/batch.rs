@@ -21,7 +21,8 @@ use switchboard::{
 use uuid::Uuid;
 
 /// A decoded command and the delivery it came in (where its answer goes).
-enum Command<'a> {
+#[derive(Clone)]
+pub enum Command<'a> {
     Send { command: SendMessage, id: Uuid, delivery: &'a Delivery },
     Read { command: MarkRead, delivery: &'a Delivery },
 }
@@ -30,6 +31,13 @@ impl Command<'_> {
     fn delivery(&self) -> &Delivery {
         match self {
             Command::Send { delivery, .. } | Command::Read { delivery, .. } => delivery,
+        }
+    }
+
+    fn expires_at(&self) -> DateTime<Utc> {
+        match self {
+            Command::Send { command, .. } => command.expires_at,
+            Command::Read { command, .. } => command.expires_at,
         }
     }
 }
@@ -56,42 +64,30 @@ pub enum BatchError {
     Bus(#[from] BusError),
 }
 
-/// Handles a batch from the shard queue `queue`. `Err` means the database or the broker is
-/// away: the batch should be tried again (what was committed before the error is found again
-/// by its command ids, so nothing is stored twice).
-///
-/// One bad command never holds up the others. A command that cannot be read (or of a kind
-/// this queue does not carry) is answered `invalid` when its kind is known and parked in the
-/// dead-letter queue before anything else happens. A batch the database refuses for a reason
-/// that is not transient is stored again one command at a time: the command the database
-/// refuses is answered `invalid` and parked, and every other one is stored as usual.
-pub async fn handle(
+/// Reads a batch from the shard queue `queue`, once: the commands to handle. A command that
+/// cannot be read (or of a kind this queue does not carry) is parked in the dead-letter queue
+/// and, when its kind is known, answered `invalid`, so it is out of the way before any
+/// transaction. `Err` only when the broker could not take a parked copy: the caller retries.
+pub async fn prepare<'a>(
     bus: &Bus,
-    database: &Database,
     queue: &str,
-    deliveries: &[Delivery],
-) -> Result<(), BatchError> {
-    // PostgreSQL keeps microseconds: the ack and the stored row must show the same instant.
-    let now = Utc::now().trunc_subsecs(6);
+    deliveries: &'a [Delivery],
+) -> Result<Vec<Command<'a>>, BusError> {
     let mut commands = Vec::with_capacity(deliveries.len());
     for delivery in deliveries {
         let kind = switchboard::bus::kind_of(delivery);
         let decoded = match kind.as_deref() {
             Some(SendMessage::KIND) => Envelope::<SendMessage>::decode(&delivery.data)
-                .map(|e| (e.data.expires_at, Command::Send { command: e.data, id: e.id, delivery })),
+                .map(|e| Command::Send { command: e.data, id: e.id, delivery }),
             Some(MarkRead::KIND) => Envelope::<MarkRead>::decode(&delivery.data)
-                .map(|e| (e.data.expires_at, Command::Read { command: e.data, delivery })),
+                .map(|e| Command::Read { command: e.data, delivery }),
             other => {
                 bus.dead_letter(queue, delivery, &Poison::unknown_kind(other)).await?;
                 continue;
             }
         };
         match decoded {
-            // Past its expiry the sender was told `timeout`: it must not happen now.
-            Ok((expires_at, _)) if expires_at <= now => {
-                metrics::counter!("messages_expired_total").increment(1)
-            }
-            Ok((_, command)) => commands.push(command),
+            Ok(command) => commands.push(command),
             Err(error) => {
                 bus.dead_letter(queue, delivery, &error.into()).await?;
                 let refusal = AckError::invalid("the command could not be read");
@@ -104,6 +100,28 @@ pub async fn handle(
             }
         }
     }
+    Ok(commands)
+}
+
+/// Handles the commands [`prepare`] read from the shard queue `queue`. `Err` means the
+/// database or the broker is away: the same commands should be handled again later (what was
+/// committed before the error is found again by its command ids, so nothing is stored twice).
+///
+/// A command past its expiry is dropped unanswered. A batch the database refuses for a reason
+/// that is not transient is stored again one command at a time: the command the database
+/// refuses is answered `invalid` and parked in the dead-letter queue, and every other one is
+/// stored as usual.
+pub async fn handle(
+    bus: &Bus,
+    database: &Database,
+    queue: &str,
+    batch: &[Command<'_>],
+) -> Result<(), BatchError> {
+    // PostgreSQL keeps microseconds: the ack and the stored row must show the same instant.
+    let now = Utc::now().trunc_subsecs(6);
+    // Past its expiry the sender was told `timeout`: it must not happen now.
+    let commands: Vec<Command<'_>> = batch.iter().filter(|c| c.expires_at() > now).cloned().collect();
+    metrics::counter!("messages_expired_total").increment((batch.len() - commands.len()) as u64);
     if commands.is_empty() {
         return Ok(());
     }

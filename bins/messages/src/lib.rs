@@ -36,9 +36,15 @@
 //! each sender (the edge then acks the client) and acknowledge the deliveries. A crash before
 //! the commit leaves nothing (the client sees `timeout` and may retry); a crash after it makes
 //! the broker redeliver the commands, and the unique `command_id` (the command's envelope id)
-//! and `(sender_id, client_message_id)` find the stored messages, which are answered and
-//! fanned out again instead of stored twice. A client retry with the same `clientMessageId`
-//! gets the original message.
+//! and `(conversation_id, sender_id, client_message_id)` find the stored messages, which are
+//! answered and fanned out again instead of stored twice. A client retry with the same
+//! `clientMessageId` in the same conversation gets the original message.
+//!
+//! **Poison.** One bad command never stalls its shard. A command that cannot be read is
+//! parked in the dead-letter queue (and answered `invalid`) before the batch's transaction.
+//! Only an unreachable or busy database makes the batch wait and try again; when the database
+//! refuses the batch for any other reason, its commands are stored one by one, and the one it
+//! refuses is answered `invalid` and parked ([`batch::handle`]).
 //!
 //! **Expiry.** A command carries `expiresAt` (the edge's ack timeout) and the AMQP expiration;
 //! one that is past it when its batch runs is dropped unanswered, so a send that timed out is

@@ -207,11 +207,20 @@ async fn consume_once(
         metrics::counter!("bus_consumed_total", "queue" => "messages.shard")
             .increment(deliveries.len() as u64);
         let last = deliveries.last().map(|d| d.acker.clone()).expect("a batch is never empty");
+        // Read once: what can never be handled is parked now, not at every retry.
+        let read = retry_in_place(stop.cancelled(), || async {
+            batch::prepare(bus, &queue.name, &deliveries)
+                .await
+                .inspect_err(|error| tracing::warn!(shard, %error, "cannot park a command; retrying"))
+                .ok()
+        })
+        .await;
+        let Some(commands) = read else { break Ok(()) };
         // The database or the broker unreachable: the same batch is tried again in place (what
         // was committed before is found by its command ids). Commands that expire meanwhile
         // are dropped by the retry itself.
         let handled = retry_in_place(stop.cancelled(), || async {
-            match batch::handle(bus, database, &queue.name, &deliveries).await {
+            match batch::handle(bus, database, &queue.name, &commands).await {
                 Ok(()) => Some(()),
                 Err(error) => {
                     tracing::warn!(shard, %error, commands = deliveries.len(), "batch failed; retrying");
