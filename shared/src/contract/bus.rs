@@ -407,3 +407,34 @@ pub struct MarkNotificationRead {
     pub user_id: UserId,
     pub id: NotificationId,
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn event_names_hold_no_control_characters() {
+        assert!(EventName::try_from("order:shipped".to_owned()).is_ok());
+        for bad in ["a\nb", "\u{0}", "x\u{1B}[2J", "disconnect", ""] {
+            assert!(EventName::try_from(bad.to_owned()).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn notification_texts_and_data_follow_the_text_rules() {
+        let body = |title: &str, data: serde_json::Value| {
+            json!({ "id": NotificationId::new(), "userId": "bob", "type": "system", "title": title,
+                    "message": "m", "data": data })
+        };
+        let ok: CreateNotification =
+            serde_json::from_value(body("  Hi  ", json!({"k": ["a\nb"]}))).expect("valid");
+        assert_eq!(ok.title.as_str(), "Hi");
+        for bad in
+            [body("a\u{0}", json!(null)), body("Hi", json!({"k": "\u{0}"})), body("\u{200B}", json!(null))]
+        {
+            assert!(serde_json::from_value::<CreateNotification>(bad.clone()).is_err(), "{bad}");
+        }
+    }
+}
