@@ -280,6 +280,10 @@ async fn admit(
     // a client that closes at once would otherwise leave without it, its binding and its
     // presence held forever. (The load generator's presence churn found this.)
     socket.on_disconnect(on_disconnect);
+    // The event handlers too: a client may emit as soon as its `connect` fires, which can be
+    // before `on_connect`'s task has run, and an event with no handler yet went unanswered
+    // (seen as acks that never came, under load).
+    events::register(&socket);
     metrics::gauge!("edge_sockets_connected").increment(1.0);
     Ok(())
 }
@@ -287,7 +291,6 @@ async fn admit(
 async fn on_connect(socket: SocketRef) {
     let Some(client) = socket.extensions.get::<Arc<Client>>() else { return };
     metrics::counter!("edge_connects_total").increment(1);
-    events::register(&socket);
     let session = Session { user_id: client.user.clone(), server_time: chrono::Utc::now() };
     if let Err(error) = socket.emit(Session::NAME, &session) {
         tracing::debug!(%error, "socket left before its session event");
