@@ -43,18 +43,17 @@ impl Database {
         let pool = PgPoolOptions::new()
             .max_connections(config.database_max_connections)
             .acquire_timeout(Duration::from_secs(3))
-            .connect_lazy_with(
-                options
-                    .application_name("switchboard")
-                    // sqlx prepares each statement once per connection. After five runs
-                    // PostgreSQL may switch it to a generic plan and keep that plan until the
-                    // table is analyzed, so a plan made while `messages` was nearly empty
-                    // (hash join over a sequential scan) stayed in use as the table grew: a
-                    // fresh database slowed down minute by minute (seen with
-                    // switchboard-loadgen chat). Custom plans cost a little planning per
-                    // statement and always see the table's current size.
-                    .options([("plan_cache_mode", "force_custom_plan")]),
-            );
+            // sqlx prepares each statement once per connection, and after five runs PostgreSQL
+            // may switch it to a generic plan and keep it: a plan made while `messages` was
+            // nearly empty (a hash join over a sequential scan) stayed in use as the table grew,
+            // and a fresh database slowed down minute by minute (seen with switchboard-loadgen
+            // chat). Re-planning every statement everywhere cost the hot path more than it
+            // saved, so the fix lives with the statements that had the problem: the chat batch
+            // is a function whose statements are all primary-key or unique-index lookups (see
+            // its migration), and the few range and join queries whose best plan depends on the
+            // table's size are run unprepared (`persistent(false)`), so planned with their
+            // actual parameters every time.
+            .connect_lazy_with(options.application_name("switchboard"));
         let (ready, _) = watch::channel(false);
         let database = Database { pool, ready };
         tokio::spawn(database.clone().prepare(config.database_migrate, shutdown.clone()));

@@ -2,7 +2,7 @@
 //! transaction, then fan-out, replies, and the caller's acknowledgement (see the crate docs
 //! for why in that order). What happens to one bad command in a batch: see [`handle`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use lapin::{BasicProperties, message::Delivery};
@@ -201,279 +201,168 @@ impl Decisions {
     }
 }
 
+/// Stores a batch with one call of `switchboard_chat_batch` (migrations/, where the rules are
+/// written out): one round trip and one transaction. With `thorough`, every send is also
+/// looked up by its command id, not only broker redeliveries.
 async fn store(
     database: &Database,
     commands: &[Command<'_>],
     now: DateTime<Utc>,
     thorough: bool,
 ) -> Result<Decisions, sqlx::Error> {
-    let mut tx = database.pool().begin().await?;
-
-    // Participants of every open conversation the batch touches: one query.
-    let conversation_ids: Vec<Uuid> = commands
-        .iter()
-        .map(|c| match c {
-            Command::Send { command, .. } => command.conversation_id.0,
-            Command::Read { command, .. } => command.conversation_id.0,
-        })
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    let rows: Vec<(Uuid, Vec<String>)> = sqlx::query_as(
-        "SELECT c.id, array_agg(p.user_id ORDER BY p.user_id) FROM conversations c \
-         JOIN conversation_participants p ON p.conversation_id = c.id \
-         WHERE c.id = ANY($1) AND c.closed_at IS NULL GROUP BY c.id",
+    let mut sends = SendColumns::default();
+    let (mut read_conversations, mut readers, mut read_messages) = (Vec::new(), Vec::new(), Vec::new());
+    for command in commands {
+        match command {
+            Command::Send { command, id, delivery } => {
+                sends.conversation.push(command.conversation_id.0);
+                sends.sender.push(command.sender_id.to_string());
+                sends.content.push(command.content.as_str().to_owned());
+                sends.client_id.push(command.client_message_id.as_ref().map(|c| c.as_str().to_owned()));
+                sends.command.push(*id);
+                // A command delivered for the first time cannot have been stored before.
+                sends.look_up_command.push(delivery.redelivered || thorough);
+                sends.message.push(MessageId::new().0);
+            }
+            Command::Read { command, .. } => {
+                read_conversations.push(command.conversation_id.0);
+                readers.push(command.user_id.to_string());
+                read_messages.push(command.message_id.0);
+            }
+        }
+    }
+    let rows: Vec<BatchRow> = sqlx::query_as(
+        "SELECT part, idx, outcome, message_id, conversation_id, seq, sender_id, content, client_message_id, \
+         created_at, users FROM switchboard_chat_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
-    .bind(&conversation_ids)
-    .fetch_all(&mut *tx)
+    .bind(&sends.conversation)
+    .bind(&sends.sender)
+    .bind(&sends.content)
+    .bind(&sends.client_id)
+    .bind(&sends.command)
+    .bind(&sends.look_up_command)
+    .bind(&sends.message)
+    .bind(&read_conversations)
+    .bind(&readers)
+    .bind(&read_messages)
+    .bind(now)
+    .fetch_all(database.pool())
     .await?;
-    let participants: HashMap<ConversationId, Vec<UserId>> = rows
-        .into_iter()
-        .map(|(id, users)| (ConversationId(id), users.into_iter().filter_map(|u| u.parse().ok()).collect()))
-        .collect();
-    let member = |conversation: &ConversationId, user: &UserId| {
-        participants.get(conversation).is_some_and(|users| users.contains(user))
+
+    let mut decisions = Decisions {
+        sends: Vec::with_capacity(sends.conversation.len()),
+        reads: Vec::with_capacity(readers.len()),
+        participants: HashMap::new(),
     };
-
-    // Sends already stored: by command id (a redelivery) or by clientMessageId (a retry). A
-    // command delivered for the first time cannot have been stored, so only redeliveries are
-    // looked up by id, unless this is the second pass after a unique violation.
-    let mut command_ids = Vec::new();
-    let (mut retry_conversations, mut retry_senders, mut retry_ids) = (Vec::new(), Vec::new(), Vec::new());
-    for command in commands {
-        if let Command::Send { command, id, delivery } = command {
-            if delivery.redelivered || thorough {
-                command_ids.push(*id);
-            }
-            if let Some(cmid) = &command.client_message_id {
-                retry_conversations.push(command.conversation_id.0);
-                retry_senders.push(command.sender_id.to_string());
-                retry_ids.push(cmid.as_str().to_owned());
-            }
-        }
-    }
-    // Two lookups rather than one with OR: each is a plain index scan (an OR across the two
-    // would make PostgreSQL read the whole table).
-    let mut existing: Vec<StoredRow> = Vec::new();
-    if !command_ids.is_empty() {
-        existing = sqlx::query_as(
-            "SELECT id, conversation_id, seq, sender_id, content, client_message_id, command_id, created_at \
-             FROM messages WHERE command_id = ANY($1)",
-        )
-        .bind(&command_ids)
-        .fetch_all(&mut *tx)
-        .await?;
-    }
-    if !retry_ids.is_empty() {
-        existing.extend(
-            sqlx::query_as::<_, StoredRow>(
-                "SELECT m.id, m.conversation_id, m.seq, m.sender_id, m.content, m.client_message_id, m.command_id, m.created_at \
-                 FROM UNNEST($1::uuid[], $2::text[], $3::text[]) AS r(conversation_id, sender_id, client_message_id) \
-                 JOIN messages m ON m.conversation_id = r.conversation_id AND m.sender_id = r.sender_id \
-                  AND m.client_message_id = r.client_message_id",
-            )
-            .bind(&retry_conversations)
-            .bind(&retry_senders)
-            .bind(&retry_ids)
-            .fetch_all(&mut *tx)
-            .await?,
-        );
-    }
-    let mut by_command: HashMap<Uuid, MessageNew> = HashMap::new();
-    // A retry key: the same sender's same clientMessageId in the same conversation.
-    type RetryKey = (Uuid, String, String);
-    let mut by_client_id: HashMap<RetryKey, MessageNew> = HashMap::new();
-    for row in existing {
-        let command_id = row.command_id;
-        let key = row.client_message_id.clone().map(|c| (row.conversation_id, row.sender_id.clone(), c));
-        let message = row.into_message();
-        if let Some(key) = key {
-            by_client_id.insert(key, message.clone());
-        }
-        by_command.insert(command_id, message);
-    }
-
-    // Decide each send; new messages get their seq in batch order.
-    enum Plan {
-        New(usize),
-        Done(SendOutcome),
-        SameAs(usize),
-    }
-    let mut plans = Vec::new();
-    let mut new_messages: Vec<MessageNew> = Vec::new();
-    let mut new_command_ids: Vec<Uuid> = Vec::new();
-    let mut in_batch: HashMap<RetryKey, usize> = HashMap::new();
-    let mut per_conversation: HashMap<ConversationId, i64> = HashMap::new();
-    for command in commands {
-        let Command::Send { command, id, delivery } = command else { continue };
-        if !member(&command.conversation_id, &command.sender_id) {
-            plans.push(Plan::Done(SendOutcome::Refused(AckError::forbidden())));
-            continue;
-        }
-        if let Some(message) = by_command.get(id) {
-            plans.push(Plan::Done(SendOutcome::Existing {
-                message: message.clone(),
-                fan_out: delivery.redelivered,
-            }));
-            continue;
-        }
-        let retry_key = command
-            .client_message_id
-            .as_ref()
-            .map(|c| (command.conversation_id.0, command.sender_id.to_string(), c.as_str().to_owned()));
-        if let Some(key) = &retry_key {
-            if let Some(message) = by_client_id.get(key) {
-                plans.push(Plan::Done(SendOutcome::Existing { message: message.clone(), fan_out: false }));
-                continue;
-            }
-            if let Some(index) = in_batch.get(key) {
-                plans.push(Plan::SameAs(*index));
-                continue;
-            }
-        }
-        let index = new_messages.len();
-        if let Some(key) = retry_key {
-            in_batch.insert(key, index);
-        }
-        *per_conversation.entry(command.conversation_id).or_default() += 1;
-        new_messages.push(MessageNew {
-            id: MessageId::new(),
-            conversation_id: command.conversation_id,
-            sender_id: command.sender_id.clone(),
-            content: command.content.as_str().to_owned(),
-            seq: 0,
-            created_at: now,
-            client_message_id: command.client_message_id.clone(),
-        });
-        new_command_ids.push(*id);
-        plans.push(Plan::New(index));
-    }
-
-    if !new_messages.is_empty() {
-        // Advance each conversation's last_seq once; the row lock orders concurrent writers.
-        let mut ids: Vec<Uuid> = per_conversation.keys().map(|c| c.0).collect();
-        ids.sort();
-        let counts: Vec<i64> = ids.iter().map(|id| per_conversation[&ConversationId(*id)]).collect();
-        let advanced: Vec<(Uuid, i64)> = sqlx::query_as(
-            "UPDATE conversations c SET last_seq = c.last_seq + v.n \
-             FROM UNNEST($1::uuid[], $2::bigint[]) AS v(id, n) WHERE c.id = v.id RETURNING c.id, c.last_seq",
-        )
-        .bind(&ids)
-        .bind(&counts)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut next_seq: HashMap<ConversationId, i64> = advanced
-            .into_iter()
-            .map(|(id, last)| (ConversationId(id), last - per_conversation[&ConversationId(id)] + 1))
-            .collect();
-        for message in &mut new_messages {
-            let next = next_seq.get_mut(&message.conversation_id).expect("every conversation was advanced");
-            message.seq = *next;
-            *next += 1;
-        }
-        let column = |f: fn(&MessageNew) -> String| new_messages.iter().map(f).collect::<Vec<_>>();
-        sqlx::query(
-            "INSERT INTO messages (id, conversation_id, seq, sender_id, content, client_message_id, command_id, created_at) \
-             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::uuid[], $8::timestamptz[])",
-        )
-        .bind(new_messages.iter().map(|m| m.id.0).collect::<Vec<_>>())
-        .bind(new_messages.iter().map(|m| m.conversation_id.0).collect::<Vec<_>>())
-        .bind(new_messages.iter().map(|m| m.seq).collect::<Vec<_>>())
-        .bind(column(|m| m.sender_id.to_string()))
-        .bind(column(|m| m.content.clone()))
-        .bind(new_messages.iter().map(|m| m.client_message_id.as_ref().map(|c| c.as_str().to_owned())).collect::<Vec<_>>())
-        .bind(&new_command_ids)
-        .bind(new_messages.iter().map(|m| m.created_at).collect::<Vec<_>>())
-        .execute(&mut *tx)
-        .await?;
-    }
-
-    let sends = plans
-        .into_iter()
-        .map(|plan| match plan {
-            Plan::New(index) => SendOutcome::Stored(new_messages[index].clone()),
-            Plan::SameAs(index) => {
-                SendOutcome::Existing { message: new_messages[index].clone(), fan_out: false }
-            }
-            Plan::Done(outcome) => outcome,
-        })
-        .collect();
-
-    let reads = mark_read(&mut tx, commands, &member, now).await?;
-    tx.commit().await?;
-    Ok(Decisions { sends, reads, participants })
-}
-
-/// Read receipts: each reader's position moves forward only.
-async fn mark_read(
-    tx: &mut sqlx::PgConnection,
-    commands: &[Command<'_>],
-    member: &(dyn Fn(&ConversationId, &UserId) -> bool + Sync),
-    now: DateTime<Utc>,
-) -> Result<Vec<Result<MessageReadEvent, AckError>>, sqlx::Error> {
     let reads: Vec<&MarkRead> = commands
         .iter()
         .filter_map(|c| if let Command::Read { command, .. } = c { Some(command) } else { None })
         .collect();
-    if reads.is_empty() {
-        return Ok(Vec::new());
-    }
-    let ids: Vec<Uuid> = reads.iter().map(|r| r.message_id.0).collect();
-    // Messages sent earlier in this same transaction are visible here.
-    let found: HashMap<Uuid, (Uuid, i64)> = sqlx::query_as::<_, (Uuid, Uuid, i64)>(
-        "SELECT id, conversation_id, seq FROM messages WHERE id = ANY($1)",
-    )
-    .bind(&ids)
-    .fetch_all(&mut *tx)
-    .await?
-    .into_iter()
-    .map(|(id, conversation, seq)| (id, (conversation, seq)))
-    .collect();
-    let mut results = Vec::new();
-    let mut furthest: HashMap<(Uuid, String), (Uuid, i64)> = HashMap::new();
-    for read in &reads {
-        if !member(&read.conversation_id, &read.user_id) {
-            results.push(Err(AckError::forbidden()));
-            continue;
-        }
-        match found.get(&read.message_id.0) {
-            Some((conversation, seq)) if *conversation == read.conversation_id.0 => {
-                let entry = furthest
-                    .entry((*conversation, read.user_id.to_string()))
-                    .or_insert((read.message_id.0, *seq));
-                if *seq > entry.1 {
-                    *entry = (read.message_id.0, *seq);
-                }
-                results.push(Ok(MessageReadEvent {
-                    conversation_id: read.conversation_id,
-                    message_id: read.message_id,
-                    user_id: read.user_id.clone(),
-                    read_at: now,
-                }));
-            }
-            _ => {
-                results.push(Err(AckError::new(ErrorCode::NotFound, "no such message in this conversation")))
-            }
-        }
-    }
-    if !furthest.is_empty() {
-        let (keys, positions): (Vec<_>, Vec<_>) = furthest.into_iter().unzip();
-        sqlx::query(
-            "INSERT INTO read_receipts (conversation_id, user_id, message_id, seq, read_at) \
-             SELECT v.c, v.u, v.m, v.s, $5 FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::bigint[]) AS v(c, u, m, s) \
-             ON CONFLICT (conversation_id, user_id) DO UPDATE \
-             SET message_id = EXCLUDED.message_id, seq = EXCLUDED.seq, read_at = EXCLUDED.read_at \
-             WHERE read_receipts.seq < EXCLUDED.seq",
+    let redelivered: Vec<bool> = commands
+        .iter()
+        .filter_map(
+            |c| if let Command::Send { delivery, .. } = c { Some(delivery.redelivered) } else { None },
         )
-        .bind(keys.iter().map(|(c, _)| *c).collect::<Vec<_>>())
-        .bind(keys.iter().map(|(_, u)| u.clone()).collect::<Vec<_>>())
-        .bind(positions.iter().map(|(m, _)| *m).collect::<Vec<_>>())
-        .bind(positions.iter().map(|(_, s)| *s).collect::<Vec<_>>())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        .collect();
+    // The function answers sends, then reads, each in batch order, then the participants.
+    for mut row in rows {
+        let (part, outcome) = (std::mem::take(&mut row.part), row.outcome.take());
+        match (part.as_str(), outcome.as_deref()) {
+            ("send", Some("forbidden")) => decisions.sends.push(SendOutcome::Refused(AckError::forbidden())),
+            ("send", Some(outcome)) => {
+                let index = row.index();
+                let message = row.into_message().ok_or_else(|| malformed("a send without its message"))?;
+                decisions.sends.push(match outcome {
+                    "stored" => SendOutcome::Stored(message),
+                    // A broker redelivery of the same command: its first delivery may have died
+                    // before its fan-out, so it is fanned out again.
+                    "redelivered" => SendOutcome::Existing {
+                        message,
+                        fan_out: redelivered.get(index).copied().unwrap_or(false),
+                    },
+                    _ => SendOutcome::Existing { message, fan_out: false },
+                });
+            }
+            ("read", outcome) => {
+                let read = reads.get(row.index()).ok_or_else(|| malformed("a read out of range"))?;
+                decisions.reads.push(match outcome {
+                    Some("read") => Ok(MessageReadEvent {
+                        conversation_id: read.conversation_id,
+                        message_id: read.message_id,
+                        user_id: read.user_id.clone(),
+                        read_at: now,
+                    }),
+                    Some("forbidden") => Err(AckError::forbidden()),
+                    _ => Err(AckError::new(ErrorCode::NotFound, "no such message in this conversation")),
+                });
+            }
+            ("participants", _) => {
+                if let Some(conversation) = row.conversation_id {
+                    let users =
+                        row.users.unwrap_or_default().into_iter().filter_map(|u| u.parse().ok()).collect();
+                    decisions.participants.insert(ConversationId(conversation), users);
+                }
+            }
+            _ => return Err(malformed("an unknown part")),
+        }
     }
-    Ok(results)
+    if decisions.sends.len() != sends.conversation.len() || decisions.reads.len() != reads.len() {
+        return Err(malformed("not one answer per command"));
+    }
+    Ok(decisions)
+}
+
+/// The function's answer did not have the shape this build expects (a schema from another
+/// version): permanent, like any other refusal.
+fn malformed(what: &str) -> sqlx::Error {
+    sqlx::Error::Protocol(format!("switchboard_chat_batch answered {what}"))
+}
+
+/// The send columns of one `switchboard_chat_batch` call.
+#[derive(Default)]
+struct SendColumns {
+    conversation: Vec<Uuid>,
+    sender: Vec<String>,
+    content: Vec<String>,
+    client_id: Vec<Option<String>>,
+    command: Vec<Uuid>,
+    look_up_command: Vec<bool>,
+    message: Vec<Uuid>,
+}
+
+/// One row of `switchboard_chat_batch`.
+#[derive(sqlx::FromRow)]
+struct BatchRow {
+    part: String,
+    idx: Option<i32>,
+    outcome: Option<String>,
+    message_id: Option<Uuid>,
+    conversation_id: Option<Uuid>,
+    seq: Option<i64>,
+    sender_id: Option<String>,
+    content: Option<String>,
+    client_message_id: Option<String>,
+    created_at: Option<DateTime<Utc>>,
+    users: Option<Vec<String>>,
+}
+
+impl BatchRow {
+    /// The 0-based place of the command among the batch's sends or reads.
+    fn index(&self) -> usize {
+        self.idx.and_then(|i| usize::try_from(i).ok()).unwrap_or(0).saturating_sub(1)
+    }
+
+    fn into_message(self) -> Option<MessageNew> {
+        Some(MessageNew {
+            id: MessageId(self.message_id?),
+            conversation_id: ConversationId(self.conversation_id?),
+            sender_id: self.sender_id?.parse().ok()?,
+            content: self.content?,
+            seq: self.seq?,
+            created_at: self.created_at?,
+            client_message_id: self.client_message_id.and_then(|c| c.try_into().ok()),
+        })
+    }
 }
 
 /// After commit: fan-out (confirmed, all at once), then each sender's reply.
@@ -566,7 +455,6 @@ pub struct StoredRow {
     sender_id: String,
     content: String,
     client_message_id: Option<String>,
-    command_id: Uuid,
     created_at: DateTime<Utc>,
 }
 

@@ -161,6 +161,9 @@ async fn contacts(db: &Database, query: ContactsQuery) -> Result<Contacts, AckEr
          JOIN conversation_participants other ON other.conversation_id = mine.conversation_id \
          WHERE mine.user_id = $1 AND other.user_id <> $1",
     )
+    // Planned with the actual user every time: a join whose best plan depends on the tables'
+    // size (see `switchboard::db` on generic plans).
+    .persistent(false)
     .bind(query.user_id.as_str())
     .fetch_all(db.pool())
     .await
@@ -176,9 +179,11 @@ async fn sync(db: &Database, query: SyncQuery) -> Result<MessagesPage, AckError>
     let after = i64::try_from(query.after_seq).unwrap_or(i64::MAX);
     // One row more than the page tells whether there is more.
     let rows: Vec<StoredRow> = sqlx::query_as(
-        "SELECT id, conversation_id, seq, sender_id, content, client_message_id, command_id, created_at \
+        "SELECT id, conversation_id, seq, sender_id, content, client_message_id, created_at \
          FROM messages WHERE conversation_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
     )
+    // A range whose best plan depends on the table's size: planned with the actual values.
+    .persistent(false)
     .bind(query.conversation_id.0)
     .bind(after)
     .bind(limit + 1)

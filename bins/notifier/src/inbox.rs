@@ -147,6 +147,9 @@ async fn flush(notifier: &Notifier, user: &UserId) -> Result<(), Failure> {
     let waiting: Vec<NotificationRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM notifications WHERE user_id = $1 AND delivered_at IS NULL ORDER BY created_at, id LIMIT 500"
     )))
+    // Ranges whose best plan depends on the table's size are planned with the actual values
+    // (see `switchboard::db` on generic plans).
+    .persistent(false)
     .bind(user.as_str())
     .fetch_all(notifier.database.pool())
     .await?;
@@ -191,6 +194,7 @@ async fn list(notifier: &Notifier, query: NotificationsQuery) -> Result<Notifica
         "SELECT {COLUMNS} FROM notifications WHERE user_id = $1 AND (NOT $2 OR read_at IS NULL) \
          ORDER BY created_at DESC, id DESC LIMIT $3"
     )))
+    .persistent(false)
     .bind(query.user_id.as_str())
     .bind(query.unread_only)
     .bind(i64::from(query.limit.clamp(1, 200)))
