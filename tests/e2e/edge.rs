@@ -81,7 +81,7 @@ async fn database_sessions_from_cookie_auth_token_or_bearer_and_refusals() {
 async fn jwt_mode_accepts_valid_tokens_and_refuses_forged_expired_or_incomplete_ones() {
     use jsonwebtoken::{EncodingKey, Header, encode};
     let env = TestEnv::new().await;
-    let secret = "jwt-test-secret";
+    let secret = JWT_SECRET;
     let edge = env.spawn_ready(Bin::Edge, &[("AUTH_MODE", "jwt"), ("AUTH_JWT_SECRET", secret)]).await;
     let now = chrono::Utc::now().timestamp();
     let sign = |claims: Value, key: &str| {
@@ -90,7 +90,11 @@ async fn jwt_mode_accepts_valid_tokens_and_refuses_forged_expired_or_incomplete_
     let mut driver = Driver::start().await;
     let cases = [
         ("valid", sign(json!({ "sub": "alice", "exp": now + 600 }), secret), true),
-        ("forged", sign(json!({ "sub": "alice", "exp": now + 600 }), "another-secret"), false),
+        (
+            "forged",
+            sign(json!({ "sub": "alice", "exp": now + 600 }), "another-secret-of-at-least-32-bytes"),
+            false,
+        ),
         ("expired", sign(json!({ "sub": "alice", "exp": now - 600 }), secret), false),
         ("no exp", sign(json!({ "sub": "alice" }), secret), false),
         ("bad sub", sign(json!({ "sub": "not valid!", "exp": now + 600 }), secret), false),
@@ -107,6 +111,66 @@ async fn jwt_mode_accepts_valid_tokens_and_refuses_forged_expired_or_incomplete_
             assert_eq!(result, Err("unauthorized".into()), "{name}");
         }
     }
+}
+
+/// A JWT secret of the 32 bytes the edge asks for at least.
+const JWT_SECRET: &str = "jwt-test-secret-jwt-test-secret!";
+
+#[tokio::test]
+async fn jwt_mode_checks_nbf_and_the_audience_only_when_one_is_configured() {
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    let env = TestEnv::new().await;
+    let jwt = [("AUTH_MODE", "jwt"), ("AUTH_JWT_SECRET", JWT_SECRET)];
+    let with_audience = [jwt[0], jwt[1], ("AUTH_JWT_AUDIENCE", "chat, admin")];
+    let (any_audience, audience) =
+        tokio::join!(env.spawn_ready(Bin::Edge, &jwt), env.spawn_ready(Bin::Edge, &with_audience));
+    let now = chrono::Utc::now().timestamp();
+    let sign = |claims: Value| {
+        encode(&Header::default(), &claims, &EncodingKey::from_secret(JWT_SECRET.as_bytes())).expect("sign")
+    };
+    let exp = now + 600;
+    let cases = [
+        (&any_audience, "nbf passed", json!({ "sub": "alice", "exp": exp, "nbf": now - 60 }), true),
+        (&any_audience, "nbf to come", json!({ "sub": "alice", "exp": exp, "nbf": now + 60 }), false),
+        (&any_audience, "any aud", json!({ "sub": "alice", "exp": exp, "aud": "elsewhere" }), true),
+        (&any_audience, "aud list", json!({ "sub": "alice", "exp": exp, "aud": ["a", "b"] }), true),
+        (&audience, "listed aud", json!({ "sub": "alice", "exp": exp, "aud": "admin" }), true),
+        (&audience, "aud list naming one", json!({ "sub": "alice", "exp": exp, "aud": ["x", "chat"] }), true),
+        (&audience, "other aud", json!({ "sub": "alice", "exp": exp, "aud": "elsewhere" }), false),
+        (&audience, "no aud", json!({ "sub": "alice", "exp": exp }), false),
+        (
+            &audience,
+            "nbf to come",
+            json!({ "sub": "alice", "exp": exp, "aud": "chat", "nbf": now + 60 }),
+            false,
+        ),
+    ];
+    let mut driver = Driver::start().await;
+    for (i, (edge, name, claims, accepted)) in cases.into_iter().enumerate() {
+        let client = format!("{i}: {name}");
+        let options = json!({ "transports": ["websocket"], "auth": { "token": sign(claims) } });
+        let result = driver.connect(&client, &edge.url(), options).await;
+        if accepted {
+            assert!(result.is_ok(), "{client}: {result:?}");
+            assert_eq!(driver.event(&client, "session").await["userId"], "alice", "{client}");
+        } else {
+            assert_eq!(result, Err("unauthorized".into()), "{client}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_jwt_secret_shorter_than_32_bytes_stops_the_edge_with_64() {
+    let env = TestEnv::new().await;
+    let mut vars = env.base_env();
+    vars.push(("AUTH_MODE".into(), "jwt".into()));
+    vars.push(("AUTH_JWT_SECRET".into(), "only-31-bytes-of-jwt-secret-123".into()));
+    let (status, output) = Running::run_to_exit(Bin::Edge, &vars, Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(64), "{output:?}");
+    assert_eq!(
+        output,
+        ["switchboard-edge: invalid configuration: AUTH_JWT_SECRET: must be at least 32 bytes"]
+    );
 }
 
 #[tokio::test]
