@@ -239,6 +239,96 @@ async fn an_allowed_origin_gets_cors_headers_so_a_browser_can_long_poll() {
     assert_eq!(header(&foreign, "access-control-allow-origin"), None);
 }
 
+/// The CORS headers of a response (and `vary`), sorted, as `name: value`.
+fn cors_headers(response: &reqwest::Response) -> Vec<String> {
+    let mut headers: Vec<String> = response
+        .headers()
+        .iter()
+        .filter(|(name, _)| name.as_str().starts_with("access-control-") || name.as_str() == "vary")
+        .map(|(name, value)| format!("{name}: {}", value.to_str().expect("ascii")))
+        .collect();
+    headers.sort();
+    headers
+}
+
+#[tokio::test]
+async fn any_origin_gets_cors_without_credentials_and_listed_origins_keep_them() {
+    let env = TestEnv::new().await;
+    let (any, listed) = tokio::join!(
+        env.spawn_ready(Bin::Edge, &[]),
+        env.spawn_ready(Bin::Edge, &[("ALLOWED_ORIGINS", "https://app.example.com")]),
+    );
+    let client = reqwest::Client::new();
+    let handshake = |edge: &Running, origin: &str| {
+        client.get(format!("{}/socket.io/?EIO=4&transport=polling", edge.url())).header("origin", origin)
+    };
+    let preflight = |edge: &Running, origin: &str| {
+        client
+            .request(reqwest::Method::OPTIONS, format!("{}/socket.io/?EIO=4&transport=polling", edge.url()))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type")
+    };
+
+    // Under `*`, any page may long-poll, but the browser is never told it may do so with the
+    // user's cookie.
+    let open = handshake(&any, "https://evil.example").send().await.expect("answer");
+    assert_eq!(open.status().as_u16(), 200);
+    assert_eq!(cors_headers(&open), ["access-control-allow-origin: *"]);
+    assert!(open.text().await.expect("body").starts_with("0{"), "an engine.io open packet");
+    let asked = preflight(&any, "https://evil.example").send().await.expect("answer");
+    assert_eq!(asked.status().as_u16(), 204);
+    assert_eq!(
+        cors_headers(&asked),
+        [
+            "access-control-allow-headers: content-type",
+            "access-control-allow-methods: GET, POST",
+            "access-control-allow-origin: *",
+            "access-control-max-age: 600",
+        ]
+    );
+
+    // A listed origin is echoed, with credentials.
+    let open = handshake(&listed, "https://app.example.com").send().await.expect("answer");
+    assert_eq!(open.status().as_u16(), 200);
+    assert_eq!(
+        cors_headers(&open),
+        [
+            "access-control-allow-credentials: true",
+            "access-control-allow-origin: https://app.example.com",
+            "vary: origin",
+        ]
+    );
+    let asked = preflight(&listed, "https://app.example.com").send().await.expect("answer");
+    assert_eq!(asked.status().as_u16(), 204);
+    assert_eq!(
+        cors_headers(&asked),
+        [
+            "access-control-allow-credentials: true",
+            "access-control-allow-headers: content-type",
+            "access-control-allow-methods: GET, POST",
+            "access-control-allow-origin: https://app.example.com",
+            "access-control-max-age: 600",
+            "vary: origin",
+        ]
+    );
+    let refused = preflight(&listed, "https://evil.example").send().await.expect("answer");
+    assert_eq!(refused.status().as_u16(), 403);
+    assert_eq!(cors_headers(&refused), Vec::<String>::new());
+
+    // The operator is told at start, once, that `*` is in force; not when origins are listed.
+    let warned = |edge: &Running| {
+        edge.logs()
+            .iter()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|line| line["level"] == "WARN")
+            .filter(|line| line["message"].as_str().is_some_and(|m| m.starts_with("ALLOWED_ORIGINS=*")))
+            .count()
+    };
+    assert_eq!(warned(&any), 1, "{:#?}", any.logs());
+    assert_eq!(warned(&listed), 0, "{:#?}", listed.logs());
+}
+
 /// Two edges, the users connected to them, and a driver.
 struct TwoEdges {
     env: TestEnv,
