@@ -709,11 +709,63 @@ async fn a_rust_backend_emits_through_the_library_and_metrics_count_it_all() {
         "edge_connect_refused_total{reason=\"unauthorized\"} 1",
         "edge_events_in_total{event=\"conversation:leave\"} 1",
         "edge_acks_total{event=\"conversation:leave\",result=\"ok\"} 1",
-        "edge_events_out_total{event=\"from:rust\"} 2",
+        "edge_events_out_total{event=\"other\"} 2",
         "edge_delivery_latency_seconds_count 2",
         "bus_consumed_total{queue=\"edge\"} 2",
     ] {
         assert!(metrics.lines().any(|line| line == series), "missing {series:?} in:\n{metrics}");
     }
+    bus.close().await;
+}
+
+#[tokio::test]
+async fn backend_event_names_past_the_servers_own_share_one_metric_series() {
+    use switchboard::contract::server::{self, MatchRemoved, ServerEvent};
+    const NAMES: usize = 10_000;
+    let env = TestEnv::new().await;
+    let edge = env.spawn_ready(Bin::Edge, &[]).await;
+    sessions(&env, &["alice"]).await;
+    let mut driver = Driver::start().await;
+    // The edge only consumes deliveries for users with a socket on it.
+    driver.connect("a", &edge.url(), as_user("alice", "websocket")).await.expect("connects");
+
+    let bus = env.bus("test-backend").await;
+    let alice: switchboard::contract::UserId = "alice".parse().expect("valid");
+    // Ten thousand names of the backend's own, and one of the server's.
+    let names = (0..NAMES).map(|i| format!("custom:{i}")).chain([MatchRemoved::NAME.to_owned()]);
+    futures::stream::iter(names)
+        .map(|name| {
+            let (bus, alice) = (&bus, &alice);
+            async move { switchboard::backend::emit_to_user(bus, alice, &name, json!({})).await }
+        })
+        .buffer_unordered(64)
+        .for_each(|emitted| async move { emitted.expect("emitted") })
+        .await;
+
+    // Waits for the deliveries whatever their labels, then looks at the labels.
+    let out_series = |metrics: &str| -> Vec<String> {
+        metrics.lines().filter(|line| line.starts_with("edge_events_out_total{")).map(str::to_owned).collect()
+    };
+    let mut series = eventually("the edge to deliver every event", Duration::from_secs(60), || async {
+        let series = out_series(&edge.get("/metrics").await.1);
+        let delivered: u64 =
+            series.iter().filter_map(|line| line.rsplit_once(' ')?.1.parse::<u64>().ok()).sum();
+        (delivered == NAMES as u64 + 1).then_some(series)
+    })
+    .await;
+    assert!(
+        series.len() <= server::NAMES.len() + 1,
+        "{} series of edge_events_out_total, such as {:#?}",
+        series.len(),
+        &series[..5]
+    );
+    series.sort();
+    assert_eq!(
+        series,
+        [
+            "edge_events_out_total{event=\"match:removed\"} 1".to_owned(),
+            format!("edge_events_out_total{{event=\"other\"}} {NAMES}"),
+        ]
+    );
     bus.close().await;
 }
