@@ -21,6 +21,11 @@ use serde::{Deserialize, Deserializer, Serialize};
 /// The exit code for a bad configuration (`EX_USAGE` in BSD's sysexits).
 pub const EXIT_CONFIG: i32 = 64;
 
+/// The shortest `AUTH_JWT_SECRET` accepted, in bytes. An HS256 key shorter than the hash's
+/// output (RFC 7518 section 3.2) can be found by brute force from one captured token, and
+/// with it anyone can sign in as anyone.
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
+
 /// Every variable of contract section 2 plus our own operational ones. Also the list of keys
 /// the environment provider looks at, so an unrelated variable such as `PATH` is never read.
 /// (`SWITCHBOARD_CONFIG` and `RUST_LOG` are read too, outside this list.)
@@ -42,6 +47,7 @@ pub const KEYS: &[&str] = &[
     "AUTH_COOKIE_NAME",
     "AUTH_SESSION_QUERY",
     "AUTH_JWT_SECRET",
+    "AUTH_JWT_AUDIENCE",
     "AUTH_CACHE_TTL_MS",
     "ALLOWED_ORIGINS",
     "RATE_LIMIT_PER_SEC",
@@ -128,6 +134,10 @@ pub struct Config {
     #[serde(deserialize_with = "text")]
     pub auth_session_query: String,
     pub auth_jwt_secret: Option<Secret>,
+    /// Comma-separated audiences a token's `aud` must name one of; unset accepts any `aud`
+    /// (or none). Read through [`Config::jwt_audiences`].
+    #[serde(deserialize_with = "optional_text")]
+    pub auth_jwt_audience: Option<String>,
     /// How long a successful session lookup is cached by the edge. Refusals are never cached.
     pub auth_cache_ttl_ms: u64,
     /// Comma-separated origins, or `*`.
@@ -172,6 +182,7 @@ impl Default for Config {
             auth_cookie_name: "session_token".into(),
             auth_session_query: "SELECT user_id FROM sessions WHERE token = $1 AND expires_at > now()".into(),
             auth_jwt_secret: None,
+            auth_jwt_audience: None,
             auth_cache_ttl_ms: 30_000,
             allowed_origins: "*".into(),
             rate_limit_per_sec: 20,
@@ -295,10 +306,18 @@ impl Config {
             }
         }
         if role == Role::Edge {
-            if self.auth_mode == AuthMode::Jwt
-                && self.auth_jwt_secret.as_ref().is_none_or(|s| s.expose().is_empty())
-            {
-                return Err(ConfigError::new("AUTH_JWT_SECRET", "required when AUTH_MODE=jwt"));
+            if self.auth_mode == AuthMode::Jwt {
+                let secret = self.auth_jwt_secret.as_ref().map_or("", Secret::expose);
+                if secret.is_empty() {
+                    return Err(ConfigError::new("AUTH_JWT_SECRET", "required when AUTH_MODE=jwt"));
+                }
+                if secret.len() < MIN_JWT_SECRET_BYTES {
+                    return Err(ConfigError::new(
+                        "AUTH_JWT_SECRET",
+                        format!("must be at least {MIN_JWT_SECRET_BYTES} bytes"),
+                    ));
+                }
+                self.jwt_audiences()?;
             }
             if self.auth_cookie_name.trim().is_empty() {
                 return Err(ConfigError::new("AUTH_COOKIE_NAME", "must not be empty"));
@@ -339,6 +358,18 @@ impl Config {
             ));
         }
         Ok(AllowedOrigins::List(list))
+    }
+
+    /// The audiences a JWT's `aud` must name one of; empty when `AUTH_JWT_AUDIENCE` is unset,
+    /// which accepts any `aud`.
+    pub fn jwt_audiences(&self) -> Result<Vec<String>, ConfigError> {
+        let Some(raw) = &self.auth_jwt_audience else { return Ok(Vec::new()) };
+        let audiences: Vec<String> =
+            raw.split(',').map(str::trim).filter(|a| !a.is_empty()).map(str::to_owned).collect();
+        if audiences.is_empty() {
+            return Err(ConfigError::new("AUTH_JWT_AUDIENCE", "lists no audience (leave it unset for any)"));
+        }
+        Ok(audiences)
     }
 
     /// The ingress keys; empty when the ingress is disabled.
@@ -457,6 +488,13 @@ impl<'de> Deserialize<'de> for Secret {
     }
 }
 
+/// [`text`] for a setting that may be unset.
+fn optional_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    struct Text(#[serde(deserialize_with = "text")] String);
+    Ok(Option::<Text>::deserialize(deserializer)?.map(|Text(value)| value))
+}
+
 /// Reads a string setting whatever the environment parser made of it: figment parses
 /// `RABBITMQ_PASSWORD=12345` as a number and `true` as a boolean, and both are valid text.
 fn text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
@@ -566,10 +604,44 @@ mod tests {
             jail.set_env("AUTH_MODE", "jwt");
             assert_eq!(load(Role::Edge).expect_err("must fail").variable, "AUTH_JWT_SECRET");
             load(Role::Notifier).expect("workers do not authenticate clients");
-            jail.set_env("AUTH_JWT_SECRET", "s3cret");
+            jail.set_env("AUTH_JWT_SECRET", "s3cret-s3cret-s3cret-s3cret-s3cret");
             let c = load(Role::Edge).expect("valid");
             assert_eq!(format!("{:?}", c.auth_jwt_secret), "Some(Secret(***))");
             assert!(!format!("{c:?}").contains("s3cret"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_jwt_secret_shorter_than_32_bytes_is_refused() {
+        Jail::expect_with(|jail| {
+            jail.set_env("AUTH_MODE", "jwt");
+            jail.set_env("AUTH_JWT_SECRET", "x".repeat(31));
+            let err = load(Role::Edge).expect_err("must fail");
+            assert_eq!(err.to_string(), "invalid configuration: AUTH_JWT_SECRET: must be at least 32 bytes");
+            jail.set_env("AUTH_JWT_SECRET", "x".repeat(32));
+            load(Role::Edge).expect("32 bytes are enough");
+            // The secret is only read in jwt mode.
+            jail.set_env("AUTH_MODE", "database");
+            jail.set_env("AUTH_JWT_SECRET", "short");
+            load(Role::Edge).expect("valid");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn jwt_audiences_are_a_list_or_unset() {
+        Jail::expect_with(|jail| {
+            jail.set_env("AUTH_MODE", "jwt");
+            jail.set_env("AUTH_JWT_SECRET", "x".repeat(32));
+            assert!(load(Role::Edge).expect("valid").jwt_audiences().expect("valid").is_empty());
+            jail.set_env("AUTH_JWT_AUDIENCE", "app, admin,");
+            assert_eq!(load(Role::Edge).expect("valid").jwt_audiences().expect("valid"), ["app", "admin"]);
+            // A number is an audience like any other text.
+            jail.set_env("AUTH_JWT_AUDIENCE", "42");
+            assert_eq!(load(Role::Edge).expect("valid").jwt_audiences().expect("valid"), ["42"]);
+            jail.set_env("AUTH_JWT_AUDIENCE", " , ");
+            assert_eq!(load(Role::Edge).expect_err("must fail").variable, "AUTH_JWT_AUDIENCE");
             Ok(())
         });
     }

@@ -81,7 +81,7 @@ async fn database_sessions_from_cookie_auth_token_or_bearer_and_refusals() {
 async fn jwt_mode_accepts_valid_tokens_and_refuses_forged_expired_or_incomplete_ones() {
     use jsonwebtoken::{EncodingKey, Header, encode};
     let env = TestEnv::new().await;
-    let secret = "jwt-test-secret";
+    let secret = JWT_SECRET;
     let edge = env.spawn_ready(Bin::Edge, &[("AUTH_MODE", "jwt"), ("AUTH_JWT_SECRET", secret)]).await;
     let now = chrono::Utc::now().timestamp();
     let sign = |claims: Value, key: &str| {
@@ -90,7 +90,11 @@ async fn jwt_mode_accepts_valid_tokens_and_refuses_forged_expired_or_incomplete_
     let mut driver = Driver::start().await;
     let cases = [
         ("valid", sign(json!({ "sub": "alice", "exp": now + 600 }), secret), true),
-        ("forged", sign(json!({ "sub": "alice", "exp": now + 600 }), "another-secret"), false),
+        (
+            "forged",
+            sign(json!({ "sub": "alice", "exp": now + 600 }), "another-secret-of-at-least-32-bytes"),
+            false,
+        ),
         ("expired", sign(json!({ "sub": "alice", "exp": now - 600 }), secret), false),
         ("no exp", sign(json!({ "sub": "alice" }), secret), false),
         ("bad sub", sign(json!({ "sub": "not valid!", "exp": now + 600 }), secret), false),
@@ -107,6 +111,66 @@ async fn jwt_mode_accepts_valid_tokens_and_refuses_forged_expired_or_incomplete_
             assert_eq!(result, Err("unauthorized".into()), "{name}");
         }
     }
+}
+
+/// A JWT secret of the 32 bytes the edge asks for at least.
+const JWT_SECRET: &str = "jwt-test-secret-jwt-test-secret!";
+
+#[tokio::test]
+async fn jwt_mode_checks_nbf_and_the_audience_only_when_one_is_configured() {
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    let env = TestEnv::new().await;
+    let jwt = [("AUTH_MODE", "jwt"), ("AUTH_JWT_SECRET", JWT_SECRET)];
+    let with_audience = [jwt[0], jwt[1], ("AUTH_JWT_AUDIENCE", "chat, admin")];
+    let (any_audience, audience) =
+        tokio::join!(env.spawn_ready(Bin::Edge, &jwt), env.spawn_ready(Bin::Edge, &with_audience));
+    let now = chrono::Utc::now().timestamp();
+    let sign = |claims: Value| {
+        encode(&Header::default(), &claims, &EncodingKey::from_secret(JWT_SECRET.as_bytes())).expect("sign")
+    };
+    let exp = now + 600;
+    let cases = [
+        (&any_audience, "nbf passed", json!({ "sub": "alice", "exp": exp, "nbf": now - 60 }), true),
+        (&any_audience, "nbf to come", json!({ "sub": "alice", "exp": exp, "nbf": now + 60 }), false),
+        (&any_audience, "any aud", json!({ "sub": "alice", "exp": exp, "aud": "elsewhere" }), true),
+        (&any_audience, "aud list", json!({ "sub": "alice", "exp": exp, "aud": ["a", "b"] }), true),
+        (&audience, "listed aud", json!({ "sub": "alice", "exp": exp, "aud": "admin" }), true),
+        (&audience, "aud list naming one", json!({ "sub": "alice", "exp": exp, "aud": ["x", "chat"] }), true),
+        (&audience, "other aud", json!({ "sub": "alice", "exp": exp, "aud": "elsewhere" }), false),
+        (&audience, "no aud", json!({ "sub": "alice", "exp": exp }), false),
+        (
+            &audience,
+            "nbf to come",
+            json!({ "sub": "alice", "exp": exp, "aud": "chat", "nbf": now + 60 }),
+            false,
+        ),
+    ];
+    let mut driver = Driver::start().await;
+    for (i, (edge, name, claims, accepted)) in cases.into_iter().enumerate() {
+        let client = format!("{i}: {name}");
+        let options = json!({ "transports": ["websocket"], "auth": { "token": sign(claims) } });
+        let result = driver.connect(&client, &edge.url(), options).await;
+        if accepted {
+            assert!(result.is_ok(), "{client}: {result:?}");
+            assert_eq!(driver.event(&client, "session").await["userId"], "alice", "{client}");
+        } else {
+            assert_eq!(result, Err("unauthorized".into()), "{client}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_jwt_secret_shorter_than_32_bytes_stops_the_edge_with_64() {
+    let env = TestEnv::new().await;
+    let mut vars = env.base_env();
+    vars.push(("AUTH_MODE".into(), "jwt".into()));
+    vars.push(("AUTH_JWT_SECRET".into(), "only-31-bytes-of-jwt-secret-123".into()));
+    let (status, output) = Running::run_to_exit(Bin::Edge, &vars, Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(64), "{output:?}");
+    assert_eq!(
+        output,
+        ["switchboard-edge: invalid configuration: AUTH_JWT_SECRET: must be at least 32 bytes"]
+    );
 }
 
 #[tokio::test]
@@ -173,6 +237,96 @@ async fn an_allowed_origin_gets_cors_headers_so_a_browser_can_long_poll() {
     let foreign = client.get(&url).header("origin", "https://evil.example.com").send().await.expect("answer");
     assert_eq!(foreign.status().as_u16(), 403);
     assert_eq!(header(&foreign, "access-control-allow-origin"), None);
+}
+
+/// The CORS headers of a response (and `vary`), sorted, as `name: value`.
+fn cors_headers(response: &reqwest::Response) -> Vec<String> {
+    let mut headers: Vec<String> = response
+        .headers()
+        .iter()
+        .filter(|(name, _)| name.as_str().starts_with("access-control-") || name.as_str() == "vary")
+        .map(|(name, value)| format!("{name}: {}", value.to_str().expect("ascii")))
+        .collect();
+    headers.sort();
+    headers
+}
+
+#[tokio::test]
+async fn any_origin_gets_cors_without_credentials_and_listed_origins_keep_them() {
+    let env = TestEnv::new().await;
+    let (any, listed) = tokio::join!(
+        env.spawn_ready(Bin::Edge, &[]),
+        env.spawn_ready(Bin::Edge, &[("ALLOWED_ORIGINS", "https://app.example.com")]),
+    );
+    let client = reqwest::Client::new();
+    let handshake = |edge: &Running, origin: &str| {
+        client.get(format!("{}/socket.io/?EIO=4&transport=polling", edge.url())).header("origin", origin)
+    };
+    let preflight = |edge: &Running, origin: &str| {
+        client
+            .request(reqwest::Method::OPTIONS, format!("{}/socket.io/?EIO=4&transport=polling", edge.url()))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type")
+    };
+
+    // Under `*`, any page may long-poll, but the browser is never told it may do so with the
+    // user's cookie.
+    let open = handshake(&any, "https://evil.example").send().await.expect("answer");
+    assert_eq!(open.status().as_u16(), 200);
+    assert_eq!(cors_headers(&open), ["access-control-allow-origin: *"]);
+    assert!(open.text().await.expect("body").starts_with("0{"), "an engine.io open packet");
+    let asked = preflight(&any, "https://evil.example").send().await.expect("answer");
+    assert_eq!(asked.status().as_u16(), 204);
+    assert_eq!(
+        cors_headers(&asked),
+        [
+            "access-control-allow-headers: content-type",
+            "access-control-allow-methods: GET, POST",
+            "access-control-allow-origin: *",
+            "access-control-max-age: 600",
+        ]
+    );
+
+    // A listed origin is echoed, with credentials.
+    let open = handshake(&listed, "https://app.example.com").send().await.expect("answer");
+    assert_eq!(open.status().as_u16(), 200);
+    assert_eq!(
+        cors_headers(&open),
+        [
+            "access-control-allow-credentials: true",
+            "access-control-allow-origin: https://app.example.com",
+            "vary: origin",
+        ]
+    );
+    let asked = preflight(&listed, "https://app.example.com").send().await.expect("answer");
+    assert_eq!(asked.status().as_u16(), 204);
+    assert_eq!(
+        cors_headers(&asked),
+        [
+            "access-control-allow-credentials: true",
+            "access-control-allow-headers: content-type",
+            "access-control-allow-methods: GET, POST",
+            "access-control-allow-origin: https://app.example.com",
+            "access-control-max-age: 600",
+            "vary: origin",
+        ]
+    );
+    let refused = preflight(&listed, "https://evil.example").send().await.expect("answer");
+    assert_eq!(refused.status().as_u16(), 403);
+    assert_eq!(cors_headers(&refused), Vec::<String>::new());
+
+    // The operator is told at start, once, that `*` is in force; not when origins are listed.
+    let warned = |edge: &Running| {
+        edge.logs()
+            .iter()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|line| line["level"] == "WARN")
+            .filter(|line| line["message"].as_str().is_some_and(|m| m.starts_with("ALLOWED_ORIGINS=*")))
+            .count()
+    };
+    assert_eq!(warned(&any), 1, "{:#?}", any.logs());
+    assert_eq!(warned(&listed), 0, "{:#?}", listed.logs());
 }
 
 /// Two edges, the users connected to them, and a driver.
@@ -555,11 +709,63 @@ async fn a_rust_backend_emits_through_the_library_and_metrics_count_it_all() {
         "edge_connect_refused_total{reason=\"unauthorized\"} 1",
         "edge_events_in_total{event=\"conversation:leave\"} 1",
         "edge_acks_total{event=\"conversation:leave\",result=\"ok\"} 1",
-        "edge_events_out_total{event=\"from:rust\"} 2",
+        "edge_events_out_total{event=\"other\"} 2",
         "edge_delivery_latency_seconds_count 2",
         "bus_consumed_total{queue=\"edge\"} 2",
     ] {
         assert!(metrics.lines().any(|line| line == series), "missing {series:?} in:\n{metrics}");
     }
+    bus.close().await;
+}
+
+#[tokio::test]
+async fn backend_event_names_past_the_servers_own_share_one_metric_series() {
+    use switchboard::contract::server::{self, MatchRemoved, ServerEvent};
+    const NAMES: usize = 10_000;
+    let env = TestEnv::new().await;
+    let edge = env.spawn_ready(Bin::Edge, &[]).await;
+    sessions(&env, &["alice"]).await;
+    let mut driver = Driver::start().await;
+    // The edge only consumes deliveries for users with a socket on it.
+    driver.connect("a", &edge.url(), as_user("alice", "websocket")).await.expect("connects");
+
+    let bus = env.bus("test-backend").await;
+    let alice: switchboard::contract::UserId = "alice".parse().expect("valid");
+    // Ten thousand names of the backend's own, and one of the server's.
+    let names = (0..NAMES).map(|i| format!("custom:{i}")).chain([MatchRemoved::NAME.to_owned()]);
+    futures::stream::iter(names)
+        .map(|name| {
+            let (bus, alice) = (&bus, &alice);
+            async move { switchboard::backend::emit_to_user(bus, alice, &name, json!({})).await }
+        })
+        .buffer_unordered(64)
+        .for_each(|emitted| async move { emitted.expect("emitted") })
+        .await;
+
+    // Waits for the deliveries whatever their labels, then looks at the labels.
+    let out_series = |metrics: &str| -> Vec<String> {
+        metrics.lines().filter(|line| line.starts_with("edge_events_out_total{")).map(str::to_owned).collect()
+    };
+    let mut series = eventually("the edge to deliver every event", Duration::from_secs(60), || async {
+        let series = out_series(&edge.get("/metrics").await.1);
+        let delivered: u64 =
+            series.iter().filter_map(|line| line.rsplit_once(' ')?.1.parse::<u64>().ok()).sum();
+        (delivered == NAMES as u64 + 1).then_some(series)
+    })
+    .await;
+    assert!(
+        series.len() <= server::NAMES.len() + 1,
+        "{} series of edge_events_out_total, such as {:#?}",
+        series.len(),
+        &series[..5]
+    );
+    series.sort();
+    assert_eq!(
+        series,
+        [
+            "edge_events_out_total{event=\"match:removed\"} 1".to_owned(),
+            format!("edge_events_out_total{{event=\"other\"}} {NAMES}"),
+        ]
+    );
     bus.close().await;
 }

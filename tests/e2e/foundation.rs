@@ -65,7 +65,7 @@ async fn secrets_are_never_printed() {
     let env = TestEnv::new().await;
     let mut vars = env.base_env();
     vars.push(("AUTH_MODE".into(), "jwt".into()));
-    vars.push(("AUTH_JWT_SECRET".into(), "super-secret-value".into()));
+    vars.push(("AUTH_JWT_SECRET".into(), "super-secret-value-super-secret-value".into()));
     vars.push(("RABBITMQ_PORT".into(), "x".into()));
     let (status, output) = Running::run_to_exit(Bin::Edge, &vars, Duration::from_secs(10)).await;
     assert_eq!(status.code(), Some(64));

@@ -6,7 +6,7 @@ use std::{process::Stdio, time::Duration};
 use serde_json::Value;
 use switchboard_tests::{Bin, INGRESS_KEY, Running, TestEnv, eventually};
 
-const SECRET: &str = "loadgen-test-secret";
+const SECRET: &str = "loadgen-test-secret-loadgen-test";
 
 /// The edge settings the load generator needs: JWT auth and no per-socket rate limit.
 const EDGE: [(&str, &str); 4] = [

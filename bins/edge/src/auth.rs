@@ -3,7 +3,8 @@
 //! The token comes from, in order: the `AUTH_COOKIE_NAME` cookie, the handshake's
 //! `auth.token`, an `Authorization: Bearer` header. In `database` mode it is looked up with
 //! `AUTH_SESSION_QUERY` (an operator may point it at their own session table); in `jwt` mode
-//! it is an HS256 token with `sub` (the user id) and a required `exp`.
+//! it is an HS256 token with `sub` (the user id), a required `exp`, an `nbf` that has passed
+//! when present, and, when `AUTH_JWT_AUDIENCE` is set, an `aud` naming one of its audiences.
 //!
 //! Successful database lookups are cached for `AUTH_CACHE_TTL_MS` so a burst of reconnects
 //! does not hammer the session table. Refusals are never cached: a user who logs in a moment
@@ -71,10 +72,10 @@ impl Authenticator {
             (AuthMode::Database, None) => anyhow::bail!("database auth mode needs the database"),
             (AuthMode::Jwt, _) => {
                 let secret = config.auth_jwt_secret.as_ref().map(|s| s.expose()).unwrap_or_default();
-                let mut validation = Validation::new(Algorithm::HS256);
-                validation.set_required_spec_claims(&["exp", "sub"]);
-                validation.leeway = 5;
-                Method::Jwt { key: DecodingKey::from_secret(secret.as_bytes()), validation }
+                Method::Jwt {
+                    key: DecodingKey::from_secret(secret.as_bytes()),
+                    validation: jwt_validation(&config.jwt_audiences()?),
+                }
             }
         };
         Ok(Self { cookie_name: config.auth_cookie_name.clone(), method })
@@ -133,6 +134,26 @@ impl Authenticator {
             }
         }
     }
+}
+
+/// How a JWT is checked: HS256 only, `sub` and `exp` required, `exp` and `nbf` (when present)
+/// with 5 s of leeway for clocks that drift apart. With `audiences`, `aud` is required and must
+/// name one of them. Without, `aud` is not looked at: the library would otherwise refuse every
+/// token that carries one, and issuers often add it whether or not we configured it.
+fn jwt_validation(audiences: &[String]) -> Validation {
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.leeway = 5;
+    validation.validate_nbf = true;
+    if audiences.is_empty() {
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.validate_aud = false;
+    } else {
+        // The library only checks an `aud` that is present; requiring it refuses tokens minted
+        // for no audience in particular.
+        validation.set_required_spec_claims(&["exp", "sub", "aud"]);
+        validation.set_audience(audiences);
+    }
+    validation
 }
 
 fn cached(cache: &Mutex<HashMap<String, (UserId, Instant)>>, token: &str) -> Option<UserId> {

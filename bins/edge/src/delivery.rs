@@ -39,6 +39,7 @@ use switchboard::{
     contract::{
         Room,
         bus::{ConversationClosed, Deliver},
+        server,
     },
 };
 use tokio::sync::{Mutex, mpsc, watch};
@@ -275,7 +276,10 @@ async fn emit(io: &SocketIo, envelope: Envelope<Deliver>) {
     if let Err(error) = operator.emit(deliver.event.as_str(), &deliver.data).await {
         tracing::debug!(%error, event = %deliver.event, "a socket could not take a delivery");
     }
-    metrics::counter!("edge_events_out_total", "event" => deliver.event.to_string()).increment(1);
+    // Backends may emit any name (contract section 6): one series per name would grow the
+    // metrics without bound, so names that are not the server's own share one series.
+    let label = server::known(deliver.event.as_str()).unwrap_or("other");
+    metrics::counter!("edge_events_out_total", "event" => label).increment(1);
     let latency = (chrono::Utc::now() - envelope.sent_at).to_std().unwrap_or_default();
     metrics::histogram!("edge_delivery_latency_seconds").record(latency.as_secs_f64());
 }

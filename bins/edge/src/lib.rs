@@ -31,7 +31,7 @@ use std::{sync::Arc, time::Duration};
 use switchboard::{
     Bus, Config, Role, Shutdown,
     bus::{Durability, topology},
-    config::{AuthMode, Secret},
+    config::{AllowedOrigins, AuthMode, Secret},
     contract::bus::EdgeStopping,
     service::Process,
 };
@@ -50,6 +50,12 @@ pub struct App {
 
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let origins = config.origins()?;
+    if origins == AllowedOrigins::Any {
+        tracing::warn!(
+            "ALLOWED_ORIGINS=*: pages on any origin may connect, and cross-origin requests get \
+             CORS without credentials (no cookie); in production, list your origins"
+        );
+    }
     let with_database = config.auth_mode == AuthMode::Database;
     let process = Process::start(Role::Edge, config, shutdown, with_database).await?;
     let (transitions, transitions_out) = tokio::sync::mpsc::unbounded_channel();

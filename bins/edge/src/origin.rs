@@ -6,9 +6,14 @@
 //! closes that door for both transports. Clients that send no `Origin` (servers, mobile apps)
 //! cannot carry a victim's cookie and are let through.
 //!
-//! An allowed origin also gets CORS headers, with credentials, because a page on another
-//! origin (the app on `app.example.com`, the edge on `rt.example.com`) can use long-polling
-//! only if the browser is told it may read the answers. Preflights are answered here.
+//! An allowed origin also gets CORS headers, because a page on another origin (the app on
+//! `app.example.com`, the edge on `rt.example.com`) can use long-polling only if the browser
+//! is told it may read the answers. Preflights are answered here. A listed origin is echoed
+//! with `Access-Control-Allow-Credentials: true`, so the app's own pages may long-poll with the
+//! session cookie. Under `ALLOWED_ORIGINS=*` the answer is `Access-Control-Allow-Origin: *`
+//! and never credentials: echoing any origin with credentials would let every site on the web
+//! read a signed-in user's long-polling answers (their messages and notifications) through a
+//! `SameSite=None` cookie. Cross-origin clients then authenticate with `auth.token` instead.
 
 use std::sync::Arc;
 
@@ -35,7 +40,7 @@ pub async fn check(State(origins): State<Arc<AllowedOrigins>>, request: Request,
     if request.method() == Method::OPTIONS {
         let mut response = StatusCode::NO_CONTENT.into_response();
         let headers = response.headers_mut();
-        allow(headers, origin);
+        allow(headers, &origins, origin);
         headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST"));
         let asked = request.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS).cloned();
         headers.insert(
@@ -46,14 +51,24 @@ pub async fn check(State(origins): State<Arc<AllowedOrigins>>, request: Request,
         return response;
     }
     let mut response = next.run(request).await;
-    allow(response.headers_mut(), origin);
+    allow(response.headers_mut(), &origins, origin);
     response
 }
 
-/// The headers that let a page on `origin` read the answer, cookies included. The origin is
-/// echoed (never `*`, which browsers refuse together with credentials).
-fn allow(headers: &mut HeaderMap, origin: HeaderValue) {
-    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-    headers.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
-    headers.append(header::VARY, HeaderValue::from_static("origin"));
+/// The headers that let a page on `origin` read the answer: for a listed origin, the origin
+/// echoed with credentials (browsers refuse `*` together with credentials); for any origin,
+/// `*` and no credentials, so a browser shows the answer to a request made without cookies
+/// and refuses to show it to one that carried them.
+fn allow(headers: &mut HeaderMap, origins: &AllowedOrigins, origin: HeaderValue) {
+    match origins {
+        AllowedOrigins::Any => {
+            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+        }
+        AllowedOrigins::List(_) => {
+            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+            headers.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+            // The answer differs by origin: a cache must not hand one origin's to another.
+            headers.append(header::VARY, HeaderValue::from_static("origin"));
+        }
+    }
 }

@@ -135,8 +135,8 @@ pub struct MatchRemoved {
     pub conversation_id: ConversationId,
 }
 
-/// Makes the one list of server events below into [`ServerEvent`] implementations and, with the
-/// `typescript` feature, the kit's typed event maps.
+/// Makes the one list of server events below into [`ServerEvent`] implementations, [`NAMES`]
+/// and, with the `typescript` feature, the kit's typed event maps.
 macro_rules! server_events {
     (
         $($ty:ty => $name:literal,)*
@@ -146,6 +146,9 @@ macro_rules! server_events {
         $(impl ServerEvent for $ty {
             const NAME: &'static str = $name;
         })*
+
+        /// Every server event's name: the events of contract section 5 the system itself emits.
+        pub const NAMES: &[&str] = &[$($name,)* $($($shared_name,)+)*];
 
         /// Hands each server event's name and payload type to `sink`.
         #[cfg(feature = "typescript")]
@@ -169,4 +172,27 @@ server_events! {
     ;
     // Bodies shared by several events, whose sender names the event.
     Typing => [Typing::START, Typing::STOP],
+}
+
+/// `name` as one of [`NAMES`], or `None` for a name only a backend uses (contract section 6:
+/// any event a backend emits). Gives a metric label from a bounded set whatever name a
+/// backend picks.
+pub fn known(name: &str) -> Option<&'static str> {
+    NAMES.iter().copied().find(|known| *known == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_server_event_is_known_and_nothing_else() {
+        for name in [Session::NAME, MessageNew::NAME, MatchRemoved::NAME, Typing::START, Typing::STOP] {
+            assert_eq!(known(name), Some(name));
+        }
+        let distinct: std::collections::BTreeSet<_> = NAMES.iter().collect();
+        assert_eq!(distinct.len(), NAMES.len(), "a name is listed twice: {NAMES:?}");
+        assert_eq!(known("order:shipped"), None);
+        assert_eq!(known("other"), None);
+    }
 }
