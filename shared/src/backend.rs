@@ -27,8 +27,8 @@ use crate::{
     contract::{
         ConversationId, MatchId, NotificationId, Room, UserId,
         bus::{
-            CreateConversation, CreateNotification, Deliver, EventName, MatchCreated, NotificationData,
-            NotificationKind, NotificationText, NotificationTitle,
+            CreateConversation, CreateNotification, Deliver, DeliverBatch, EventName, MatchCreated,
+            NotificationData, NotificationKind, NotificationText, NotificationTitle,
         },
     },
 };
@@ -73,6 +73,56 @@ pub async fn emit_to_room(
 pub async fn deliver(bus: &Bus, deliver: Deliver, durability: Durability) -> Result<(), BusError> {
     let Some((exchange, key, also)) = addressing(&deliver) else { return Ok(()) };
     bus.publish_cc(exchange, &key, &also, &deliver, durability).await
+}
+
+/// Most user keys one [`DeliverBatch`] is addressed to: the `CC` header must stay well inside
+/// an AMQP frame.
+const BATCH_MAX_USERS: usize = 500;
+
+/// Publishes many deliveries, in order, with as few messages as it can: the deliveries to user
+/// rooms go as [`DeliverBatch`]es addressed to the union of their users (at most
+/// [`BATCH_MAX_USERS`] each), so an edge receives one message for all the items that concern
+/// any of its users, and hands each item to its own sockets of that item's rooms. What a
+/// worker's batch fans out costs one broker message per edge, not one per item. Deliveries to
+/// a conversation room go one by one. Returns the errors of the publishes that failed.
+pub async fn deliver_all(bus: &Bus, deliveries: Vec<Deliver>, durability: Durability) -> Vec<BusError> {
+    let mut batches: Vec<(Vec<String>, Vec<Deliver>)> = Vec::new();
+    let mut singles = Vec::new();
+    for delivery in deliveries.into_iter().filter(|d| !d.rooms.is_empty()) {
+        let users: Option<Vec<String>> =
+            delivery.rooms.iter().map(|r| matches!(r, Room::User(_)).then(|| route(r).1)).collect();
+        let Some(users) = users else {
+            singles.push(delivery);
+            continue;
+        };
+        let fits = batches.last().is_some_and(|(keys, _)| {
+            keys.len() + users.iter().filter(|u| !keys.contains(u)).count() <= BATCH_MAX_USERS
+        });
+        if !fits {
+            batches.push((Vec::new(), Vec::new()));
+        }
+        let Some((keys, items)) = batches.last_mut() else { continue };
+        for user in users {
+            if !keys.contains(&user) {
+                keys.push(user);
+            }
+        }
+        items.push(delivery);
+    }
+    let batched = batches.into_iter().map(|(keys, mut items)| async move {
+        if items.len() == 1 {
+            let Some(single) = items.pop() else { return Ok(()) };
+            return deliver(bus, single, durability).await;
+        }
+        let Some((first, also)) = keys.split_first() else { return Ok(()) };
+        bus.publish_cc(topology::USER_DIRECT, first, also, &DeliverBatch { items }, durability).await
+    });
+    let singles = singles.into_iter().map(|single| deliver(bus, single, durability));
+    // Publishes on one channel keep the order they were made in; `join_all` starts them in order.
+    let mut errors: Vec<BusError> =
+        futures::future::join_all(batched).await.into_iter().filter_map(Result::err).collect();
+    errors.extend(futures::future::join_all(singles).await.into_iter().filter_map(Result::err));
+    errors
 }
 
 /// [`deliver`], confirmed and mandatory: whether any edge had a socket in one of the rooms.

@@ -21,7 +21,9 @@
 //! without a binding, since their `connect` would promise a delivery we could not make.
 //!
 //! Deliveries are handled one at a time, in queue order, so a conversation's `message:new`
-//! reach each socket in `seq` order.
+//! reach each socket in `seq` order. A worker's fan-out may come as one `edge.deliver.batch`
+//! addressed to every user it concerns: its items are emitted in order, each to the local
+//! sockets of its own rooms, so items for users this edge has no socket of cost nothing.
 
 use std::{collections::HashMap, str::FromStr, sync::Arc, time::Duration};
 
@@ -38,7 +40,7 @@ use switchboard::{
     bus::{BusError, BusMessage, Envelope, QueueSpec, topology},
     contract::{
         Room,
-        bus::{ConversationClosed, Deliver},
+        bus::{ConversationClosed, Deliver, DeliverBatch},
         server,
     },
 };
@@ -215,7 +217,16 @@ impl Deliveries {
                         crate::events::conversations::closed(io, self, closed.data.conversation_id).boxed()
                     })
                 }
-                _ => Envelope::<Deliver>::decode(&delivery.data).map(|envelope| emit(io, envelope).boxed()),
+                DeliverBatch::KIND => Envelope::<DeliverBatch>::decode(&delivery.data).map(|envelope| {
+                    async move {
+                        for item in &envelope.data.items {
+                            emit(io, item, envelope.sent_at).await;
+                        }
+                    }
+                    .boxed()
+                }),
+                _ => Envelope::<Deliver>::decode(&delivery.data)
+                    .map(|envelope| async move { emit(io, &envelope.data, envelope.sent_at).await }.boxed()),
             };
             let settled = match handled {
                 Ok(work) => {
@@ -265,9 +276,8 @@ async fn bind(channel: &Channel, queue: &str, room: &Room) -> Result<(), BusErro
     Ok(())
 }
 
-/// Emits one delivery to the local sockets of its rooms.
-async fn emit(io: &SocketIo, envelope: Envelope<Deliver>) {
-    let deliver = &envelope.data;
+/// Emits one delivery, published at `sent_at`, to the local sockets of its rooms.
+async fn emit(io: &SocketIo, deliver: &Deliver, sent_at: chrono::DateTime<chrono::Utc>) {
     let rooms: Vec<String> = deliver.rooms.iter().map(Room::to_string).collect();
     let mut operator = io.to(rooms);
     if let Some(except) = deliver.except_socket.as_deref().and_then(|sid| Sid::from_str(sid).ok()) {
@@ -280,6 +290,6 @@ async fn emit(io: &SocketIo, envelope: Envelope<Deliver>) {
     // metrics without bound, so names that are not the server's own share one series.
     let label = server::known(deliver.event.as_str()).unwrap_or("other");
     metrics::counter!("edge_events_out_total", "event" => label).increment(1);
-    let latency = (chrono::Utc::now() - envelope.sent_at).to_std().unwrap_or_default();
+    let latency = (chrono::Utc::now() - sent_at).to_std().unwrap_or_default();
     metrics::histogram!("edge_delivery_latency_seconds").record(latency.as_secs_f64());
 }

@@ -5,11 +5,11 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, SubsecRound, Utc};
-use lapin::{BasicProperties, message::Delivery};
+use lapin::message::Delivery;
 use switchboard::{
     Bus,
-    backend::deliver,
-    bus::{BusError, BusMessage, Durability, Envelope, Poison},
+    backend::deliver_all,
+    bus::{BusError, BusMessage, Durability, Envelope, Outgoing, Poison},
     contract::{
         AckError, ConversationId, ErrorCode, MessageId, Room, UserId,
         bus::{Deliver, MarkRead, SendMessage},
@@ -393,7 +393,7 @@ async fn publish(bus: &Bus, commands: &[Command<'_>], decisions: Decisions) {
                     ));
                     metrics::counter!("messages_stored_total").increment(1);
                 }
-                replies.push(Reply::Send(&delivery.properties, reply));
+                replies.push(Outgoing::new::<SendMessage>(&delivery.properties, reply));
             }
             Command::Read { command, delivery } => {
                 let Some(outcome) = reads.next() else { break };
@@ -406,30 +406,17 @@ async fn publish(bus: &Bus, commands: &[Command<'_>], decisions: Decisions) {
                         command.reader_socket.clone(),
                     ));
                 }
-                replies.push(Reply::Read(&delivery.properties, outcome.map(|_| Empty {})));
+                replies.push(Outgoing::new::<MarkRead>(&delivery.properties, outcome.map(|_| Empty {})));
             }
         }
     }
-    let published = futures::future::join_all(
-        fan_out.into_iter().filter(|d| !d.rooms.is_empty()).map(|d| deliver(bus, d, Durability::Confirmed)),
-    )
-    .await;
-    for error in published.into_iter().filter_map(Result::err) {
+    // As few broker messages as the batch allows: one per edge for the whole batch.
+    for error in deliver_all(bus, fan_out, Durability::Confirmed).await {
         // The message is stored; receivers that miss it catch up with messages:sync.
         tracing::warn!(%error, "a fan-out was not confirmed");
     }
-    futures::future::join_all(replies.into_iter().map(|reply| async move {
-        match reply {
-            Reply::Send(props, result) => bus.reply::<SendMessage>(props, result).await,
-            Reply::Read(props, result) => bus.reply::<MarkRead>(props, result).await,
-        }
-    }))
-    .await;
-}
-
-enum Reply<'a> {
-    Send(&'a BasicProperties, Result<MessageSent, AckError>),
-    Read(&'a BasicProperties, Result<Empty, AckError>),
+    // One message per requesting edge, however many of its commands this batch answered.
+    bus.reply_many(replies).await;
 }
 
 fn sent(message: &MessageNew) -> MessageSent {

@@ -37,7 +37,7 @@ use tokio::sync::{Mutex, watch};
 pub use consume::{ConsumeOptions, Incoming, Outcome, kind_of, retry_in_place};
 pub use dead_letter::Poison;
 pub use envelope::{BusMessage, DecodeError, Envelope};
-pub use rpc::{PendingReply, PublishedRequest, Request, RequestError};
+pub use rpc::{Outgoing, PendingReply, PublishedRequest, Request, RequestError};
 pub use topology::QueueSpec;
 
 use crate::{

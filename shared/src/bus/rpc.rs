@@ -34,7 +34,13 @@ use super::{
     Bus, BusError, BusMessage, Durability, Envelope, Outcome, Poison, consume::ConsumeOptions,
     topology::QueueSpec,
 };
-use crate::{contract::AckError, sync::lock};
+use crate::{
+    contract::{
+        AckError,
+        bus::{BatchedReply, ReplyBatch},
+    },
+    sync::lock,
+};
 
 const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
 
@@ -65,11 +71,18 @@ pub enum RequestError {
     Malformed(String),
 }
 
-type Pending = Arc<SyncMutex<HashMap<String, oneshot::Sender<Vec<u8>>>>>;
+/// A reply as it reached the requester: a message of its own, or one item of a
+/// [`ReplyBatch`].
+enum Arrived {
+    Message(Vec<u8>),
+    Batched(serde_json::Value),
+}
+
+type Pending = Arc<SyncMutex<HashMap<String, oneshot::Sender<Arrived>>>>;
 
 /// A request the broker has taken, waiting for its reply.
 pub struct PendingReply<T> {
-    receiver: oneshot::Receiver<Vec<u8>>,
+    receiver: oneshot::Receiver<Arrived>,
     pending: Pending,
     correlation: String,
     deadline: tokio::time::Instant,
@@ -79,17 +92,22 @@ pub struct PendingReply<T> {
 impl<T: BusMessage> PendingReply<T> {
     /// Waits for the reply until the request's timeout.
     pub async fn reply(self) -> Result<T, RequestError> {
-        let bytes = match tokio::time::timeout_at(self.deadline, self.receiver).await {
-            Ok(Ok(bytes)) => bytes,
+        let arrived = match tokio::time::timeout_at(self.deadline, self.receiver).await {
+            Ok(Ok(arrived)) => arrived,
             Ok(Err(_)) => return Err(BusError::Unavailable("the reply channel closed".into()).into()),
             Err(_) => {
                 lock(&self.pending).remove(&self.correlation);
                 return Err(RequestError::Timeout);
             }
         };
-        let reply = Envelope::<Reply<T>>::decode_as(&bytes, T::KIND)
-            .map_err(|e| RequestError::Malformed(e.to_string()))?;
-        match reply.data {
+        let reply = match arrived {
+            Arrived::Message(bytes) => Envelope::<Reply<T>>::decode_as(&bytes, T::KIND)
+                .map(|envelope| envelope.data)
+                .map_err(|e| RequestError::Malformed(e.to_string()))?,
+            Arrived::Batched(body) => crate::contract::object::from_value::<Reply<T>>(body)
+                .map_err(|e| RequestError::Malformed(e.to_string()))?,
+        };
+        match reply {
             Reply::Ok(response) => Ok(response),
             Reply::Error(error) => Err(RequestError::Refused(error)),
         }
@@ -220,10 +238,23 @@ impl Bus {
         let routes = pending.clone();
         tokio::spawn(async move {
             while let Some(Ok(delivery)) = replies.next().await {
-                let Some(id) = delivery.properties.correlation_id().as_ref() else { continue };
                 // A reply whose caller already timed out finds nobody: dropped.
+                if delivery.properties.kind().as_ref().map(|k| k.as_str()) == Some(ReplyBatch::KIND) {
+                    let Ok(batch) = Envelope::<ReplyBatch>::decode(&delivery.data) else {
+                        tracing::warn!("dropping an unreadable batch of replies");
+                        continue;
+                    };
+                    let mut routes = lock(&routes);
+                    for item in batch.data.replies {
+                        if let Some(waiter) = routes.remove(&item.correlation_id) {
+                            let _ = waiter.send(Arrived::Batched(item.reply));
+                        }
+                    }
+                    continue;
+                }
+                let Some(id) = delivery.properties.correlation_id().as_ref() else { continue };
                 if let Some(waiter) = lock(&routes).remove(id.as_str()) {
-                    let _ = waiter.send(delivery.data);
+                    let _ = waiter.send(Arrived::Message(delivery.data));
                 }
             }
             // The channel died: fail every waiter now rather than at its timeout.
@@ -267,31 +298,78 @@ impl Bus {
     /// Sends the answer to a request whose AMQP properties are `request`. A reply that cannot
     /// be sent is logged and dropped: the requester times out and may retry.
     pub async fn reply<R: Request>(&self, request: &BasicProperties, result: Result<R::Response, AckError>) {
-        let Some(reply_to) = request.reply_to() else { return };
+        self.reply_many(vec![Outgoing::new::<R>(request, result)]).await;
+    }
+}
+
+/// One reply, ready for [`Bus::reply_many`]: where it goes and what it says.
+pub struct Outgoing<'a> {
+    request: &'a BasicProperties,
+    kind: &'static str,
+    body: serde_json::Value,
+}
+
+impl<'a> Outgoing<'a> {
+    /// The answer to the request whose AMQP properties are `request`.
+    pub fn new<R: Request>(request: &'a BasicProperties, result: Result<R::Response, AckError>) -> Self {
         let body = match result {
             Ok(response) => Reply::Ok(response),
             Err(error) => Reply::Error(error),
         };
-        let envelope = Envelope::wrap(<R::Response as BusMessage>::KIND, &body);
-        let mut properties = BasicProperties::default()
-            .with_content_type("application/json".into())
-            .with_type(<R::Response as BusMessage>::KIND.into());
-        if let Some(correlation) = request.correlation_id() {
-            properties = properties.with_correlation_id(correlation.clone());
+        // Our own types always serialize.
+        let body = serde_json::to_value(&body).unwrap_or_default();
+        Self { request, kind: <R::Response as BusMessage>::KIND, body }
+    }
+}
+
+impl Bus {
+    /// Sends many answers at once, as one message per requester: a worker that handled a
+    /// batch answers each edge with one [`ReplyBatch`] instead of one message per request. A
+    /// requester with a single answer gets it as a plain reply. Answers that cannot be sent
+    /// are logged and dropped: their requesters time out and may retry.
+    pub async fn reply_many(&self, replies: Vec<Outgoing<'_>>) {
+        let mut by_requester: Vec<(&str, Vec<Outgoing<'_>>)> = Vec::new();
+        for reply in replies {
+            let Some(reply_to) = reply.request.reply_to() else { continue };
+            match by_requester.iter_mut().find(|(to, _)| *to == reply_to.as_str()) {
+                Some((_, group)) => group.push(reply),
+                None => by_requester.push((reply_to.as_str(), vec![reply])),
+            }
         }
-        if let Err(error) = self
-            .publish_bytes(
-                "",
-                reply_to.as_str(),
-                &envelope.encode(),
-                properties,
-                Durability::Transient,
-                false,
-            )
-            .await
-        {
-            tracing::warn!(kind = R::KIND, %error, "could not send a reply");
-        }
+        let sends = by_requester.into_iter().map(|(reply_to, mut group)| async move {
+            let (body, properties) = if group.len() == 1 {
+                let Some(reply) = group.pop() else { return };
+                let envelope = Envelope::wrap(reply.kind, &reply.body);
+                let mut properties = BasicProperties::default()
+                    .with_content_type("application/json".into())
+                    .with_type(reply.kind.into());
+                if let Some(correlation) = reply.request.correlation_id() {
+                    properties = properties.with_correlation_id(correlation.clone());
+                }
+                (envelope.encode(), properties)
+            } else {
+                let batch = ReplyBatch {
+                    replies: group
+                        .into_iter()
+                        .filter_map(|reply| {
+                            let correlation_id = reply.request.correlation_id().as_ref()?.to_string();
+                            Some(BatchedReply { correlation_id, reply: reply.body })
+                        })
+                        .collect(),
+                };
+                let envelope = Envelope::new(batch);
+                let properties = BasicProperties::default()
+                    .with_content_type("application/json".into())
+                    .with_type(ReplyBatch::KIND.into());
+                (envelope.encode(), properties)
+            };
+            if let Err(error) =
+                self.publish_bytes("", reply_to, &body, properties, Durability::Transient, false).await
+            {
+                tracing::warn!(%error, "could not send replies");
+            }
+        });
+        futures::future::join_all(sends).await;
     }
 }
 

@@ -36,6 +36,7 @@ macro_rules! kinds {
 
 kinds! {
     Deliver => "edge.deliver";
+    DeliverBatch => "edge.deliver.batch";
     MembershipQuery => "conversation.membership.query", answered by Membership;
     Membership => "conversation.membership";
     EdgeStopping => "edge.stopping";
@@ -61,6 +62,24 @@ kinds! {
     NotificationsQuery => "notifications.query", answered by NotificationsPage;
     NotificationsPage => "notifications.page";
     MarkNotificationRead => "notification.read", answered by Empty;
+    ReplyBatch => "rpc.replies";
+}
+
+/// Several replies for one requester in one message, sent to its `reply_to` with no
+/// `correlation_id` of its own: a worker that handled a batch answers each requester once.
+/// Each item is the body a reply of its own would carry (`{ "ok": ... }` or
+/// `{ "error": { code, message } }`) with the request's `correlation_id`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplyBatch {
+    pub replies: Vec<BatchedReply>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchedReply {
+    pub correlation_id: String,
+    pub reply: serde_json::Value,
 }
 
 /// A Socket.IO event name a backend may emit: 1 to 128 characters, no control characters (they
@@ -142,6 +161,16 @@ impl Deliver {
             except_socket,
         }
     }
+}
+
+/// Several [`Deliver`]s to user rooms in one message, published on `user.direct` addressed to
+/// the union of their users (routing key = the first, the others in `CC`). An edge that
+/// receives it hands each item to its own sockets in that item's rooms, in order, leaving out
+/// each item's `except_socket`; items for users it has no socket of cost it nothing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliverBatch {
+    pub items: Vec<Deliver>,
 }
 
 /// Asked by an edge before a socket joins a conversation room: is this user a participant of
