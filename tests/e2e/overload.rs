@@ -64,3 +64,103 @@ async fn a_shard_that_is_behind_answers_unavailable_at_once_and_stores_nothing_r
         .await;
     assert_eq!(again["seq"], 3, "{again}");
 }
+
+/// Waits until the shard queue `queue` has `n` deliveries out to its consumer.
+async fn unacknowledged(env: &TestEnv, queue: &str, n: u64) {
+    eventually(&format!("{n} deliveries of {queue} out"), Duration::from_secs(10), || async {
+        let queues = env.rabbit.queues(&env.vhost).await;
+        let out = queues.iter().find(|q| q["name"] == queue)?["messages_unacknowledged"].as_u64()?;
+        (out >= n).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn one_batch_mixing_refusals_retries_and_conversations_answers_each_command() {
+    use switchboard::{
+        bus::topology::keys::{message_shard, message_shard_key},
+        contract::ConversationId,
+    };
+    let env = TestEnv::new().await;
+    let _worker = env.spawn_ready(Bin::Messages, &[]).await;
+    // The broker's queue statistics, which tell when the commands are out to the worker, are
+    // refreshed every few seconds: the held send must outlast that.
+    let edge = env.spawn_ready(Bin::Edge, &[("ACK_TIMEOUT_MS", "30000")]).await;
+    for user in ["alice", "bob", "carol"] {
+        env.add_session(&format!("{user}-token"), user, chrono::Duration::hours(1)).await;
+    }
+    // Two conversations of alice's on the same shard, so their commands share a batch.
+    let first = env.create_conversation(&edge, &["alice", "bob"]).await;
+    let shard = message_shard(first.parse::<ConversationId>().expect("an id"));
+    let mut second = None;
+    for _ in 0..200 {
+        let other = env.create_conversation(&edge, &["alice", "carol"]).await;
+        if message_shard(other.parse::<ConversationId>().expect("an id")) == shard {
+            second = Some(other);
+            break;
+        }
+    }
+    let second = second.expect("a conversation on the same shard in 200 tries");
+    let mut driver = Driver::start().await;
+    for (client, user) in [("a", "alice"), ("b", "bob"), ("c", "carol")] {
+        let options = json!({ "transports": ["websocket"], "auth": { "token": format!("{user}-token") } });
+        driver.connect(client, &edge.url(), options).await.expect("connects");
+    }
+
+    // The worker takes the first send and waits on the held row; everything after it gathers
+    // in the shard's prefetch and comes as one batch once the row is free.
+    let db = env.db().await;
+    let mut holder = db.begin().await.expect("a transaction");
+    sqlx::query("SELECT 1 FROM conversations WHERE id = $1::uuid FOR UPDATE")
+        .bind(&first)
+        .execute(&mut *holder)
+        .await
+        .expect("lock the conversation");
+    let send = |conversation: &str, content: &str, id: Option<&str>| {
+        let mut send = json!({ "conversationId": conversation, "content": content });
+        if let Some(id) = id {
+            send["clientMessageId"] = json!(id);
+        }
+        send
+    };
+    let queue = message_shard_key(shard);
+    let one = driver.emit_later("a", "message:send", send(&first, "one", None)).await;
+    unacknowledged(&env, &queue, 1).await;
+    let gathered = [
+        ("a", send(&second, "to carol", Some("x"))),
+        ("c", send(&first, "not a participant", None)),
+        ("a", send(&first, "two", Some("dup"))),
+        ("a", send(&first, "two", Some("dup"))),
+        ("b", send(&first, "three", Some("x"))),
+    ];
+    let mut reqs = Vec::new();
+    for (client, payload) in gathered {
+        reqs.push((client, driver.emit_later(client, "message:send", payload).await));
+    }
+    unacknowledged(&env, &queue, 6).await;
+    holder.commit().await.expect("release the conversation");
+
+    let reply = driver.ack("a", one).await;
+    assert_eq!((reply["success"].clone(), reply["seq"].clone()), (json!(true), json!(1)), "{reply}");
+    let mut replies = Vec::new();
+    for (client, req) in reqs {
+        replies.push(driver.ack(client, req).await);
+    }
+    let outcome =
+        |r: &Value| if r["success"] == true { r["seq"].clone() } else { r["error"]["code"].clone() };
+    let outcomes: Vec<Value> = replies.iter().map(outcome).collect();
+    // carol's conversation has its own seq; the repeated id is one message; bob's "x" is his
+    // own id, not alice's.
+    assert_eq!(outcomes, [json!(1), json!("forbidden"), json!(2), json!(2), json!(3)]);
+    assert_eq!(replies[2]["messageId"], replies[3]["messageId"]);
+    assert_eq!(env.count("SELECT count(*) FROM messages").await, 4);
+    let seen: Vec<Value> = driver
+        .events_until_quiet("b", "message:new", Duration::from_millis(300))
+        .await
+        .iter()
+        .map(|m| m["content"].clone())
+        .collect();
+    assert_eq!(seen, [json!("one"), json!("two")], "bob sees alice's messages once, in order, not his own");
+    let seen = driver.events_until_quiet("c", "message:new", Duration::from_millis(100)).await;
+    assert_eq!(seen.len(), 1, "carol gets her conversation's message only: {seen:?}");
+}

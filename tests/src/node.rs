@@ -129,6 +129,28 @@ impl Driver {
         line["reply"].clone()
     }
 
+    /// Emits with an acknowledgement and returns at once; [`Driver::ack`] waits for the reply.
+    pub async fn emit_later(&mut self, client: &str, event: &str, args: Value) -> u64 {
+        self.next_req += 1;
+        let args = if args.is_array() { args } else { json!([args]) };
+        let req = self.next_req;
+        self.send(json!({ "cmd": "emit", "client": client, "event": event, "args": args, "req": req, "ack": true, "timeoutMs": 15000 }))
+            .await;
+        req
+    }
+
+    /// The reply to the emit [`Driver::emit_later`] numbered `req`.
+    pub async fn ack(&mut self, client: &str, req: u64) -> Value {
+        let line = self
+            .wait_for_within("an ack", std::time::Duration::from_secs(20), |l| {
+                l["client"] == client && l["req"] == req && (l["type"] == "ack" || l["type"] == "ack_timeout")
+            })
+            .await
+            .unwrap_or_else(|| panic!("no ack for request {req} of {client}"));
+        assert_eq!(line["type"], "ack", "request {req} of {client}: {line}");
+        line["reply"].clone()
+    }
+
     /// Emits every event of `batch` at once, without waiting in between, then collects the
     /// replies in emit order.
     pub async fn emit_ack_many(&mut self, client: &str, event: &str, batch: Vec<Value>) -> Vec<Value> {

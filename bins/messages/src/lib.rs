@@ -28,12 +28,12 @@
 //! handled by one copy at a time, in queue order.
 //!
 //! **Durable ack, idempotency, gapless seq** ([`batch`]). A copy takes up to 256 commands per
-//! round (what the prefetch has already delivered) and handles them in one transaction: the
-//! conversations' participants are read once; each conversation's `last_seq` is advanced by
-//! the number of new messages with one `UPDATE ... RETURNING`, whose row lock serializes any
-//! writer of that conversation, so seqs are contiguous and never repeat; the messages are
-//! inserted with one statement. Only after `COMMIT` does the copy publish the fan-out, answer
-//! each sender (the edge then acks the client) and acknowledge the deliveries. A crash before
+//! round (what the prefetch has already delivered) and handles them in one transaction: each
+//! conversation's row is locked, then for each new message its `last_seq` is advanced with
+//! `UPDATE ... RETURNING` and the message inserted, so seqs are contiguous, never repeat, and
+//! follow the queue's order whichever copy commits. Only after `COMMIT` does the copy publish
+//! the fan-out, answer each sender (the edge then acks the client) and acknowledge the
+//! deliveries. A crash before
 //! the commit leaves nothing (the client sees `timeout` and may retry); a crash after it makes
 //! the broker redeliver the commands, and the unique `command_id` (the command's envelope id)
 //! and `(conversation_id, sender_id, client_message_id)` find the stored messages, which are
@@ -51,9 +51,17 @@
 //! never stored later. `timeout` means "unknown": retrying with the same `clientMessageId`
 //! stays safe.
 //!
-//! **Fan-out.** After commit, each new message is published once to `user.direct`, addressed to
-//! every participant's user room (the `CC` header) except the sending socket, with publisher
-//! confirms; delivery to sockets is at least once, and clients drop a repeated message `id`.
+//! **Fan-out and replies, batched.** After commit, the batch's new messages (and read
+//! receipts) are published to `user.direct` as `edge.deliver.batch` messages addressed to the
+//! union of their participants' user rooms (the `CC` header; at most 500 users each), so each
+//! edge receives the whole batch once and hands each item to its own sockets of that item's
+//! rooms, except the sending socket; publisher confirms; delivery to sockets is at least once,
+//! and clients drop a repeated message `id`. The answers go as one `rpc.replies` message per
+//! requesting edge. Neither waits for more work to gather: what a batch holds is what arrived
+//! while the one before it was being stored.
+//!
+//! **The database.** A batch is one call of the `switchboard_chat_batch` function (see its
+//! migration): one round trip, one transaction, every inner statement a key lookup.
 //!
 //! **Queries** ([`queries`]): membership, `messages:sync` and conversation creation are
 //! read-mostly requests served by every copy from competing consumers.
