@@ -33,9 +33,8 @@
 //! `UPDATE ... RETURNING` and the message inserted, so seqs are contiguous, never repeat, and
 //! follow the queue's order whichever copy commits. Only after `COMMIT` does the copy publish
 //! the fan-out, answer each sender (the edge then acks the client) and acknowledge the
-//! deliveries. A crash before
-//! the commit leaves nothing (the client sees `timeout` and may retry); a crash after it makes
-//! the broker redeliver the commands, and the unique `command_id` (the command's envelope id)
+//! deliveries. A crash before the commit leaves nothing (the client sees `timeout` and may
+//! retry); a crash after it makes the broker redeliver the commands, and the unique `command_id` (the command's envelope id)
 //! and `(conversation_id, sender_id, client_message_id)` find the stored messages, which are
 //! answered and fanned out again instead of stored twice. A client retry with the same
 //! `clientMessageId` in the same conversation gets the original message.
