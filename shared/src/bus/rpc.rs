@@ -87,12 +87,19 @@ impl<T: BusMessage> PendingReply<T> {
                 return Err(RequestError::Timeout);
             }
         };
-        let reply = Envelope::<Reply<T>>::decode_as(&bytes, T::KIND)
-            .map_err(|e| RequestError::Malformed(e.to_string()))?;
-        match reply.data {
-            Reply::Ok(response) => Ok(response),
-            Reply::Error(error) => Err(RequestError::Refused(error)),
-        }
+        decode_reply(&bytes)
+    }
+}
+
+/// Reads a reply body (an [`Envelope`] of [`Reply`] whose kind is `T`'s) into the response or
+/// the server's refusal. What [`PendingReply::reply`] does with the bytes that arrive; public
+/// so the fuzz targets of `fuzz/` run it on any input.
+pub fn decode_reply<T: BusMessage>(bytes: &[u8]) -> Result<T, RequestError> {
+    let reply = Envelope::<Reply<T>>::decode_as(bytes, T::KIND)
+        .map_err(|e| RequestError::Malformed(e.to_string()))?;
+    match reply.data {
+        Reply::Ok(response) => Ok(response),
+        Reply::Error(error) => Err(RequestError::Refused(error)),
     }
 }
 
