@@ -124,7 +124,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Parses a JSON body into `T`, answering the contract's 400 on any failure; a body that is not
 /// a JSON object (an array, a string) is such a failure.
-pub fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+pub fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     switchboard::contract::object::from_slice(body).map_err(|e| ApiError::invalid(e.to_string()))
 }
 
@@ -138,6 +138,19 @@ struct EmitRequest {
     data: Value,
 }
 
+/// What `POST /api/v1/emit` makes of its body before anything is sent: the parse and the
+/// one-of rule. Every check that answers 400 is here (and in the other `*_command`
+/// functions), so the fuzz targets of `fuzz/` run exactly the handlers' code.
+pub fn emit_command(body: &[u8]) -> Result<Deliver, ApiError> {
+    let request: EmitRequest = parse(body)?;
+    let room = match (request.user_id, request.room) {
+        (Some(user), None) => Room::User(user),
+        (None, Some(room)) => room,
+        _ => return Err(ApiError::invalid("give exactly one of userId and room")),
+    };
+    Ok(Deliver { rooms: vec![room], event: request.event, data: request.data, except_socket: None })
+}
+
 /// `POST /api/v1/emit`: `{ userId, event, data }` or `{ room, event, data }`.
 async fn emit(
     State(app): State<Arc<App>>,
@@ -145,14 +158,7 @@ async fn emit(
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     authorize(&app.ingress_keys, &headers)?;
-    let request: EmitRequest = parse(&body)?;
-    let room = match (request.user_id, request.room) {
-        (Some(user), None) => Room::User(user),
-        (None, Some(room)) => room,
-        _ => return Err(ApiError::invalid("give exactly one of userId and room")),
-    };
-    let deliver =
-        Deliver { rooms: vec![room], event: request.event, data: request.data, except_socket: None };
+    let deliver = emit_command(&body)?;
     backend::deliver(&app.bus, deliver, Durability::Confirmed).await.map_err(|error| {
         tracing::warn!(%error, "ingress emit not confirmed");
         ApiError::unavailable()
@@ -167,6 +173,14 @@ struct CreateConversationRequest {
     participants: Vec<UserId>,
 }
 
+/// What `POST /api/v1/conversations` makes of its body: the parse and the participants rule.
+pub fn conversation_command(body: &[u8]) -> Result<CreateConversation, ApiError> {
+    let request: CreateConversationRequest = parse(body)?;
+    let command = CreateConversation { participants: request.participants, match_id: None };
+    command.check().map_err(ApiError::invalid)?;
+    Ok(command)
+}
+
 /// `POST /api/v1/conversations`: `{ participants: [userId, ...] }` (2 to 100, distinct);
 /// 201 `{ conversationId }` once stored.
 async fn create_conversation(
@@ -175,9 +189,7 @@ async fn create_conversation(
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     authorize(&app.ingress_keys, &headers)?;
-    let request: CreateConversationRequest = parse(&body)?;
-    let command = CreateConversation { participants: request.participants, match_id: None };
-    command.check().map_err(ApiError::invalid)?;
+    let command = conversation_command(&body)?;
     let conversation_id = backend::create_conversation(&app.bus, &command, app.config.ack_timeout())
         .await
         .map_err(ApiError::from_request)?;
@@ -202,6 +214,19 @@ async fn command<M: switchboard::bus::BusMessage>(app: &App, key: &str, message:
     })
 }
 
+/// What `POST /api/v1/matches` makes of its body: the parse and the two-different-users rule.
+pub fn match_command(body: &[u8]) -> Result<MatchCreated, ApiError> {
+    let request: MatchRequest = parse(body)?;
+    if request.user_ids[0] == request.user_ids[1] {
+        return Err(ApiError::invalid("userIds must be two different users"));
+    }
+    Ok(MatchCreated {
+        match_id: request.match_id,
+        user_ids: request.user_ids,
+        created_at: request.created_at,
+    })
+}
+
 /// `POST /api/v1/matches`: `{ matchId, userIds: [a, b], createdAt? }`; 202, idempotent by
 /// `matchId`.
 async fn create_match(
@@ -210,15 +235,7 @@ async fn create_match(
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     authorize(&app.ingress_keys, &headers)?;
-    let request: MatchRequest = parse(&body)?;
-    if request.user_ids[0] == request.user_ids[1] {
-        return Err(ApiError::invalid("userIds must be two different users"));
-    }
-    let created = MatchCreated {
-        match_id: request.match_id,
-        user_ids: request.user_ids,
-        created_at: request.created_at,
-    };
+    let created = match_command(&body)?;
     command(&app, topology::keys::MATCH_CREATED, &created).await?;
     metrics::counter!("edge_ingress_total", "route" => "matches").increment(1);
     Ok((StatusCode::ACCEPTED, Json(json!({}))))
@@ -250,6 +267,20 @@ struct NotificationRequest {
     data: Option<NotificationData>,
 }
 
+/// What `POST /api/v1/notifications` makes of its body, under the id `id`: the parse, which
+/// applies the text rules.
+pub fn notification_command(body: &[u8], id: NotificationId) -> Result<CreateNotification, ApiError> {
+    let request: NotificationRequest = parse(body)?;
+    Ok(CreateNotification {
+        id,
+        user_id: request.user_id,
+        kind: request.kind,
+        title: request.title,
+        message: request.message,
+        data: request.data,
+    })
+}
+
 /// `POST /api/v1/notifications`: `{ userId, type, title, message, data? }`; 202 `{ id }`. The
 /// texts follow the contract's text rules (`switchboard::contract::text`).
 async fn create_notification(
@@ -258,16 +289,8 @@ async fn create_notification(
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     authorize(&app.ingress_keys, &headers)?;
-    let request: NotificationRequest = parse(&body)?;
     let id = NotificationId::new();
-    let create = CreateNotification {
-        id,
-        user_id: request.user_id,
-        kind: request.kind,
-        title: request.title,
-        message: request.message,
-        data: request.data,
-    };
+    let create = notification_command(&body, id)?;
     command(&app, topology::keys::NOTIFICATION_CREATE, &create).await?;
     metrics::counter!("edge_ingress_total", "route" => "notifications").increment(1);
     Ok((StatusCode::ACCEPTED, Json(json!({ "id": id }))))

@@ -100,17 +100,33 @@ impl<T: BusMessage> PendingReply<T> {
                 return Err(RequestError::Timeout);
             }
         };
-        let reply = match arrived {
-            Arrived::Message(bytes) => Envelope::<Reply<T>>::decode_as(&bytes, T::KIND)
-                .map(|envelope| envelope.data)
-                .map_err(|e| RequestError::Malformed(e.to_string()))?,
-            Arrived::Batched(body) => crate::contract::object::from_value::<Reply<T>>(body)
-                .map_err(|e| RequestError::Malformed(e.to_string()))?,
-        };
-        match reply {
-            Reply::Ok(response) => Ok(response),
-            Reply::Error(error) => Err(RequestError::Refused(error)),
+        match arrived {
+            Arrived::Message(bytes) => decode_reply(&bytes),
+            Arrived::Batched(body) => decode_batched_reply(body),
         }
+    }
+}
+
+/// Reads a reply body (an [`Envelope`] of [`Reply`] whose kind is `T`'s) into the response or
+/// the server's refusal. What [`PendingReply::reply`] does with the bytes that arrive; public
+/// so the fuzz targets of `fuzz/` run it on any input.
+pub fn decode_reply<T: BusMessage>(bytes: &[u8]) -> Result<T, RequestError> {
+    let reply = Envelope::<Reply<T>>::decode_as(bytes, T::KIND)
+        .map_err(|e| RequestError::Malformed(e.to_string()))?;
+    answer(reply.data)
+}
+
+/// [`decode_reply`] for one item of a [`ReplyBatch`]: the body of a reply without its envelope.
+pub fn decode_batched_reply<T: BusMessage>(body: serde_json::Value) -> Result<T, RequestError> {
+    let reply = crate::contract::object::from_value::<Reply<T>>(body)
+        .map_err(|e| RequestError::Malformed(e.to_string()))?;
+    answer(reply)
+}
+
+fn answer<T>(reply: Reply<T>) -> Result<T, RequestError> {
+    match reply {
+        Reply::Ok(response) => Ok(response),
+        Reply::Error(error) => Err(RequestError::Refused(error)),
     }
 }
 
