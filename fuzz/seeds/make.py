@@ -44,6 +44,8 @@ message_new = {"id": U, "conversationId": U, "senderId": "a", "content": "hi", "
 notification_new = {"id": U, "type": "match", "title": "t", "message": "m", "userId": "a", "timestamp": T, "data": {"k": 1}, "readAt": T}
 kinds = [
     ("edge.deliver", {"rooms": ["user:alice", "user:bob"], "event": "hello", "data": {"n": 1}, "exceptSocket": "s1"}),
+    ("edge.deliver.batch", {"items": [{"rooms": ["user:alice"], "event": "message:new", "data": message_new, "exceptSocket": "s1"},
+                                      {"rooms": ["user:bob"], "event": "message:read", "data": {"n": 1}}]}),
     ("conversation.membership.query", {"conversationId": U, "userId": "alice"}),
     ("conversation.membership", {"member": True}),
     ("edge.stopping", {"edgeId": U, "users": ["alice"]}),
@@ -69,6 +71,8 @@ kinds = [
     ("notifications.query", {"userId": "a", "unreadOnly": False, "limit": 50}),
     ("notifications.page", {"notifications": [notification_new]}),
     ("notification.read", {"userId": "a", "id": U}),
+    ("rpc.replies", {"replies": [{"correlationId": "c1", "reply": {"ok": {"messageId": U, "seq": 1, "createdAt": T}}},
+                                 {"correlationId": "c2", "reply": {"error": {"code": "forbidden", "message": "not allowed"}}}]}),
 ]
 bodies = dict(kinds)
 answers = ["conversation.membership", "message.sent", "ok", "messages.page", "conversation.created",
