@@ -83,10 +83,24 @@ type Pending = Arc<SyncMutex<HashMap<String, oneshot::Sender<Arrived>>>>;
 /// A request the broker has taken, waiting for its reply.
 pub struct PendingReply<T> {
     receiver: oneshot::Receiver<Arrived>,
-    pending: Pending,
-    correlation: String,
+    /// Held for its `Drop`.
+    _waiting: Waiting,
     deadline: tokio::time::Instant,
     kind: std::marker::PhantomData<T>,
+}
+
+/// A requester's place among those waiting for a reply, given up when it is dropped: a caller
+/// that stops waiting (its own timeout came first, or it was cancelled) leaves nothing behind,
+/// also when no reply ever comes (a command that expired in its queue is never answered).
+struct Waiting {
+    pending: Pending,
+    correlation: String,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        lock(&self.pending).remove(&self.correlation);
+    }
 }
 
 impl<T: BusMessage> PendingReply<T> {
@@ -95,10 +109,7 @@ impl<T: BusMessage> PendingReply<T> {
         let arrived = match tokio::time::timeout_at(self.deadline, self.receiver).await {
             Ok(Ok(arrived)) => arrived,
             Ok(Err(_)) => return Err(BusError::Unavailable("the reply channel closed".into()).into()),
-            Err(_) => {
-                lock(&self.pending).remove(&self.correlation);
-                return Err(RequestError::Timeout);
-            }
+            Err(_) => return Err(RequestError::Timeout),
         };
         match arrived {
             Arrived::Message(bytes) => decode_reply(&bytes),
@@ -151,10 +162,7 @@ impl<T: BusMessage> PublishedRequest<T> {
         };
         match failure {
             None => Ok(self.reply),
-            Some(error) => {
-                lock(&self.reply.pending).remove(&self.reply.correlation);
-                Err(error.into())
-            }
+            Some(error) => Err(error.into()),
         }
     }
 }
@@ -207,6 +215,7 @@ impl Bus {
         let correlation = Uuid::now_v7().to_string();
         let (sender, receiver) = oneshot::channel();
         lock(&pending).insert(correlation.clone(), sender);
+        let waiting = Waiting { pending, correlation: correlation.clone() };
         let properties = super::properties::<R>(&envelope)
             .with_reply_to(DIRECT_REPLY_TO.into())
             .with_correlation_id(correlation.as_str().into())
@@ -227,12 +236,12 @@ impl Bus {
         let confirm = match sent {
             Ok(confirm) => confirm,
             Err(error) => {
-                lock(&pending).remove(&correlation);
+                drop(waiting);
                 return Err(BusError::from(error).into());
             }
         };
         metrics::counter!("bus_published_total", "exchange" => exchange.to_owned()).increment(1);
-        let reply = PendingReply { receiver, pending, correlation, deadline, kind: std::marker::PhantomData };
+        let reply = PendingReply { receiver, _waiting: waiting, deadline, kind: std::marker::PhantomData };
         Ok(PublishedRequest { confirm, routing_key: routing_key.to_owned(), reply })
     }
     async fn reply_channel(&self) -> Result<(Channel, Pending), BusError> {
