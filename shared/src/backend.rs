@@ -20,6 +20,8 @@
 //! `examples/emit.rs` is the same as a program. Each call returns once the broker confirmed
 //! the message; an error means it may or may not have been delivered.
 
+use std::collections::HashSet;
+
 use serde::Serialize;
 
 use crate::{
@@ -86,7 +88,9 @@ const BATCH_MAX_USERS: usize = 500;
 /// worker's batch fans out costs one broker message per edge, not one per item. Deliveries to
 /// a conversation room go one by one. Returns the errors of the publishes that failed.
 pub async fn deliver_all(bus: &Bus, deliveries: Vec<Deliver>, durability: Durability) -> Vec<BusError> {
-    let mut batches: Vec<(Vec<String>, Vec<Deliver>)> = Vec::new();
+    // Each batch's users in first-seen order (the routing key and `CC`), and the same as a set,
+    // so adding an item costs a lookup per user, not a scan of the batch.
+    let mut batches: Vec<(Vec<String>, HashSet<String>, Vec<Deliver>)> = Vec::new();
     let mut singles = Vec::new();
     for delivery in deliveries.into_iter().filter(|d| !d.rooms.is_empty()) {
         let users: Option<Vec<String>> =
@@ -95,21 +99,21 @@ pub async fn deliver_all(bus: &Bus, deliveries: Vec<Deliver>, durability: Durabi
             singles.push(delivery);
             continue;
         };
-        let fits = batches.last().is_some_and(|(keys, _)| {
-            keys.len() + users.iter().filter(|u| !keys.contains(u)).count() <= BATCH_MAX_USERS
+        let fits = batches.last().is_some_and(|(keys, seen, _)| {
+            keys.len() + users.iter().filter(|u| !seen.contains(*u)).count() <= BATCH_MAX_USERS
         });
         if !fits {
-            batches.push((Vec::new(), Vec::new()));
+            batches.push((Vec::new(), HashSet::new(), Vec::new()));
         }
-        let Some((keys, items)) = batches.last_mut() else { continue };
+        let Some((keys, seen, items)) = batches.last_mut() else { continue };
         for user in users {
-            if !keys.contains(&user) {
+            if seen.insert(user.clone()) {
                 keys.push(user);
             }
         }
         items.push(delivery);
     }
-    let batched = batches.into_iter().map(|(keys, mut items)| async move {
+    let batched = batches.into_iter().map(|(keys, _, mut items)| async move {
         if items.len() == 1 {
             let Some(single) = items.pop() else { return Ok(()) };
             return deliver(bus, single, durability).await;

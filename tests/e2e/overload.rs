@@ -14,6 +14,18 @@ fn counter(metrics: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Locks a conversation's row until the returned transaction ends: the messages worker's
+/// transaction for that conversation waits on it, so its shard falls behind.
+async fn hold(env: &TestEnv, conversation: &str) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut holder = env.db().await.begin().await.expect("a transaction");
+    sqlx::query("SELECT 1 FROM conversations WHERE id = $1::uuid FOR UPDATE")
+        .bind(conversation)
+        .execute(&mut *holder)
+        .await
+        .expect("lock the conversation");
+    holder
+}
+
 #[tokio::test]
 async fn a_shard_that_is_behind_answers_unavailable_at_once_and_stores_nothing_refused() {
     let env = TestEnv::new().await;
@@ -27,13 +39,7 @@ async fn a_shard_that_is_behind_answers_unavailable_at_once_and_stores_nothing_r
 
     // Hold the conversation's row: the worker's transaction waits on it, so the shard is
     // behind and the first two sends keep their places.
-    let db = env.db().await;
-    let mut holder = db.begin().await.expect("a transaction");
-    sqlx::query("SELECT 1 FROM conversations WHERE id = $1::uuid FOR UPDATE")
-        .bind(&conversation)
-        .execute(&mut *holder)
-        .await
-        .expect("lock the conversation");
+    let holder = hold(&env, &conversation).await;
 
     let sends: Vec<Value> =
         (1..=5).map(|i| json!({ "conversationId": conversation, "content": format!("m{i}") })).collect();
@@ -109,13 +115,7 @@ async fn one_batch_mixing_refusals_retries_and_conversations_answers_each_comman
 
     // The worker takes the first send and waits on the held row; everything after it gathers
     // in the shard's prefetch and comes as one batch once the row is free.
-    let db = env.db().await;
-    let mut holder = db.begin().await.expect("a transaction");
-    sqlx::query("SELECT 1 FROM conversations WHERE id = $1::uuid FOR UPDATE")
-        .bind(&first)
-        .execute(&mut *holder)
-        .await
-        .expect("lock the conversation");
+    let holder = hold(&env, &first).await;
     let send = |conversation: &str, content: &str, id: Option<&str>| {
         let mut send = json!({ "conversationId": conversation, "content": content });
         if let Some(id) = id {

@@ -184,8 +184,7 @@ impl TestEnv {
     /// typed publishing cannot make.
     pub async fn publish_raw(&self, exchange: &str, routing_key: &str, kind: &str, body: &[u8]) {
         use lapin::{BasicProperties, Connection, ConnectionProperties, options::*};
-        let vhost = self.vhost.replace('%', "%25").replace('/', "%2F");
-        let uri = format!("amqp://guest:guest@127.0.0.1:5672/{vhost}");
+        let uri = format!("amqp://guest:guest@127.0.0.1:5672/{}", rabbit::encode(&self.vhost));
         let connection =
             Connection::connect(&uri, ConnectionProperties::default()).await.expect("connect to the broker");
         let channel = connection.create_channel().await.expect("a channel");

@@ -9,7 +9,8 @@ pub struct Admin {
     http: reqwest::Client,
 }
 
-fn encode(vhost: &str) -> String {
+/// A vhost name as it stands in a URL path (the management API's, or an AMQP URI's).
+pub fn encode(vhost: &str) -> String {
     vhost.replace('%', "%25").replace('/', "%2F")
 }
 
