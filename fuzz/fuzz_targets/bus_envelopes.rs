@@ -22,6 +22,7 @@ use switchboard::{
     contract::{
         bus::*,
         client::{Empty, MessageSent, MessagesPage, NotificationsPage, PresenceReply},
+        object,
     },
 };
 use switchboard_fuzz::{assert_same, pick};
@@ -58,6 +59,7 @@ static ENVELOPES: &[Decoder] = &[
     (NotificationsPage::KIND, envelope::<NotificationsPage>),
     (MarkNotificationRead::KIND, envelope::<MarkNotificationRead>),
     (ReplyBatch::KIND, reply_batch),
+    (RequestBatch::KIND, request_batch),
 ];
 
 /// One reply decoder per type that answers a request (`answered by` in `kinds!`).
@@ -115,6 +117,28 @@ fn reply_batch(bytes: &[u8]) {
     for item in batch.data.replies {
         let _ = decode_batched_reply::<MessageSent>(item.reply);
     }
+}
+
+/// A batch of requests, as a chat shard reads it: the envelope, then each item's `data` as the
+/// command its `kind` names.
+fn request_batch(bytes: &[u8]) {
+    envelope::<RequestBatch>(bytes);
+    let Ok(batch) = Envelope::<RequestBatch>::decode(bytes) else { return };
+    for item in batch.data.requests {
+        let data = item.data.get().as_bytes();
+        match item.kind.as_str() {
+            SendMessage::KIND => item_round_trip::<SendMessage>(data),
+            MarkRead::KIND => item_round_trip::<MarkRead>(data),
+            _ => {}
+        }
+    }
+}
+
+fn item_round_trip<T: BusMessage>(data: &[u8]) {
+    let Ok(command) = object::from_slice::<T>(data) else { return };
+    let again = serde_json::to_vec(&command).expect("a decoded command serializes");
+    let back = object::from_slice::<T>(&again).expect("a decoded command re-encodes into one that decodes");
+    assert_same(T::KIND, &command, &back);
 }
 
 /// `decode_reply::<T>`, as a requester reads the reply to its request.

@@ -73,6 +73,11 @@ kinds = [
     ("notification.read", {"userId": "a", "id": U}),
     ("rpc.replies", {"replies": [{"correlationId": "c1", "reply": {"ok": {"messageId": U, "seq": 1, "createdAt": T}}},
                                  {"correlationId": "c2", "reply": {"error": {"code": "forbidden", "message": "not allowed"}}}]}),
+    ("rpc.requests", {"requests": [
+        {"id": U, "correlationId": "c1", "kind": "message.send",
+         "data": {"conversationId": U, "senderId": "a", "senderSocket": "s", "content": "hi", "clientMessageId": "c1", "expiresAt": T}},
+        {"id": U, "correlationId": "c2", "kind": "message.read",
+         "data": {"conversationId": U, "messageId": U, "userId": "a", "readerSocket": "s", "expiresAt": T}}]}),
 ]
 bodies = dict(kinds)
 answers = ["conversation.membership", "message.sent", "ok", "messages.page", "conversation.created",

@@ -7,7 +7,7 @@
 
 use std::io::IsTerminal;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 use crate::config::LogFormat;
@@ -41,6 +41,10 @@ pub fn init_tracing(format: Option<LogFormat>) {
 const LATENCY_BUCKETS: &[f64] =
     &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
+/// Buckets for counts of things in one batch (histograms named `*_size` and
+/// `messages_batch_shards`): powers of two up to the largest batch.
+const SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0];
+
 /// Installs the global Prometheus recorder and returns the handle that renders it. Safe to call
 /// more than once: later calls return the first handle.
 pub fn init_metrics() -> PrometheusHandle {
@@ -49,6 +53,10 @@ pub fn init_metrics() -> PrometheusHandle {
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
                 .set_buckets(LATENCY_BUCKETS)
+                .expect("the bucket list is not empty")
+                .set_buckets_for_metric(Matcher::Suffix("_size".into()), SIZE_BUCKETS)
+                .expect("the bucket list is not empty")
+                .set_buckets_for_metric(Matcher::Full("messages_batch_shards".into()), SIZE_BUCKETS)
                 .expect("the bucket list is not empty")
                 .build_recorder();
             let handle = recorder.handle();

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use switchboard_tests::{Bin, Driver, TestEnv, eventually};
+use switchboard_tests::{Bin, Driver, Running, TestEnv, eventually};
 
 /// The value of a counter without labels in a Prometheus text page, 0 when absent.
 fn counter(metrics: &str, series: &str) -> f64 {
@@ -72,11 +72,19 @@ async fn a_shard_that_is_behind_answers_unavailable_at_once_and_stores_nothing_r
 }
 
 /// Waits until the shard queue `queue` has `n` deliveries out to its consumer.
-async fn unacknowledged(env: &TestEnv, queue: &str, n: u64) {
-    eventually(&format!("{n} deliveries of {queue} out"), Duration::from_secs(10), || async {
+/// Waits until the edge published `commands` chat commands (in as many messages as its
+/// batching made of them) and every one of those messages is out to the worker, unacknowledged.
+async fn out_to_the_worker(env: &TestEnv, edge: &Running, queue: &str, commands: u64) {
+    let messages = eventually(&format!("{commands} commands published"), Duration::from_secs(10), || async {
+        let metrics = edge.get("/metrics").await.1;
+        let published = counter(&metrics, "bus_request_batch_size_sum") as u64;
+        (published >= commands).then(|| counter(&metrics, "bus_request_batch_size_count") as u64)
+    })
+    .await;
+    eventually(&format!("{messages} messages of {queue} out"), Duration::from_secs(10), || async {
         let queues = env.rabbit.queues(&env.vhost).await;
         let out = queues.iter().find(|q| q["name"] == queue)?["messages_unacknowledged"].as_u64()?;
-        (out >= n).then_some(())
+        (out >= messages).then_some(())
     })
     .await;
 }
@@ -125,7 +133,7 @@ async fn one_batch_mixing_refusals_retries_and_conversations_answers_each_comman
     };
     let queue = message_shard_key(shard);
     let one = driver.emit_later("a", "message:send", send(&first, "one", None)).await;
-    unacknowledged(&env, &queue, 1).await;
+    out_to_the_worker(&env, &edge, &queue, 1).await;
     let gathered = [
         ("a", send(&second, "to carol", Some("x"))),
         ("c", send(&first, "not a participant", None)),
@@ -137,7 +145,7 @@ async fn one_batch_mixing_refusals_retries_and_conversations_answers_each_comman
     for (client, payload) in gathered {
         reqs.push((client, driver.emit_later(client, "message:send", payload).await));
     }
-    unacknowledged(&env, &queue, 6).await;
+    out_to_the_worker(&env, &edge, &queue, 6).await;
     holder.commit().await.expect("release the conversation");
 
     let reply = driver.ack("a", one).await;

@@ -30,7 +30,7 @@ use std::{sync::Arc, time::Duration};
 
 use switchboard::{
     Bus, Config, Role, Shutdown,
-    bus::{Durability, topology},
+    bus::{Durability, RequestBatcher, topology},
     config::{AllowedOrigins, AuthMode, Secret},
     contract::bus::EdgeStopping,
     service::Process,
@@ -46,6 +46,9 @@ pub struct App {
     pub deliveries: Arc<Deliveries>,
     pub ingress_keys: Vec<Secret>,
     pub admission: Admission,
+    /// One batcher per chat shard (index = shard): every chat command of this edge to that
+    /// shard goes through it, in the order the sockets' turns let them in.
+    pub shards: Vec<RequestBatcher>,
 }
 
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
@@ -67,6 +70,12 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         bus: process.bus.clone(),
         deliveries: deliveries.clone(),
         admission: Admission::new(process.config.chat_inflight_per_shard),
+        shards: (0..topology::keys::MESSAGE_SHARDS)
+            .map(|shard| {
+                let key = topology::keys::message_shard_key(shard);
+                process.bus.request_batcher(topology::EVENTS_TOPIC, key, process.config.ack_timeout())
+            })
+            .collect(),
     });
     let (socket_io, io) = connection::build(app.clone());
     deliveries.start(io.clone(), &process.shutdown);

@@ -1,47 +1,97 @@
-//! One batch of chat commands (`message.send`, `message.read`) from one shard: one
-//! transaction, then fan-out, replies, and the caller's acknowledgement (see the crate docs
-//! for why in that order). What happens to one bad command in a batch: see [`handle`].
+//! A batch of chat commands (`message.send`, `message.read`): read once ([`prepare`]), stored
+//! in one transaction ([`store`]), then fanned out and answered ([`publish`]). See the crate
+//! docs for why in that order, and [`store`] for what happens to one bad command in a batch.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use chrono::{DateTime, SubsecRound, Utc};
 use lapin::message::Delivery;
 use switchboard::{
     Bus,
     backend::deliver_all,
-    bus::{BusError, BusMessage, Durability, Envelope, Outgoing, Poison},
+    bus::{BusError, BusMessage, Durability, Envelope, Outgoing, Poison, rpc::Request},
     contract::{
         AckError, ConversationId, ErrorCode, MessageId, Room, UserId,
-        bus::{Deliver, MarkRead, SendMessage},
+        bus::{BatchedRequest, Deliver, MarkRead, RequestBatch, SendMessage},
         client::{Empty, MessageSent},
+        object,
         server::{MessageNew, MessageReadEvent, ServerEvent},
     },
     db::{Database, is_transient},
 };
 use uuid::Uuid;
 
-/// A decoded command and the delivery it came in (where its answer goes).
+/// A decoded command: what to do, its id, and where it came from (where its answer goes).
 #[derive(Clone)]
-pub enum Command<'a> {
-    Send { command: SendMessage, id: Uuid, delivery: &'a Delivery },
-    Read { command: MarkRead, delivery: &'a Delivery },
+pub struct Command {
+    /// The idempotency key: the envelope id of a command that came alone, the item id of one
+    /// that came in a request batch.
+    id: Uuid,
+    action: Action,
+    /// The delivery that carried it (alone or with others).
+    delivery: Arc<Delivery>,
+    /// The item's correlation id when it came in a request batch.
+    item_correlation: Option<String>,
+    /// The queue it was consumed from, for parking.
+    queue: Arc<str>,
 }
 
-impl Command<'_> {
-    fn delivery(&self) -> &Delivery {
-        match self {
-            Command::Send { delivery, .. } | Command::Read { delivery, .. } => delivery,
-        }
-    }
+#[derive(Clone)]
+enum Action {
+    Send(SendMessage),
+    Read(MarkRead),
+}
 
+impl Command {
     fn expires_at(&self) -> DateTime<Utc> {
-        match self {
-            Command::Send { command, .. } => command.expires_at,
-            Command::Read { command, .. } => command.expires_at,
+        match &self.action {
+            Action::Send(command) => command.expires_at,
+            Action::Read(command) => command.expires_at,
         }
     }
-}
 
+    /// The socket that sent it, which does not get the event it causes.
+    fn socket(&self) -> Option<String> {
+        match &self.action {
+            Action::Send(command) => command.sender_socket.clone(),
+            Action::Read(command) => command.reader_socket.clone(),
+        }
+    }
+
+    /// The answer to this command, for [`Bus::reply_many`].
+    fn reply<R: Request>(&self, result: Result<R::Response, AckError>) -> Outgoing<'_> {
+        let properties = &self.delivery.properties;
+        let reply_to = properties.reply_to().as_ref().map_or("", |r| r.as_str());
+        let correlation = match &self.item_correlation {
+            Some(correlation) => Some(correlation.as_str()),
+            None => properties.correlation_id().as_ref().map(|c| c.as_str()),
+        };
+        Outgoing::to::<R>(reply_to, correlation, result)
+    }
+
+    /// Parks this command (alone: not the rest of its batch) in the dead-letter queue.
+    async fn park(&self, bus: &Bus, poison: &Poison) -> Result<(), BusError> {
+        let bus_body;
+        let body = match &self.item_correlation {
+            None => &self.delivery.data[..],
+            Some(correlation) => {
+                let (kind, data) = match &self.action {
+                    Action::Send(command) => (SendMessage::KIND, serde_json::value::to_raw_value(command)),
+                    Action::Read(command) => (MarkRead::KIND, serde_json::value::to_raw_value(command)),
+                };
+                let item = data.map(|data| BatchedRequest {
+                    id: self.id,
+                    correlation_id: correlation.clone(),
+                    kind: kind.to_owned(),
+                    data,
+                });
+                bus_body = item.ok().and_then(|item| serde_json::to_vec(&item).ok()).unwrap_or_default();
+                &bus_body[..]
+            }
+        };
+        bus.dead_letter_body(&self.queue, &self.delivery.properties, body, poison).await
+    }
+}
 /// What the transaction decided for one send.
 enum SendOutcome {
     Stored(MessageNew),
@@ -55,6 +105,31 @@ enum SendOutcome {
     Refused(AckError),
 }
 
+/// What was decided for one command.
+enum Decision {
+    Send(SendOutcome),
+    Read(Result<MessageReadEvent, AckError>),
+}
+
+impl Decision {
+    /// The database will not store this command's data.
+    fn refused(command: &Command) -> Self {
+        let refusal = AckError::invalid("the message could not be stored");
+        match command.action {
+            Action::Send(_) => Decision::Send(SendOutcome::Refused(refusal)),
+            Action::Read(_) => Decision::Read(Err(refusal)),
+        }
+    }
+}
+
+/// What [`store`] decided for a batch: one entry per command, in order (`None` for a command
+/// that expired before it could be stored: it gets no answer), and the participants of the
+/// batch's conversations, whom the fan-out is for.
+pub struct Decided {
+    per_command: Vec<Option<Decision>>,
+    participants: HashMap<ConversationId, Vec<UserId>>,
+}
+
 /// Why a batch must be tried again: nothing of it was answered or acknowledged.
 #[derive(Debug, thiserror::Error)]
 pub enum BatchError {
@@ -64,23 +139,46 @@ pub enum BatchError {
     Bus(#[from] BusError),
 }
 
-/// Reads a batch from the shard queue `queue`, once: the commands to handle. A command that
-/// cannot be read (or of a kind this queue does not carry) is parked in the dead-letter queue
-/// and, when its kind is known, answered `invalid`, so it is out of the way before any
-/// transaction. `Err` only when the broker could not take a parked copy: the caller retries.
-pub async fn prepare<'a>(
+/// Reads the deliveries of the shard queue `queue`, once: the commands to store, in order. A
+/// delivery is one command, or a [`RequestBatch`] of them. What cannot be read (or is of a
+/// kind this queue does not carry) is parked in the dead-letter queue and, when it can be
+/// answered, answered `invalid`, so it is out of the way before any transaction. `Err` only
+/// when the broker could not take a parked copy: the caller retries.
+pub async fn prepare(
     bus: &Bus,
-    queue: &str,
-    deliveries: &'a [Delivery],
-) -> Result<Vec<Command<'a>>, BusError> {
+    queue: &Arc<str>,
+    deliveries: &[Arc<Delivery>],
+) -> Result<Vec<Command>, BusError> {
     let mut commands = Vec::with_capacity(deliveries.len());
     for delivery in deliveries {
+        let command = |id, action| Command {
+            id,
+            action,
+            delivery: delivery.clone(),
+            item_correlation: None,
+            queue: queue.clone(),
+        };
         let kind = switchboard::bus::kind_of(delivery);
         let decoded = match kind.as_deref() {
-            Some(SendMessage::KIND) => Envelope::<SendMessage>::decode(&delivery.data)
-                .map(|e| Command::Send { command: e.data, id: e.id, delivery }),
-            Some(MarkRead::KIND) => Envelope::<MarkRead>::decode(&delivery.data)
-                .map(|e| Command::Read { command: e.data, delivery }),
+            Some(SendMessage::KIND) => {
+                Envelope::<SendMessage>::decode(&delivery.data).map(|e| command(e.id, Action::Send(e.data)))
+            }
+            Some(MarkRead::KIND) => {
+                Envelope::<MarkRead>::decode(&delivery.data).map(|e| command(e.id, Action::Read(e.data)))
+            }
+            Some(RequestBatch::KIND) => match Envelope::<RequestBatch>::decode(&delivery.data) {
+                Ok(batch) => {
+                    for item in batch.data.requests {
+                        unpack(bus, queue, delivery, item, &mut commands).await?;
+                    }
+                    continue;
+                }
+                // Nobody can be answered: the requesters time out.
+                Err(error) => {
+                    bus.dead_letter(queue, delivery, &error.into()).await?;
+                    continue;
+                }
+            },
             other => {
                 bus.dead_letter(queue, delivery, &Poison::unknown_kind(other)).await?;
                 continue;
@@ -103,131 +201,159 @@ pub async fn prepare<'a>(
     Ok(commands)
 }
 
-/// Handles the commands [`prepare`] read from the shard queue `queue`. `Err` means the
-/// database or the broker is away: the same commands should be handled again later (what was
-/// committed before the error is found again by its command ids, so nothing is stored twice).
-///
-/// A command past its expiry is dropped unanswered. A batch the database refuses for a reason
-/// that is not transient is stored again one command at a time: the command the database
-/// refuses is answered `invalid` and parked in the dead-letter queue, and every other one is
-/// stored as usual.
-pub async fn handle(
+/// One item of a request batch: a command for `commands`, or parked (and answered `invalid`
+/// when its kind is one this queue answers).
+async fn unpack(
     bus: &Bus,
-    database: &Database,
-    queue: &str,
-    batch: &[Command<'_>],
-) -> Result<(), BatchError> {
+    queue: &Arc<str>,
+    delivery: &Arc<Delivery>,
+    item: BatchedRequest,
+    commands: &mut Vec<Command>,
+) -> Result<(), BusError> {
+    let data = item.data.get().as_bytes();
+    let action = match item.kind.as_str() {
+        SendMessage::KIND => object::from_slice(data).map(Action::Send),
+        MarkRead::KIND => object::from_slice(data).map(Action::Read),
+        other => {
+            let body = serde_json::to_vec(&item).unwrap_or_default();
+            return bus
+                .dead_letter_body(queue, &delivery.properties, &body, &Poison::unknown_kind(Some(other)))
+                .await;
+        }
+    };
+    match action {
+        Ok(action) => commands.push(Command {
+            id: item.id,
+            action,
+            delivery: delivery.clone(),
+            item_correlation: Some(item.correlation_id),
+            queue: queue.clone(),
+        }),
+        Err(error) => {
+            let body = serde_json::to_vec(&item).unwrap_or_default();
+            bus.dead_letter_body(queue, &delivery.properties, &body, &Poison::malformed(error)).await?;
+            let refusal = AckError::invalid("the command could not be read");
+            let reply_to = delivery.properties.reply_to().as_ref().map_or("", |r| r.as_str());
+            let correlation = Some(item.correlation_id.as_str());
+            bus.reply_many(vec![match item.kind.as_str() {
+                SendMessage::KIND => Outgoing::to::<SendMessage>(reply_to, correlation, Err(refusal)),
+                _ => Outgoing::to::<MarkRead>(reply_to, correlation, Err(refusal)),
+            }])
+            .await;
+        }
+    }
+    Ok(())
+}
+
+/// Stores the commands [`prepare`] read, in one transaction. `Err` means the database or the
+/// broker is away: the same commands should be stored again later (what was committed before
+/// the error is found again by its command ids, so nothing is stored twice).
+///
+/// A command past its expiry is left out and never answered. A batch the database refuses for
+/// a reason that is not transient is stored again one command at a time: the command the
+/// database refuses is answered `invalid` and parked in the dead-letter queue, and every other
+/// one is stored as usual.
+pub async fn store(bus: &Bus, database: &Database, commands: &[Command]) -> Result<Decided, BatchError> {
     // PostgreSQL keeps microseconds: the ack and the stored row must show the same instant.
     let now = Utc::now().trunc_subsecs(6);
+    let mut decided =
+        Decided { per_command: commands.iter().map(|_| None).collect(), participants: HashMap::new() };
     // Past its expiry the sender was told `timeout`: it must not happen now.
-    let commands: Vec<Command<'_>> = batch.iter().filter(|c| c.expires_at() > now).cloned().collect();
-    metrics::counter!("messages_expired_total").increment((batch.len() - commands.len()) as u64);
-    if commands.is_empty() {
-        return Ok(());
+    let live: Vec<usize> = (0..commands.len()).filter(|&i| commands[i].expires_at() > now).collect();
+    metrics::counter!("messages_expired_total").increment((commands.len() - live.len()) as u64);
+    if live.is_empty() {
+        return Ok(decided);
     }
     let started = std::time::Instant::now();
-    let error = match store_once(database, &commands, now).await {
-        Ok(decisions) => {
+    let chosen: Vec<&Command> = live.iter().map(|&i| &commands[i]).collect();
+    let error = match store_once(database, &chosen, now).await {
+        Ok((decisions, participants)) => {
             metrics::histogram!("messages_batch_seconds").record(started.elapsed().as_secs_f64());
-            metrics::histogram!("messages_batch_size").record(commands.len() as f64);
-            publish(bus, &commands, decisions).await;
-            return Ok(());
+            metrics::histogram!("messages_batch_size").record(chosen.len() as f64);
+            decided.participants = participants;
+            for (index, decision) in live.into_iter().zip(decisions) {
+                decided.per_command[index] = Some(decision);
+            }
+            return Ok(decided);
         }
         Err(error) => error,
     };
     if is_transient(&error) {
         return Err(error.into());
     }
-    if commands.len() == 1 {
-        return refuse(bus, queue, &commands, error).await;
+    if chosen.len() > 1 {
+        tracing::warn!(%error, commands = chosen.len(), "the database refused a batch; storing its commands one by one");
     }
-    tracing::warn!(%error, commands = commands.len(), "the database refused a batch; storing its commands one by one");
-    for one in commands.chunks(1) {
-        match store_once(database, one, now).await {
-            Ok(decisions) => publish(bus, one, decisions).await,
-            Err(error) if is_transient(&error) => return Err(error.into()),
-            Err(error) => refuse(bus, queue, one, error).await?,
-        }
+    for index in live {
+        let one = [&commands[index]];
+        let error = if chosen.len() == 1 {
+            error.to_string()
+        } else {
+            match store_once(database, &one, now).await {
+                Ok((mut decisions, participants)) => {
+                    decided.participants.extend(participants);
+                    decided.per_command[index] = decisions.pop();
+                    continue;
+                }
+                Err(error) if is_transient(&error) => return Err(error.into()),
+                Err(error) => error.to_string(),
+            }
+        };
+        // Refused for good: answered `invalid` and parked for an operator to look at.
+        commands[index].park(bus, &Poison::refused(error)).await?;
+        metrics::counter!("messages_refused_total").increment(1);
+        decided.per_command[index] = Some(Decision::refused(&commands[index]));
     }
-    Ok(())
+    Ok(decided)
 }
 
-/// One command whose data the database refuses for good: answered `invalid` and parked in the
-/// dead-letter queue for an operator to look at.
-async fn refuse(bus: &Bus, queue: &str, one: &[Command<'_>], error: sqlx::Error) -> Result<(), BatchError> {
-    for command in one {
-        bus.dead_letter(queue, command.delivery(), &Poison::refused(&error)).await?;
-    }
-    metrics::counter!("messages_refused_total").increment(one.len() as u64);
-    publish(bus, one, Decisions::refused(one)).await;
-    Ok(())
-}
-
-/// [`store`], and a second, thorough pass after a unique violation: another writer stored one
-/// of these commands meanwhile (possible only while shard ownership moves), and the second
-/// pass finds those rows.
+/// [`store_batch`], and a second, thorough pass after a unique violation: another writer
+/// stored one of these commands meanwhile (possible only while shard ownership moves), and the
+/// second pass finds those rows.
 async fn store_once(
     database: &Database,
-    commands: &[Command<'_>],
+    commands: &[&Command],
     now: DateTime<Utc>,
-) -> Result<Decisions, sqlx::Error> {
-    match store(database, commands, now, false).await {
+) -> Result<(Vec<Decision>, HashMap<ConversationId, Vec<UserId>>), sqlx::Error> {
+    match store_batch(database, commands, now, false).await {
         Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
-            store(database, commands, now, true).await
+            store_batch(database, commands, now, true).await
         }
         other => other,
     }
 }
 
-/// What the transaction decided, in command order.
-struct Decisions {
-    sends: Vec<SendOutcome>,
-    reads: Vec<Result<MessageReadEvent, AckError>>,
-    participants: HashMap<ConversationId, Vec<UserId>>,
-}
-
-impl Decisions {
-    /// Every command refused as `invalid`: the database will not store its data.
-    fn refused(commands: &[Command<'_>]) -> Self {
-        let refusal = || AckError::invalid("the message could not be stored");
-        let mut decisions = Decisions { sends: Vec::new(), reads: Vec::new(), participants: HashMap::new() };
-        for command in commands {
-            match command {
-                Command::Send { .. } => decisions.sends.push(SendOutcome::Refused(refusal())),
-                Command::Read { .. } => decisions.reads.push(Err(refusal())),
-            }
-        }
-        decisions
-    }
-}
-
 /// Stores a batch with one call of `switchboard_chat_batch` (migrations/, where the rules are
 /// written out): one round trip and one transaction. With `thorough`, every send is also
-/// looked up by its command id, not only broker redeliveries.
-async fn store(
+/// looked up by its command id, not only broker redeliveries. Answers one decision per command.
+async fn store_batch(
     database: &Database,
-    commands: &[Command<'_>],
+    commands: &[&Command],
     now: DateTime<Utc>,
     thorough: bool,
-) -> Result<Decisions, sqlx::Error> {
+) -> Result<(Vec<Decision>, HashMap<ConversationId, Vec<UserId>>), sqlx::Error> {
     let mut sends = SendColumns::default();
     let (mut read_conversations, mut readers, mut read_messages) = (Vec::new(), Vec::new(), Vec::new());
+    let mut reads: Vec<&MarkRead> = Vec::new();
     for command in commands {
-        match command {
-            Command::Send { command, id, delivery } => {
-                sends.conversation.push(command.conversation_id.0);
-                sends.sender.push(command.sender_id.to_string());
-                sends.content.push(command.content.as_str().to_owned());
-                sends.client_id.push(command.client_message_id.as_ref().map(|c| c.as_str().to_owned()));
-                sends.command.push(*id);
+        match &command.action {
+            Action::Send(send) => {
+                sends.conversation.push(send.conversation_id.0);
+                sends.sender.push(send.sender_id.to_string());
+                sends.content.push(send.content.as_str().to_owned());
+                sends.client_id.push(send.client_message_id.as_ref().map(|c| c.as_str().to_owned()));
+                sends.command.push(command.id);
                 // A command delivered for the first time cannot have been stored before.
-                sends.look_up_command.push(delivery.redelivered || thorough);
+                let redelivered = command.delivery.redelivered;
+                sends.look_up_command.push(redelivered || thorough);
+                sends.redelivered.push(redelivered);
                 sends.message.push(MessageId::new().0);
             }
-            Command::Read { command, .. } => {
-                read_conversations.push(command.conversation_id.0);
-                readers.push(command.user_id.to_string());
-                read_messages.push(command.message_id.0);
+            Action::Read(read) => {
+                read_conversations.push(read.conversation_id.0);
+                readers.push(read.user_id.to_string());
+                read_messages.push(read.message_id.0);
+                reads.push(read);
             }
         }
     }
@@ -249,43 +375,31 @@ async fn store(
     .fetch_all(database.pool())
     .await?;
 
-    let mut decisions = Decisions {
-        sends: Vec::with_capacity(sends.conversation.len()),
-        reads: Vec::with_capacity(readers.len()),
-        participants: HashMap::new(),
-    };
-    let reads: Vec<&MarkRead> = commands
-        .iter()
-        .filter_map(|c| if let Command::Read { command, .. } = c { Some(command) } else { None })
-        .collect();
-    let redelivered: Vec<bool> = commands
-        .iter()
-        .filter_map(
-            |c| if let Command::Send { delivery, .. } = c { Some(delivery.redelivered) } else { None },
-        )
-        .collect();
+    let mut send_outcomes = Vec::with_capacity(sends.conversation.len());
+    let mut read_outcomes = Vec::with_capacity(reads.len());
+    let mut participants = HashMap::new();
     // The function answers sends, then reads, each in batch order, then the participants.
     for mut row in rows {
         let (part, outcome) = (std::mem::take(&mut row.part), row.outcome.take());
         match (part.as_str(), outcome.as_deref()) {
-            ("send", Some("forbidden")) => decisions.sends.push(SendOutcome::Refused(AckError::forbidden())),
+            ("send", Some("forbidden")) => send_outcomes.push(SendOutcome::Refused(AckError::forbidden())),
             ("send", Some(outcome)) => {
                 let index = row.index();
                 let message = row.into_message().ok_or_else(|| malformed("a send without its message"))?;
-                decisions.sends.push(match outcome {
+                send_outcomes.push(match outcome {
                     "stored" => SendOutcome::Stored(message),
                     // A broker redelivery of the same command: its first delivery may have died
                     // before its fan-out, so it is fanned out again.
                     "redelivered" => SendOutcome::Existing {
                         message,
-                        fan_out: redelivered.get(index).copied().unwrap_or(false),
+                        fan_out: sends.redelivered.get(index).copied().unwrap_or(false),
                     },
                     _ => SendOutcome::Existing { message, fan_out: false },
                 });
             }
             ("read", outcome) => {
                 let read = reads.get(row.index()).ok_or_else(|| malformed("a read out of range"))?;
-                decisions.reads.push(match outcome {
+                read_outcomes.push(match outcome {
                     Some("read") => Ok(MessageReadEvent {
                         conversation_id: read.conversation_id,
                         message_id: read.message_id,
@@ -300,16 +414,24 @@ async fn store(
                 if let Some(conversation) = row.conversation_id {
                     let users =
                         row.users.unwrap_or_default().into_iter().filter_map(|u| u.parse().ok()).collect();
-                    decisions.participants.insert(ConversationId(conversation), users);
+                    participants.insert(ConversationId(conversation), users);
                 }
             }
             _ => return Err(malformed("an unknown part")),
         }
     }
-    if decisions.sends.len() != sends.conversation.len() || decisions.reads.len() != reads.len() {
+    if send_outcomes.len() != sends.conversation.len() || read_outcomes.len() != reads.len() {
         return Err(malformed("not one answer per command"));
     }
-    Ok(decisions)
+    let (mut send_outcomes, mut read_outcomes) = (send_outcomes.into_iter(), read_outcomes.into_iter());
+    let decisions = commands
+        .iter()
+        .filter_map(|command| match command.action {
+            Action::Send(_) => send_outcomes.next().map(Decision::Send),
+            Action::Read(_) => read_outcomes.next().map(Decision::Read),
+        })
+        .collect();
+    Ok((decisions, participants))
 }
 
 /// The function's answer did not have the shape this build expects (a schema from another
@@ -328,6 +450,8 @@ struct SendColumns {
     command: Vec<Uuid>,
     look_up_command: Vec<bool>,
     message: Vec<Uuid>,
+    /// Not a column: whether each send's delivery is a broker redelivery.
+    redelivered: Vec<bool>,
 }
 
 /// One row of `switchboard_chat_batch`.
@@ -365,17 +489,15 @@ impl BatchRow {
     }
 }
 
-/// After commit: fan-out (confirmed, all at once), then each sender's reply.
-async fn publish(bus: &Bus, commands: &[Command<'_>], decisions: Decisions) {
-    let Decisions { sends, reads, participants } = decisions;
+/// After commit: fan-out (confirmed, all at once), then each sender's answer.
+pub async fn publish(bus: &Bus, commands: &[Command], decided: Decided) {
+    let Decided { per_command, participants } = decided;
     let mut fan_out = Vec::new();
     let mut replies = Vec::new();
-    let mut sends = sends.into_iter();
-    let mut reads = reads.into_iter();
-    for command in commands {
-        match command {
-            Command::Send { command, delivery, .. } => {
-                let Some(outcome) = sends.next() else { break };
+    for (command, decision) in commands.iter().zip(per_command) {
+        match decision {
+            None => {}
+            Some(Decision::Send(outcome)) => {
                 let (reply, message) = match outcome {
                     SendOutcome::Stored(message) => (Ok(sent(&message)), Some(message)),
                     SendOutcome::Existing { message, fan_out } => {
@@ -385,28 +507,22 @@ async fn publish(bus: &Bus, commands: &[Command<'_>], decisions: Decisions) {
                 };
                 if let Some(message) = message {
                     let rooms = rooms_of(participants.get(&message.conversation_id), None);
-                    fan_out.push(Deliver::server_event(
-                        rooms,
-                        MessageNew::NAME,
-                        &message,
-                        command.sender_socket.clone(),
-                    ));
+                    fan_out.push(Deliver::server_event(rooms, MessageNew::NAME, &message, command.socket()));
                     metrics::counter!("messages_stored_total").increment(1);
                 }
-                replies.push(Outgoing::new::<SendMessage>(&delivery.properties, reply));
+                replies.push(command.reply::<SendMessage>(reply));
             }
-            Command::Read { command, delivery } => {
-                let Some(outcome) = reads.next() else { break };
-                if let Ok(read) = &outcome {
-                    let rooms = rooms_of(participants.get(&read.conversation_id), Some(&read.user_id));
+            Some(Decision::Read(outcome)) => {
+                if let Ok(event) = &outcome {
+                    let rooms = rooms_of(participants.get(&event.conversation_id), Some(&event.user_id));
                     fan_out.push(Deliver::server_event(
                         rooms,
                         MessageReadEvent::NAME,
-                        read,
-                        command.reader_socket.clone(),
+                        event,
+                        command.socket(),
                     ));
                 }
-                replies.push(Outgoing::new::<MarkRead>(&delivery.properties, outcome.map(|_| Empty {})));
+                replies.push(command.reply::<MarkRead>(outcome.map(|_| Empty {})));
             }
         }
     }

@@ -27,15 +27,24 @@
 //! shards at its next rebalance (every second). Either way one conversation's commands are
 //! handled by one copy at a time, in queue order.
 //!
-//! **Durable ack, idempotency, gapless seq** ([`batch`]). A copy takes up to 256 commands per
-//! round (what the prefetch has already delivered) and handles them in one transaction: each
-//! conversation's row is locked, then for each new message its `last_seq` is advanced with
-//! `UPDATE ... RETURNING` and the message inserted, so seqs are contiguous, never repeat, and
-//! follow the queue's order whichever copy commits. Only after `COMMIT` does the copy publish
-//! the fan-out, answer each sender (the edge then acks the client) and acknowledge the
-//! deliveries. A crash before the commit leaves nothing (the client sees `timeout` and may
-//! retry); a crash after it makes the broker redeliver the commands, and the unique `command_id` (the command's envelope id)
-//! and `(conversation_id, sender_id, client_message_id)` find the stored messages, which are
+//! **Batches, and one committer** ([`batch`], [`committer`]). Edges send a shard's commands
+//! alone or several in one `rpc.requests` message. A shard consumer reads what its prefetch
+//! already holds (up to 256 messages), decodes it once, and hands it to the copy's one
+//! committer; it reads and decodes its next batch while that one is being stored. The
+//! committer stores everything its shards handed in since its last transaction began in one
+//! transaction (group commit), whichever shards it came from: at low rates a command is
+//! stored alone and at once; at high rates the number of transactions follows the database's
+//! pace, not the number of shards. Shards' batches are stored and answered in the order they
+//! were handed in, so each shard's (and each conversation's) order holds.
+//!
+//! **Durable ack, idempotency, gapless seq.** In the transaction each conversation's row is
+//! locked, then for each new message its `last_seq` is advanced and the message inserted, so
+//! seqs are contiguous, never repeat, and follow the queue's order whichever copy commits.
+//! Only after `COMMIT` does the copy publish the fan-out, answer each sender (the edge then
+//! acks the client) and acknowledge the deliveries. A crash before the commit leaves nothing
+//! (the client sees `timeout` and may retry); a crash after it makes the broker redeliver the
+//! commands, and the unique `command_id` (the command's envelope or item id) and
+//! `(conversation_id, sender_id, client_message_id)` find the stored messages, which are
 //! answered and fanned out again instead of stored twice. A client retry with the same
 //! `clientMessageId` in the same conversation gets the original message.
 //!
@@ -43,7 +52,7 @@
 //! parked in the dead-letter queue (and answered `invalid`) before the batch's transaction.
 //! Only an unreachable or busy database makes the batch wait and try again; when the database
 //! refuses the batch for any other reason, its commands are stored one by one, and the one it
-//! refuses is answered `invalid` and parked ([`batch::handle`]).
+//! refuses is answered `invalid` and parked ([`batch::store`]).
 //!
 //! **Expiry.** A command carries `expiresAt` (the edge's ack timeout) and the AMQP expiration;
 //! one that is past it when its batch runs is dropped unanswered, so a send that timed out is
@@ -56,8 +65,10 @@
 //! edge receives the whole batch once and hands each item to its own sockets of that item's
 //! rooms, except the sending socket; publisher confirms; delivery to sockets is at least once,
 //! and clients drop a repeated message `id`. The answers go as one `rpc.replies` message per
-//! requesting edge. Neither waits for more work to gather: what a batch holds is what arrived
-//! while the one before it was being stored.
+//! requesting edge. The committer publishes one transaction's fan-out and answers while the
+//! next transaction runs; publishing in transaction order keeps each conversation's
+//! `message:new` in `seq` order. Nothing waits for more work to gather: what a batch holds is
+//! what arrived while the one before it was on its way.
 //!
 //! **The database.** A batch is one call of the `switchboard_chat_batch` function (see its
 //! migration): one round trip, one transaction, every inner statement a key lookup.
@@ -70,6 +81,7 @@
 #![forbid(unsafe_code)]
 
 pub mod batch;
+pub mod committer;
 pub mod queries;
 pub mod shards;
 

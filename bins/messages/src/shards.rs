@@ -6,10 +6,14 @@
 //! surplus and takes free shards up to its share. Losing the session (database restart) stops
 //! every shard consumer before anything else is tried, since the locks went with it.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::{BTreeMap, VecDeque},
+    sync::Arc,
+    time::Duration,
+};
 
-use futures::{FutureExt, StreamExt};
-use lapin::options::BasicAckOptions;
+use futures::{FutureExt, StreamExt, future::BoxFuture};
+use lapin::{Acker, options::BasicAckOptions};
 use sqlx::{Connection, PgConnection};
 use switchboard::{
     Bus, Shutdown,
@@ -25,7 +29,10 @@ use switchboard::{
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::batch;
+use crate::{
+    batch,
+    committer::{Committer, Stopped},
+};
 
 /// The advisory-lock namespace of the messages worker ("SBMS").
 const LOCK_CLASS: i32 = 0x5342_4D53;
@@ -33,19 +40,23 @@ const LOCK_CLASS: i32 = 0x5342_4D53;
 const MEMBER: i32 = 1000;
 /// How often ownership is recounted.
 const REBALANCE: Duration = Duration::from_secs(1);
-/// Commands handled in one transaction, at most; also the prefetch.
+/// Commands in one batch from one shard, at most; also the prefetch.
 pub const BATCH: usize = 256;
+/// Batches of one shard handed to the committer and not done yet, at most: the next one is
+/// read and decoded while the one before is stored or answered.
+const IN_FLIGHT: usize = 2;
 
 /// Starts the ownership loop; it runs until shutdown, then stops every shard consumer.
 pub fn start(bus: Bus, database: Database, shutdown: Shutdown) {
     let tracker = shutdown.clone();
+    let committer = Committer::start(bus.clone(), database.clone(), &shutdown);
     tracker.spawn(async move {
         if !database.wait_ready(&shutdown).await || !bus.wait_ready().await {
             return;
         }
         let mut delays = switchboard::bus::backoff();
         loop {
-            match own_shards(&bus, &database, &shutdown).await {
+            match own_shards(&bus, &database, &committer, &shutdown).await {
                 Ok(()) => return,
                 Err(error) => tracing::warn!(%error, "shard ownership lost; starting over"),
             }
@@ -64,7 +75,12 @@ struct Owned {
 }
 
 /// One life of the ownership session. Returns `Ok` at shutdown, `Err` when the session broke.
-async fn own_shards(bus: &Bus, database: &Database, shutdown: &Shutdown) -> Result<(), sqlx::Error> {
+async fn own_shards(
+    bus: &Bus,
+    database: &Database,
+    committer: &Committer,
+    shutdown: &Shutdown,
+) -> Result<(), sqlx::Error> {
     let mut session = database.pool().acquire().await?.detach();
     sqlx::query("SELECT pg_advisory_lock_shared($1, $2)")
         .bind(LOCK_CLASS)
@@ -75,7 +91,7 @@ async fn own_shards(bus: &Bus, database: &Database, shutdown: &Shutdown) -> Resu
     // Copies start looking at different shards, so they do not all race for shard 0.
     let offset = (uuid::Uuid::now_v7().as_u128() % u128::from(MESSAGE_SHARDS)) as u32;
     let result = loop {
-        if let Err(error) = rebalance(bus, database, &mut session, &mut owned, offset, shutdown).await {
+        if let Err(error) = rebalance(bus, committer, &mut session, &mut owned, offset, shutdown).await {
             break Err(error);
         }
         tokio::select! {
@@ -94,7 +110,7 @@ async fn own_shards(bus: &Bus, database: &Database, shutdown: &Shutdown) -> Resu
 
 async fn rebalance(
     bus: &Bus,
-    database: &Database,
+    committer: &Committer,
     session: &mut PgConnection,
     owned: &mut BTreeMap<u32, Owned>,
     offset: u32,
@@ -140,7 +156,7 @@ async fn rebalance(
             .await?;
         if locked {
             let stop = shutdown.token().child_token();
-            let task = tokio::spawn(consume_shard(bus.clone(), database.clone(), shard, stop.clone()));
+            let task = tokio::spawn(consume_shard(bus.clone(), committer.clone(), shard, stop.clone()));
             owned.insert(shard, Owned { stop, task });
             tracing::info!(shard, copies, "took a shard");
         }
@@ -159,10 +175,10 @@ async fn unlock(session: &mut PgConnection, shard: u32) -> Result<(), sqlx::Erro
 }
 
 /// Consumes one shard until `stop`, restarting when the channel dies.
-async fn consume_shard(bus: Bus, database: Database, shard: u32, stop: CancellationToken) {
+async fn consume_shard(bus: Bus, committer: Committer, shard: u32, stop: CancellationToken) {
     let mut delays = switchboard::bus::backoff();
     loop {
-        match consume_once(&bus, &database, shard, &stop).await {
+        match consume_once(&bus, &committer, shard, &stop).await {
             Ok(()) => return,
             Err(error) => tracing::warn!(shard, %error, "shard consumer stopped; restarting"),
         }
@@ -181,60 +197,66 @@ pub fn shard_queue(shard: u32) -> QueueSpec {
 
 async fn consume_once(
     bus: &Bus,
-    database: &Database,
+    committer: &Committer,
     shard: u32,
     stop: &CancellationToken,
 ) -> Result<(), BusError> {
     let queue = shard_queue(shard);
+    let name: Arc<str> = queue.name.as_str().into();
     let (channel, mut consumer) = bus.open_consumer(&queue, BATCH as u16).await?;
+    // Batches handed to the committer and not done yet, oldest first, each with the delivery
+    // that acknowledges it (and every delivery before it).
+    let mut in_flight: VecDeque<(BoxFuture<'static, Result<(), Stopped>>, Acker)> = VecDeque::new();
+    let mut stopping = false;
     let result = loop {
-        let first = tokio::select! {
-            next = consumer.next() => next,
-            _ = stop.cancelled() => break Ok(()),
-        };
-        let mut deliveries = match first {
-            Some(Ok(delivery)) => vec![delivery],
-            Some(Err(error)) => break Err(error.into()),
-            None => break Err(BusError::Unavailable("the broker cancelled the consumer".into())),
-        };
-        // Whatever the prefetch already brought joins this batch; nothing waits for more.
-        while deliveries.len() < BATCH {
-            match consumer.next().now_or_never() {
-                Some(Some(Ok(delivery))) => deliveries.push(delivery),
-                _ => break,
-            }
-        }
-        metrics::counter!("bus_consumed_total", "queue" => "messages.shard")
-            .increment(deliveries.len() as u64);
-        let last = deliveries.last().map(|d| d.acker.clone()).expect("a batch is never empty");
-        // Read once: what can never be handled is parked now, not at every retry.
-        let read = retry_in_place(stop.cancelled(), || async {
-            batch::prepare(bus, &queue.name, &deliveries)
-                .await
-                .inspect_err(|error| tracing::warn!(shard, %error, "cannot park a command; retrying"))
-                .ok()
-        })
-        .await;
-        let Some(commands) = read else { break Ok(()) };
-        // The database or the broker unreachable: the same batch is tried again in place (what
-        // was committed before is found by its command ids). Commands that expire meanwhile
-        // are dropped by the retry itself.
-        let handled = retry_in_place(stop.cancelled(), || async {
-            match batch::handle(bus, database, &queue.name, &commands).await {
-                Ok(()) => Some(()),
-                Err(error) => {
-                    tracing::warn!(shard, %error, commands = deliveries.len(), "batch failed; retrying");
-                    None
-                }
-            }
-        })
-        .await;
-        if handled.is_none() {
-            // Released or stopping: closing the channel returns the batch to the queue.
+        if stopping && in_flight.is_empty() {
             break Ok(());
         }
-        if let Err(error) = last.ack(BasicAckOptions { multiple: true }).await {
-            break Err(error.into());
+        tokio::select! {
+            biased;
+            finished = async { (&mut in_flight.front_mut().expect("not empty").0).await }, if !in_flight.is_empty() => {
+                let (_, acker) = in_flight.pop_front().expect("not empty");
+                if finished.is_err() {
+                    // Shutdown: what is not done goes back to the queue.
+                    break Ok(());
+                }
+                if let Err(error) = acker.ack(BasicAckOptions { multiple: true }).await {
+                    break Err(error.into());
+                }
+            }
+            // Given back or shutting down: no more deliveries are taken, and the batches in
+            // hand are finished and acknowledged first.
+            _ = stop.cancelled(), if !stopping => stopping = true,
+            next = consumer.next(), if !stopping && in_flight.len() < IN_FLIGHT => {
+                let mut deliveries = match next {
+                    Some(Ok(delivery)) => vec![Arc::new(delivery)],
+                    Some(Err(error)) => break Err(error.into()),
+                    None => break Err(BusError::Unavailable("the broker cancelled the consumer".into())),
+                };
+                // Whatever the prefetch already brought joins this batch; nothing waits for more.
+                while deliveries.len() < BATCH {
+                    match consumer.next().now_or_never() {
+                        Some(Some(Ok(delivery))) => deliveries.push(Arc::new(delivery)),
+                        _ => break,
+                    }
+                }
+                metrics::counter!("bus_consumed_total", "queue" => "messages.shard")
+                    .increment(deliveries.len() as u64);
+                let last = deliveries.last().map(|d| d.acker.clone()).expect("a batch is never empty");
+                // Read once: what can never be handled is parked now, not at every retry.
+                let read = retry_in_place(stop.cancelled(), || async {
+                    batch::prepare(bus, &name, &deliveries)
+                        .await
+                        .inspect_err(|error| tracing::warn!(shard, %error, "cannot park a command; retrying"))
+                        .ok()
+                })
+                .await;
+                let Some(commands) = read else {
+                    stopping = true;
+                    continue;
+                };
+                in_flight.push_back((Box::pin(committer.commit(commands)), last));
+            }
         }
     };
     // Closing the channel returns any prefetched, unhandled deliveries to the queue's head.

@@ -87,8 +87,19 @@ impl Bus {
         delivery: &Delivery,
         poison: &Poison,
     ) -> Result<(), BusError> {
+        self.dead_letter_body(queue, &delivery.properties, &delivery.data, poison).await
+    }
+
+    /// [`Bus::dead_letter`] for part of a delivery (one item of a batch): `body` is parked with
+    /// the delivery's `properties`.
+    pub async fn dead_letter_body(
+        &self,
+        queue: &str,
+        original: &BasicProperties,
+        body: &[u8],
+        poison: &Poison,
+    ) -> Result<(), BusError> {
         tracing::warn!(queue, reason = poison.reason, error = %poison.detail, "parking a message in the dead-letter queue");
-        let original = &delivery.properties;
         let mut headers = FieldTable::default();
         // The original headers, less the sender-selected routing keys, which mean nothing on
         // the fanout exchange.
@@ -118,7 +129,7 @@ impl Bus {
         if let Some(timestamp) = original.timestamp() {
             properties = properties.with_timestamp(*timestamp);
         }
-        self.publish_bytes(EXCHANGE, queue, &delivery.data, properties, Durability::Confirmed, false).await?;
+        self.publish_bytes(EXCHANGE, queue, body, properties, Durability::Confirmed, false).await?;
         metrics::counter!("bus_dead_lettered_total", "queue" => metric_queue(queue), "reason" => poison.reason)
             .increment(1);
         Ok(())

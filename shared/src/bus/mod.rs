@@ -11,12 +11,15 @@
 //!   channel dies;
 //! - [`Bus::request`] and [`Bus::serve`] (in [`rpc`]): request/reply with `reply_to` and
 //!   `correlation_id` over RabbitMQ's direct reply-to;
+//! - [`Bus::request_batcher`] (in [`batched`]): requests to one route sent as batches, one
+//!   message in flight at a time, for the edge's chat commands;
 //! - [`Bus::dead_letter`] (in [`dead_letter`]): a message that can never be handled is parked
 //!   in the `dead.letters` queue instead of blocking its queue or vanishing.
 //!
 //! Channels are made from pooled connections; lapin multiplexes them over one socket. A pooled
 //! connection that died is dropped by the pool on its next checkout.
 
+pub mod batched;
 pub mod consume;
 pub mod dead_letter;
 pub mod envelope;
@@ -34,10 +37,11 @@ use lapin::{
 };
 use tokio::sync::{Mutex, watch};
 
+pub use batched::{QueuedRequest, RequestBatcher};
 pub use consume::{ConsumeOptions, Incoming, Outcome, kind_of, retry_in_place};
 pub use dead_letter::Poison;
 pub use envelope::{BusMessage, DecodeError, Envelope};
-pub use rpc::{Outgoing, PendingReply, PublishedRequest, Request, RequestError};
+pub use rpc::{Outgoing, PendingReply, Request, RequestError};
 pub use topology::QueueSpec;
 
 use crate::{

@@ -42,7 +42,7 @@ use crate::{
     sync::lock,
 };
 
-const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
+pub(super) const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
 
 /// A request, and the type of its answer.
 pub trait Request: BusMessage {
@@ -73,28 +73,28 @@ pub enum RequestError {
 
 /// A reply as it reached the requester: a message of its own, or one item of a
 /// [`ReplyBatch`].
-enum Arrived {
+pub(super) enum Arrived {
     Message(Vec<u8>),
     Batched(serde_json::Value),
 }
 
-type Pending = Arc<SyncMutex<HashMap<String, oneshot::Sender<Arrived>>>>;
+pub(super) type Pending = Arc<SyncMutex<HashMap<String, oneshot::Sender<Arrived>>>>;
 
 /// A request the broker has taken, waiting for its reply.
 pub struct PendingReply<T> {
-    receiver: oneshot::Receiver<Arrived>,
+    pub(super) receiver: oneshot::Receiver<Arrived>,
     /// Held for its `Drop`.
-    _waiting: Waiting,
-    deadline: tokio::time::Instant,
-    kind: std::marker::PhantomData<T>,
+    pub(super) _waiting: Waiting,
+    pub(super) deadline: tokio::time::Instant,
+    pub(super) kind: std::marker::PhantomData<T>,
 }
 
 /// A requester's place among those waiting for a reply, given up when it is dropped: a caller
 /// that stops waiting (its own timeout came first, or it was cancelled) leaves nothing behind,
 /// also when no reply ever comes (a command that expired in its queue is never answered).
-struct Waiting {
-    pending: Pending,
-    correlation: String,
+pub(super) struct Waiting {
+    pub(super) pending: Pending,
+    pub(super) correlation: String,
 }
 
 impl Drop for Waiting {
@@ -142,7 +142,7 @@ fn answer<T>(reply: Reply<T>) -> Result<T, RequestError> {
 }
 
 /// A request on its way to the broker: the confirm is still to come.
-pub struct PublishedRequest<T> {
+struct PublishedRequest<T> {
     confirm: lapin::PublisherConfirm,
     routing_key: String,
     reply: PendingReply<T>,
@@ -151,7 +151,7 @@ pub struct PublishedRequest<T> {
 impl<T: BusMessage> PublishedRequest<T> {
     /// Waits for the broker's confirm: `unavailable` when it refused the request or no queue
     /// took it, else the handle to wait for the reply.
-    pub async fn confirmed(self) -> Result<PendingReply<T>, RequestError> {
+    async fn confirmed(self) -> Result<PendingReply<T>, RequestError> {
         let failure = match self.confirm.await {
             Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => None,
             Ok(Confirmation::Ack(Some(_))) => {
@@ -182,27 +182,13 @@ impl Bus {
         request: &R,
         timeout: Duration,
     ) -> Result<R::Response, RequestError> {
-        self.send_request(exchange, routing_key, request, timeout).await?.reply().await
+        self.publish_request(exchange, routing_key, request, timeout).await?.confirmed().await?.reply().await
     }
 
-    /// The first half of [`Bus::request`]: returns once the broker took the request, with a
-    /// handle to wait for the reply.
-    pub async fn send_request<R: Request>(
-        &self,
-        exchange: &str,
-        routing_key: &str,
-        request: &R,
-        timeout: Duration,
-    ) -> Result<PendingReply<R::Response>, RequestError> {
-        self.publish_request(exchange, routing_key, request, timeout).await?.confirmed().await
-    }
-
-    /// The first step of [`Bus::send_request`]: returns as soon as the request is on the
-    /// channel, before the broker confirmed it. Every request goes out on one channel, and AMQP
-    /// keeps the order of a channel's publishes, so a caller that must keep the order of its
-    /// requests (one socket's sends) lets the next one go as soon as this returns, and waits
-    /// for the confirm after: the order costs no broker round trip.
-    pub async fn publish_request<R: Request>(
+    /// The first step of [`Bus::request`]: returns as soon as the request is on the channel,
+    /// before the broker confirmed it. (Callers that must keep the order of many requests to
+    /// one route use a [`RequestBatcher`](super::RequestBatcher) instead.)
+    async fn publish_request<R: Request>(
         &self,
         exchange: &str,
         routing_key: &str,
@@ -244,7 +230,7 @@ impl Bus {
         let reply = PendingReply { receiver, _waiting: waiting, deadline, kind: std::marker::PhantomData };
         Ok(PublishedRequest { confirm, routing_key: routing_key.to_owned(), reply })
     }
-    async fn reply_channel(&self) -> Result<(Channel, Pending), BusError> {
+    pub(super) async fn reply_channel(&self) -> Result<(Channel, Pending), BusError> {
         let mut current = self.inner.replies.current.lock().await;
         if let Some((channel, pending)) = current.as_ref().filter(|(c, _)| c.status().connected()) {
             return Ok((channel.clone(), pending.clone()));
@@ -329,7 +315,8 @@ impl Bus {
 
 /// One reply, ready for [`Bus::reply_many`]: where it goes and what it says.
 pub struct Outgoing<'a> {
-    request: &'a BasicProperties,
+    reply_to: &'a str,
+    correlation: Option<&'a str>,
     kind: &'static str,
     body: serde_json::Value,
 }
@@ -337,13 +324,25 @@ pub struct Outgoing<'a> {
 impl<'a> Outgoing<'a> {
     /// The answer to the request whose AMQP properties are `request`.
     pub fn new<R: Request>(request: &'a BasicProperties, result: Result<R::Response, AckError>) -> Self {
+        let reply_to = request.reply_to().as_ref().map_or("", |r| r.as_str());
+        let correlation = request.correlation_id().as_ref().map(|c| c.as_str());
+        Self::to::<R>(reply_to, correlation, result)
+    }
+
+    /// The answer to a request that came from `reply_to` with `correlation` (an item of a
+    /// [`RequestBatch`](crate::contract::bus::RequestBatch)).
+    pub fn to<R: Request>(
+        reply_to: &'a str,
+        correlation: Option<&'a str>,
+        result: Result<R::Response, AckError>,
+    ) -> Self {
         let body = match result {
             Ok(response) => Reply::Ok(response),
             Err(error) => Reply::Error(error),
         };
         // Our own types always serialize.
         let body = serde_json::to_value(&body).unwrap_or_default();
-        Self { request, kind: <R::Response as BusMessage>::KIND, body }
+        Self { reply_to, correlation, kind: <R::Response as BusMessage>::KIND, body }
     }
 }
 
@@ -355,10 +354,12 @@ impl Bus {
     pub async fn reply_many(&self, replies: Vec<Outgoing<'_>>) {
         let mut by_requester: Vec<(&str, Vec<Outgoing<'_>>)> = Vec::new();
         for reply in replies {
-            let Some(reply_to) = reply.request.reply_to() else { continue };
-            match by_requester.iter_mut().find(|(to, _)| *to == reply_to.as_str()) {
+            if reply.reply_to.is_empty() {
+                continue;
+            }
+            match by_requester.iter_mut().find(|(to, _)| *to == reply.reply_to) {
                 Some((_, group)) => group.push(reply),
-                None => by_requester.push((reply_to.as_str(), vec![reply])),
+                None => by_requester.push((reply.reply_to, vec![reply])),
             }
         }
         let sends = by_requester.into_iter().map(|(reply_to, mut group)| async move {
@@ -368,8 +369,8 @@ impl Bus {
                 let mut properties = BasicProperties::default()
                     .with_content_type("application/json".into())
                     .with_type(reply.kind.into());
-                if let Some(correlation) = reply.request.correlation_id() {
-                    properties = properties.with_correlation_id(correlation.clone());
+                if let Some(correlation) = reply.correlation {
+                    properties = properties.with_correlation_id(correlation.into());
                 }
                 (envelope.encode(), properties)
             } else {
@@ -377,7 +378,7 @@ impl Bus {
                     replies: group
                         .into_iter()
                         .filter_map(|reply| {
-                            let correlation_id = reply.request.correlation_id().as_ref()?.to_string();
+                            let correlation_id = reply.correlation?.to_owned();
                             Some(BatchedReply { correlation_id, reply: reply.body })
                         })
                         .collect(),

@@ -63,6 +63,32 @@ kinds! {
     NotificationsPage => "notifications.page";
     MarkNotificationRead => "notification.read", answered by Empty;
     ReplyBatch => "rpc.replies";
+    RequestBatch => "rpc.requests";
+}
+
+/// Several requests of one requester to one queue in one message, published like a single
+/// request (with `reply_to`, mandatory, confirmed) but with no `correlation_id` of its own: an
+/// edge sends each chat shard, in one message, every command that arrived while the message
+/// before was on its way. The consumer handles the items in order, as if each had come in a
+/// message of its own, and answers them (usually together, as an [`ReplyBatch`]). A batch
+/// holds at least two items: a lone request travels as a plain one.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestBatch {
+    pub requests: Vec<BatchedRequest>,
+}
+
+/// One item of a [`RequestBatch`]: what a request of its own would carry in its envelope
+/// (`id`, `kind`, `data`) and in its AMQP properties (`correlationId`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchedRequest {
+    /// The request's own id: a command's idempotency key, like a single request's envelope id.
+    pub id: Uuid,
+    pub correlation_id: String,
+    pub kind: String,
+    /// The request's body, read only once its kind is known.
+    pub data: Box<serde_json::value::RawValue>,
 }
 
 /// Several replies for one requester in one message, sent to its `reply_to` with no

@@ -1,12 +1,14 @@
 //! `message:send`, `message:read` and `messages:sync`: commands and queries for the owner of
 //! conversations (`switchboard-messages`), which checks membership itself.
 //!
-//! Sends and reads go to the conversation's shard queue. One socket's commands are published
-//! strictly in the order the socket sent them, even when it does not wait for acks: every
-//! event takes a [`Turn`](crate::connection::Turn) in arrival order, and a command is
-//! published only once every earlier event of the socket was published or dropped. Waiting
-//! for the broker's confirm and for the reply happens after the turn is passed on, so neither
-//! holds the socket's next command up.
+//! Sends and reads go to the conversation's shard queue, through that shard's
+//! [`RequestBatcher`](switchboard::bus::RequestBatcher): what arrives for a shard while its
+//! last message is on its way to the broker goes out together in the next one. One socket's
+//! commands are queued strictly in the order the socket sent them, even when it does not wait
+//! for acks: every event takes a [`Turn`](crate::connection::Turn) in arrival order, and a
+//! command is queued only once every earlier event of the socket was queued or dropped; the
+//! batcher publishes in queue order. Waiting for the broker's confirm and for the reply
+//! happens after the turn is passed on, so neither holds the socket's next command up.
 
 use chrono::Utc;
 use switchboard::{
@@ -49,10 +51,10 @@ async fn read(cx: Context, request: MessageRead) -> Result<Empty, AckError> {
     in_order(cx, request.conversation_id, command).await
 }
 
-/// Publishes a command to its conversation's shard in the socket's order, then waits for the
-/// answer. The socket's turn is passed on as soon as the command is on the channel: the
-/// broker's confirm and the worker's answer are waited for after, so a socket that does not
-/// wait for acks gets its commands published back to back. A command the shard has no place
+/// Queues a command for its conversation's shard in the socket's order, then waits for the
+/// answer. The socket's turn is passed on as soon as the command is queued: the broker's
+/// confirm and the worker's answer are waited for after, so a socket that does not wait for
+/// acks gets its commands into the same batch. A command the shard has no place
 /// for (see [`admission`](crate::admission)) is answered `unavailable` without being published.
 async fn in_order<R: Request>(
     cx: Context,
@@ -64,12 +66,8 @@ async fn in_order<R: Request>(
         turn.wait().await;
     }
     let _place = app.admission.admit(conversation)?;
-    let key = topology::keys::message_shard_key(topology::keys::message_shard(conversation));
-    let published = app
-        .bus
-        .publish_request(topology::EVENTS_TOPIC, &key, &command, app.config.ack_timeout())
-        .await
-        .map_err(request_error)?;
+    let shard = topology::keys::message_shard(conversation) as usize;
+    let published = app.shards[shard].send(&command);
     drop(turn);
     let pending = published.confirmed().await.map_err(request_error)?;
     pending.reply().await.map_err(request_error)
