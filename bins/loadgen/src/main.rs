@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod broker;
+mod database;
 mod measure;
 mod report;
 mod scenarios;

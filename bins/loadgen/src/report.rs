@@ -91,6 +91,8 @@ fn markdown(doc: &Value) -> String {
     let two_edges = &r["chat-two-edges"];
     let ceiling = chat.pointer("/runs/0");
     let half = chat.get("at_half").filter(|v| !v.is_null());
+    let overload = chat.get("overload").filter(|v| !v.is_null());
+    let recovery = chat.get("recovery").filter(|v| !v.is_null());
     let connections_19k = &r["connections-19k"];
     let fifty: Vec<&Value> = ["connections-50k-1", "connections-50k-2", "connections-50k-3"]
         .iter()
@@ -131,6 +133,53 @@ fn markdown(doc: &Value) -> String {
             "chat: lost / duplicated / out of order (every run, one and two edges)".into(),
             chat_correctness(&[chat, two_edges]),
             "0 / 0 / 0",
+        ),
+        (
+            "chat: broker publishes per chat message at the ceiling (RabbitMQ's counters)".into(),
+            n(ceiling.and_then(|c| f(c, "/broker/published_per_message")), 2),
+            "≤ 0.5",
+        ),
+        (
+            "chat: database transactions per chat message at the ceiling (pg_stat_database)".into(),
+            n(ceiling.and_then(|c| f(c, "/transactions/per_message")), 3),
+            "≤ 0.1",
+        ),
+        (
+            "chat overload (2x the ceiling offered): acked/s against the ceiling".into(),
+            match (
+                overload.and_then(|o| f(o, "/sends_acked_per_s")),
+                ceiling.and_then(|c| f(c, "/sends_acked_per_s")),
+            ) {
+                (Some(o), Some(c)) => format!("{} ({:.0} %)", n(Some(o), 0), 100.0 * o / c),
+                _ => "not run".into(),
+            },
+            "≥ 80 %",
+        ),
+        (
+            "chat overload: sends answered `timeout` / other errors".into(),
+            overload.map_or("not run".into(), |o| {
+                let errors = o["errors"].as_object();
+                let timeouts = errors.and_then(|e| e.get("timeout")).and_then(Value::as_u64).unwrap_or(0);
+                let all: u64 = errors.map_or(0, |e| e.values().filter_map(Value::as_u64).sum());
+                format!("{timeouts} / {}", all - timeouts)
+            }),
+            "0 timeout",
+        ),
+        (
+            "chat overload: largest RSS of each process, MiB".into(),
+            overload.and_then(|o| o["peak_rss_kib"].as_object()).map_or("not run".into(), |peaks| {
+                peaks
+                    .iter()
+                    .map(|(name, kib)| format!("{name} {:.0}", kib.as_f64().unwrap_or(0.0) / 1024.0))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }),
+            "bounded",
+        ),
+        (
+            "chat after the overload: p99 at half the sustained rate, ms (from 5 s after it drained)".into(),
+            n(recovery.and_then(|r| f(r, "/latency/p99_ms")), 1),
+            "< 50",
         ),
         (
             "connections: edge RSS per idle connection at 19k on one edge, KiB".into(),
@@ -187,14 +236,21 @@ fn markdown(doc: &Value) -> String {
             chat["conversations"], chat["content_chars"]
         );
         let _ = writeln!(md, "{CHAT_HEADER}");
-        let all: Vec<&Value> = runs.iter().chain(half).collect();
-        for (i, run) in all.iter().enumerate() {
-            let label = if half.is_some() && i == all.len() - 1 {
-                format!("{} (half)", run["mode"].as_str().unwrap_or("?"))
-            } else {
-                run["mode"].as_str().unwrap_or("?").to_owned()
-            };
-            chat_row(&mut md, &label, run);
+        for run in runs {
+            chat_row(&mut md, run["mode"].as_str().unwrap_or("?"), run);
+        }
+        for (what, run) in [("half", half), ("overload", overload), ("after the overload", recovery)] {
+            if let Some(run) = run {
+                chat_row(&mut md, &format!("{} ({what})", run["mode"].as_str().unwrap_or("?")), run);
+            }
+        }
+        if let Some(o) = overload {
+            let _ = writeln!(
+                md,
+                "\nThe overload's errors by code: {}; it drained {} s after the load stopped.",
+                o["errors"],
+                n(f(o, "/drain_s"), 1)
+            );
         }
         if let Some(by) = ceiling.and_then(|c| c.pointer("/cpu/by_process_s")).and_then(Value::as_object) {
             let acked = ceiling.and_then(|c| f(c, "/sends_acked_per_s")).unwrap_or(0.0)
@@ -212,6 +268,15 @@ fn markdown(doc: &Value) -> String {
                 "\nBroker messages per chat message (RabbitMQ's own counters): {} published, {} delivered.",
                 n(f(broker, "/published_per_message"), 2),
                 n(f(broker, "/delivered_per_message"), 2),
+            );
+        }
+        if let Some(transactions) = ceiling.and_then(|c| c.get("transactions")).filter(|t| !t.is_null()) {
+            let _ = writeln!(
+                md,
+                "\nDatabase transactions per chat message (pg_stat_database): {} ({} for {} messages).",
+                n(f(transactions, "/per_message"), 3),
+                transactions["transactions"],
+                transactions["chat_messages"],
             );
         }
     } else {
@@ -382,7 +447,11 @@ fn chat_correctness(chats: &[&Value]) -> String {
     let runs: Vec<&Value> = chats
         .iter()
         .flat_map(|chat| {
-            chat["runs"].as_array().into_iter().flatten().chain(chat.get("at_half").filter(|v| !v.is_null()))
+            chat["runs"].as_array().into_iter().flatten().chain(
+                ["at_half", "overload", "recovery"]
+                    .iter()
+                    .filter_map(|k| chat.get(*k).filter(|v| !v.is_null())),
+            )
         })
         .collect();
     if runs.is_empty() {

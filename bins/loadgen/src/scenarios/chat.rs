@@ -14,7 +14,7 @@
 
 use std::{
     borrow::Cow,
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     broker::{self, BrokerCount},
+    database::{Database, TransactionCount},
     measure::{self, CpuUse, Latency, Recorder, Select},
     sio::Socket,
     system::{System, SystemArgs, connect_all},
@@ -70,6 +71,16 @@ pub struct ChatArgs {
     /// broker messages one chat message costs.
     #[arg(long)]
     pub rabbitmq_api: Option<String>,
+    /// The system's database (`postgres://...`), to count the transactions one chat message
+    /// costs (closed-loop run only), from `pg_stat_database`.
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// With `--search`: after the search, offer this many times the ceiling for
+    /// `--overload-seconds`, then measure the latency at half the sustained rate again.
+    #[arg(long)]
+    pub overload: Option<f64>,
+    #[arg(long, default_value_t = 20.0)]
+    pub overload_seconds: f64,
 }
 
 /// One measured run.
@@ -101,6 +112,14 @@ pub struct Run {
     pub machine_cpu_us_per_message: f64,
     /// Broker messages per chat message, when `--rabbitmq-api` is given (closed-loop run only).
     pub broker: Option<BrokerCount>,
+    /// Database transactions per chat message, when `--database-url` is given (closed-loop
+    /// run only).
+    pub transactions: Option<TransactionCount>,
+    /// The largest resident set of each watched group during the run (sampled every 250 ms).
+    pub peak_rss_kib: BTreeMap<String, u64>,
+    /// Seconds from the end of sending to the last answer and the last delivery: how long the
+    /// system took to catch up with what it had accepted.
+    pub drain_s: f64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -113,6 +132,11 @@ pub struct Report {
     pub max_sustained_rate: Option<f64>,
     /// From `--search`: the run at half of `max_sustained_rate`.
     pub at_half: Option<Run>,
+    /// From `--overload`: the run offering that many times the ceiling.
+    pub overload: Option<Run>,
+    /// From `--overload`: half the sustained rate again, measured from 5 s after the overload's
+    /// last answer and delivery.
+    pub recovery: Option<Run>,
 }
 
 /// What one conversation's receiver and sender have seen.
@@ -193,18 +217,23 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<Report> {
         runs: Vec::new(),
         max_sustained_rate: None,
         at_half: None,
+        overload: None,
+        recovery: None,
     };
     let rabbit = args.rabbitmq_api.as_deref().map(broker::Management::parse).transpose()?;
+    let database = args.database_url.as_deref().map(Database::new);
+    let counters = Counters { rabbit: rabbit.as_ref(), database: database.as_ref() };
     if args.search {
         let ceiling =
-            measure_run(&args, &senders, &conversations, &shared, Load::Window(args.window), rabbit.as_ref())
+            measure_run(&args, &senders, &conversations, &shared, Load::Window(args.window), counters)
                 .await?;
         let ceiling_rate = ceiling.sends_acked_per_s;
         runs.push(ceiling);
         let mut sustained = None;
         for step in [0.95, 0.85, 0.75, 0.65, 0.55, 0.45, 0.35, 0.25, 0.15, 0.1] {
             let rate = (ceiling_rate * step).round();
-            let run = measure_run(&args, &senders, &conversations, &shared, Load::Rate(rate), None).await?;
+            let run = measure_run(&args, &senders, &conversations, &shared, Load::Rate(rate), Counters::NONE)
+                .await?;
             let holds = run.latency.p99_ms < args.p99_target_ms && run.sends_acked_per_s >= 0.97 * rate;
             runs.push(run);
             if holds {
@@ -212,16 +241,33 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<Report> {
                 break;
             }
         }
-        if let Some(rate) = sustained {
+        let half_rate = sustained.map(|rate| (rate / 2.0).round());
+        if let Some(rate) = half_rate {
             let half =
-                measure_run(&args, &senders, &conversations, &shared, Load::Rate((rate / 2.0).round()), None)
+                measure_run(&args, &senders, &conversations, &shared, Load::Rate(rate), Counters::NONE)
                     .await?;
             report.at_half = Some(half);
         }
         report.max_sustained_rate = sustained;
+        if let Some(factor) = args.overload {
+            let over = ChatArgs { warmup: 0.0, duration: args.overload_seconds, ..args.clone() };
+            let rate = (ceiling_rate * factor).round();
+            let overload =
+                measure_run(&over, &senders, &conversations, &shared, Load::Rate(rate), Counters::NONE)
+                    .await?;
+            // Back to an ordinary load once the overload drained (its `drain_s`): measured from
+            // 5 s on.
+            let after = ChatArgs { warmup: 5.0, duration: 5.0, ..args.clone() };
+            let rate = half_rate.unwrap_or((ceiling_rate * 0.25).round());
+            let recovery =
+                measure_run(&after, &senders, &conversations, &shared, Load::Rate(rate), Counters::NONE)
+                    .await?;
+            report.overload = Some(overload);
+            report.recovery = Some(recovery);
+        }
     } else {
         let load = args.rate.map_or(Load::Window(args.window), Load::Rate);
-        runs.push(measure_run(&args, &senders, &conversations, &shared, load, rabbit.as_ref()).await?);
+        runs.push(measure_run(&args, &senders, &conversations, &shared, load, counters).await?);
     }
     report.runs = runs;
     for socket in receivers.iter().chain(senders.iter().map(|s| &s.socket)) {
@@ -366,13 +412,24 @@ impl Sender {
 /// The next client message number of each sender, kept across runs so ids stay unique.
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
+/// The broker's and the database's own counters, read around a run when given.
+#[derive(Clone, Copy)]
+struct Counters<'a> {
+    rabbit: Option<&'a broker::Management>,
+    database: Option<&'a Database>,
+}
+
+impl Counters<'_> {
+    const NONE: Counters<'static> = Counters { rabbit: None, database: None };
+}
+
 async fn measure_run(
     args: &ChatArgs,
     senders: &[Sender],
     conversations: &[Arc<Mutex<Conversation>>],
     shared: &Arc<Shared>,
     load: Load,
-    rabbit: Option<&broker::Management>,
+    counters: Counters<'_>,
 ) -> anyhow::Result<Run> {
     let (mode, target_rate) = match load {
         Load::Window(w) => (format!("window {w}"), None),
@@ -380,10 +437,21 @@ async fn measure_run(
     };
     eprintln!("chat: run {mode} for {} s (+{} s warm-up)", args.duration, args.warmup);
     reset(shared, conversations);
-    let broker_before = match rabbit {
-        Some(api) => Some(api.counts().await.context("reading the broker's counts")?),
-        None => None,
-    };
+    let (broker_before, transactions_before) = tokio::join!(
+        async {
+            match counters.rabbit {
+                Some(api) => api.counts().await.context("reading the broker's counts").map(Some),
+                None => Ok(None),
+            }
+        },
+        async {
+            match counters.database {
+                Some(database) => database.transactions().await.map(Some),
+                None => Ok(None),
+            }
+        }
+    );
+    let (broker_before, transactions_before) = (broker_before?, transactions_before?);
     let stop = CancellationToken::new();
     let per_sender = target_rate.unwrap_or(0.0) / senders.len().max(1) as f64;
     // Each run's client message numbers start past the previous run's: a reused
@@ -401,9 +469,24 @@ async fn measure_run(
         let after =
             (measure::snapshot(&args.watch), shared.acked.load(Relaxed), shared.delivered.load(Relaxed));
         stop.cancel();
-        (before, after)
+        (before, after, std::time::Instant::now())
     };
-    let (_, (before, after)) = tokio::join!(driving, measuring);
+    let sampling = async {
+        let mut peak: BTreeMap<String, u64> = BTreeMap::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        while !stop.is_cancelled() {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.cancelled() => break,
+            }
+            for (name, usage) in measure::snapshot(&args.watch).groups {
+                let top = peak.entry(name).or_default();
+                *top = (*top).max(usage.rss_kib);
+            }
+        }
+        peak
+    };
+    let (_, (before, after, stopped), peak_rss_kib) = tokio::join!(driving, measuring, sampling);
     let cpu = measure::cpu_between(&before.0, &after.0);
     let acked_in_window = after.1 - before.1;
     let delivered_in_window = after.2 - before.2;
@@ -413,16 +496,28 @@ async fn measure_run(
     while tokio::time::Instant::now() < deadline && undelivered(conversations) > 0 {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let drain_s = stopped.elapsed().as_secs_f64();
     // Then a little longer, so a duplicate that is on its way is counted too.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let broker = match (rabbit, broker_before) {
-        (Some(api), Some(before)) => {
-            let acked = shared.acked.load(Relaxed);
-            Some(api.per_message(before, acked).await.context("reading the broker's counts")?)
+    let acked = shared.acked.load(Relaxed);
+    let (broker, transactions) = tokio::join!(
+        async {
+            match (counters.rabbit, broker_before) {
+                (Some(api), Some(before)) => {
+                    api.per_message(before, acked).await.context("reading the broker's counts").map(Some)
+                }
+                _ => Ok(None),
+            }
+        },
+        async {
+            match (counters.database, transactions_before) {
+                (Some(database), Some(before)) => database.per_message(before, acked).await.map(Some),
+                _ => Ok(None),
+            }
         }
-        _ => None,
-    };
+    );
+    let (broker, transactions) = (broker?, transactions?);
     let mut run = Run {
         mode,
         target_rate,
@@ -439,6 +534,9 @@ async fn measure_run(
         machine_cpu_us_per_message: cpu.machine_s * 1e6 / acked_in_window.max(1) as f64,
         cpu,
         broker,
+        transactions,
+        peak_rss_kib,
+        drain_s,
         ..Run::default()
     };
     for conversation in conversations {
