@@ -71,7 +71,6 @@ async fn a_shard_that_is_behind_answers_unavailable_at_once_and_stores_nothing_r
     assert_eq!(again["seq"], 3, "{again}");
 }
 
-/// Waits until the shard queue `queue` has `n` deliveries out to its consumer.
 /// Waits until the edge published `commands` chat commands (in as many messages as its
 /// batching made of them) and every one of those messages is out to the worker, unacknowledged.
 async fn out_to_the_worker(env: &TestEnv, edge: &Running, queue: &str, commands: u64) {
@@ -178,4 +177,40 @@ async fn one_batch_mixing_refusals_retries_and_conversations_answers_each_comman
     assert_eq!(seen, [json!("one"), json!("two")], "bob sees alice's messages once, in order, not his own");
     let seen = driver.events_until_quiet("c", "message:new", Duration::from_millis(100)).await;
     assert_eq!(seen.len(), 1, "carol gets her conversation's message only: {seen:?}");
+}
+
+#[tokio::test]
+async fn a_chat_message_costs_the_worker_one_publish_its_fan_out_which_carries_the_ack() {
+    let env = TestEnv::new().await;
+    let worker = env.spawn_ready(Bin::Messages, &[]).await;
+    let edge = env.spawn_ready(Bin::Edge, &[]).await;
+    for user in ["alice", "bob"] {
+        env.add_session(&format!("{user}-token"), user, chrono::Duration::hours(1)).await;
+    }
+    let conversation = env.create_conversation(&edge, &["alice", "bob"]).await;
+    let mut driver = Driver::start().await;
+    for (client, user) in [("a", "alice"), ("b", "bob")] {
+        let options = json!({ "transports": ["websocket"], "auth": { "token": format!("{user}-token") } });
+        driver.connect(client, &edge.url(), options).await.expect("connects");
+    }
+    let published = |metrics: &str, exchange: &str| {
+        counter(metrics, &format!("bus_published_total{{exchange=\"{exchange}\"}}"))
+    };
+    let before = worker.get("/metrics").await.1;
+    let send = json!({ "conversationId": conversation, "content": "hi", "clientMessageId": "c1" });
+    let ack = driver.emit_ack("a", "message:send", send.clone()).await;
+    assert_eq!((ack["success"].clone(), ack["seq"].clone()), (json!(true), json!(1)), "{ack}");
+    assert_eq!(driver.event("b", "message:new").await["content"], "hi");
+    let after = worker.get("/metrics").await.1;
+    // The fan-out, and no reply: the ack came inside it.
+    assert_eq!(published(&after, "user.direct") - published(&before, "user.direct"), 1.0, "{after}");
+    assert_eq!(published(&after, "") - published(&before, ""), 0.0, "{after}");
+
+    // A retry of a stored message is not fanned out again: its ack goes as a reply.
+    let again = driver.emit_ack("a", "message:send", send).await;
+    assert_eq!(again, ack);
+    let last = worker.get("/metrics").await.1;
+    assert_eq!(published(&last, "user.direct"), published(&after, "user.direct"));
+    assert_eq!(published(&last, "") - published(&after, ""), 1.0, "{last}");
+    driver.no_event("b", "message:new", Duration::from_millis(200)).await;
 }

@@ -219,14 +219,15 @@ impl Deliveries {
                 }
                 DeliverBatch::KIND => Envelope::<DeliverBatch>::decode(&delivery.data).map(|envelope| {
                     async move {
-                        for item in &envelope.data.items {
-                            emit(io, item, envelope.sent_at).await;
+                        for item in envelope.data.items {
+                            emit(io, &self.bus, item, envelope.sent_at).await;
                         }
                     }
                     .boxed()
                 }),
-                _ => Envelope::<Deliver>::decode(&delivery.data)
-                    .map(|envelope| async move { emit(io, &envelope.data, envelope.sent_at).await }.boxed()),
+                _ => Envelope::<Deliver>::decode(&delivery.data).map(|envelope| {
+                    async move { emit(io, &self.bus, envelope.data, envelope.sent_at).await }.boxed()
+                }),
             };
             let settled = match handled {
                 Ok(work) => {
@@ -276,8 +277,12 @@ async fn bind(channel: &Channel, queue: &str, room: &Room) -> Result<(), BusErro
     Ok(())
 }
 
-/// Emits one delivery, published at `sent_at`, to the local sockets of its rooms.
-async fn emit(io: &SocketIo, deliver: &Deliver, sent_at: chrono::DateTime<chrono::Utc>) {
+/// Emits one delivery, published at `sent_at`, to the local sockets of its rooms, and hands the
+/// answer it carries (if any) to the request of this edge that waits for it.
+async fn emit(io: &SocketIo, bus: &Bus, mut deliver: Deliver, sent_at: chrono::DateTime<chrono::Utc>) {
+    if let Some(reply) = deliver.reply.take() {
+        bus.answer_waiting(reply).await;
+    }
     let rooms: Vec<String> = deliver.rooms.iter().map(Room::to_string).collect();
     let mut operator = io.to(rooms);
     if let Some(except) = deliver.except_socket.as_deref().and_then(|sid| Sid::from_str(sid).ok()) {

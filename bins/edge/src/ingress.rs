@@ -148,7 +148,13 @@ pub fn emit_command(body: &[u8]) -> Result<Deliver, ApiError> {
         (None, Some(room)) => room,
         _ => return Err(ApiError::invalid("give exactly one of userId and room")),
     };
-    Ok(Deliver { rooms: vec![room], event: request.event, data: request.data, except_socket: None })
+    Ok(Deliver {
+        rooms: vec![room],
+        event: request.event,
+        data: request.data,
+        except_socket: None,
+        reply: None,
+    })
 }
 
 /// `POST /api/v1/emit`: `{ userId, event, data }` or `{ room, event, data }`.

@@ -490,10 +490,18 @@ impl BatchRow {
 }
 
 /// After commit: fan-out (confirmed, all at once), then each sender's answer.
+///
+/// The answer to a send that an edge's socket made (`senderSocket`) and that is fanned out
+/// travels inside its fan-out item: the sender's user room is one of the item's rooms, so the
+/// sending edge receives it anyway, and one broker message per chat message is saved. Every
+/// other answer (refusals, a retry of a stored message, reads, requests from elsewhere) goes as
+/// a reply. Should a fan-out publish fail, every answer is also sent as a reply: an edge that
+/// already took one from the fan-out ignores the second.
 pub async fn publish(bus: &Bus, commands: &[Command], decided: Decided) {
     let Decided { per_command, participants } = decided;
     let mut fan_out = Vec::new();
     let mut replies = Vec::new();
+    let mut inside = Vec::new();
     for (command, decision) in commands.iter().zip(per_command) {
         match decision {
             None => {}
@@ -505,12 +513,23 @@ pub async fn publish(bus: &Bus, commands: &[Command], decided: Decided) {
                     }
                     SendOutcome::Refused(error) => (Err(error), None),
                 };
-                if let Some(message) = message {
-                    let rooms = rooms_of(participants.get(&message.conversation_id), None);
-                    fan_out.push(Deliver::server_event(rooms, MessageNew::NAME, &message, command.socket()));
-                    metrics::counter!("messages_stored_total").increment(1);
+                let reply = command.reply::<SendMessage>(reply);
+                let Some(message) = message else {
+                    replies.push(reply);
+                    continue;
+                };
+                let rooms = rooms_of(participants.get(&message.conversation_id), None);
+                let mut item = Deliver::server_event(rooms, MessageNew::NAME, &message, command.socket());
+                if item.except_socket.is_some() && item.rooms.contains(&Room::User(message.sender_id.clone()))
+                {
+                    item.reply = reply.batched();
                 }
-                replies.push(command.reply::<SendMessage>(reply));
+                match item.reply {
+                    Some(_) => inside.push(reply),
+                    None => replies.push(reply),
+                }
+                fan_out.push(item);
+                metrics::counter!("messages_stored_total").increment(1);
             }
             Some(Decision::Read(outcome)) => {
                 if let Ok(event) = &outcome {
@@ -527,9 +546,13 @@ pub async fn publish(bus: &Bus, commands: &[Command], decided: Decided) {
         }
     }
     // As few broker messages as the batch allows: one per edge for the whole batch.
-    for error in deliver_all(bus, fan_out, Durability::Confirmed).await {
+    let failed = deliver_all(bus, fan_out, Durability::Confirmed).await;
+    for error in &failed {
         // The message is stored; receivers that miss it catch up with messages:sync.
         tracing::warn!(%error, "a fan-out was not confirmed");
+    }
+    if !failed.is_empty() {
+        replies.extend(inside);
     }
     // One message per requesting edge, however many of its commands this batch answered.
     bus.reply_many(replies).await;

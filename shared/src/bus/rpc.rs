@@ -275,6 +275,18 @@ impl Bus {
         Ok((channel, pending))
     }
 
+    /// Hands `reply` to the request of this process waiting for its correlation id, if any: an
+    /// answer that came inside another message (a fan-out that carries the answer to the send
+    /// that caused it). Returns whether a caller was waiting.
+    pub async fn answer_waiting(&self, reply: BatchedReply) -> bool {
+        let pending = match self.inner.replies.current.lock().await.as_ref() {
+            Some((_, pending)) => pending.clone(),
+            None => return false,
+        };
+        let waiter = lock(&pending).remove(&reply.correlation_id);
+        waiter.is_some_and(|waiter| waiter.send(Arrived::Batched(reply.reply)).is_ok())
+    }
+
     /// Answers requests arriving on `queue` with `handler` until shutdown. Each request is
     /// acknowledged once answered; a malformed one is answered `invalid` and dropped.
     pub fn serve<R, H, F>(&self, queue: QueueSpec, options: ConsumeOptions, handler: H)
@@ -343,6 +355,12 @@ impl<'a> Outgoing<'a> {
         // Our own types always serialize.
         let body = serde_json::to_value(&body).unwrap_or_default();
         Self { reply_to, correlation, kind: <R::Response as BusMessage>::KIND, body }
+    }
+
+    /// The answer as an item of a [`ReplyBatch`], to travel inside another message (see
+    /// [`Bus::answer_waiting`]); `None` when the request had no correlation id.
+    pub fn batched(&self) -> Option<BatchedReply> {
+        Some(BatchedReply { correlation_id: self.correlation?.to_owned(), reply: self.body.clone() })
     }
 }
 

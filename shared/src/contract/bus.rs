@@ -168,6 +168,12 @@ pub struct Deliver {
     /// The Socket.IO id of the socket that caused the event (the sender of a message).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub except_socket: Option<String>,
+    /// The answer to the request that caused this delivery (the `message.send` of
+    /// `except_socket`), in place of a reply of its own: the edge of the sending socket gets the
+    /// delivery anyway, since the sender's user room is one of its rooms. An edge that is
+    /// waiting for this correlation id takes the answer; every other edge ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<BatchedReply>,
 }
 
 impl Deliver {
@@ -185,6 +191,7 @@ impl Deliver {
             // Our own payload types always serialize.
             data: serde_json::to_value(body).unwrap_or_default(),
             except_socket,
+            reply: None,
         }
     }
 }
