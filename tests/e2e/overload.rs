@@ -214,3 +214,33 @@ async fn a_chat_message_costs_the_worker_one_publish_its_fan_out_which_carries_t
     assert_eq!(published(&last, "") - published(&after, ""), 1.0, "{last}");
     driver.no_event("b", "message:new", Duration::from_millis(200)).await;
 }
+
+#[tokio::test]
+async fn a_full_bounded_queue_refuses_at_once_and_an_older_declaration_is_used_as_it_is() {
+    use switchboard::{
+        bus::{BusError, Durability, QueueSpec, topology::EVENTS_TOPIC},
+        contract::client::Empty,
+    };
+    let env = TestEnv::new().await;
+    let bus = env.bus("test-bounded").await;
+    let bounded = QueueSpec::durable("test.bounded").bind(EVENTS_TOPIC, "test.bounded").bounded(2);
+    let channel = bus.channel().await.expect("a channel");
+    bus.declare(&channel, &bounded).await.expect("declared");
+    for _ in 0..2 {
+        bus.publish(EVENTS_TOPIC, "test.bounded", &Empty {}, Durability::Confirmed).await.expect("room left");
+    }
+    // Full: the broker says no at once (the edge answers the sender `unavailable`).
+    let refused = bus.publish(EVENTS_TOPIC, "test.bounded", &Empty {}, Durability::Confirmed).await;
+    assert!(matches!(refused, Err(BusError::Nacked)), "{refused:?}");
+
+    // A queue an earlier version declared without the bound: redeclaring it with other
+    // arguments is refused by the broker, and the consumer uses it as it is.
+    let old = QueueSpec::durable("test.old").bind(EVENTS_TOPIC, "test.old");
+    bus.declare(&bus.channel().await.expect("a channel"), &old).await.expect("declared");
+    let (_channel, mut consumer) = bus.open_consumer(&old.clone().bounded(2), 10).await.expect("consumes");
+    bus.publish(EVENTS_TOPIC, "test.old", &Empty {}, Durability::Confirmed).await.expect("published");
+    let delivery = tokio::time::timeout(Duration::from_secs(5), futures::StreamExt::next(&mut consumer))
+        .await
+        .expect("a delivery in time");
+    assert!(matches!(delivery, Some(Ok(_))), "the message arrives");
+}

@@ -189,10 +189,17 @@ async fn consume_shard(bus: Bus, committer: Committer, shard: u32, stop: Cancell
     }
 }
 
-/// The shard's queue: durable, bound to its routing key, one active consumer at a time.
+/// The most messages a shard queue holds. Each edge already keeps at most
+/// `CHAT_INFLIGHT_PER_SHARD` commands in flight per shard; this bounds what many edges (or
+/// other publishers) can pile up together. Past it the broker nacks new commands, and their
+/// senders are answered `unavailable` at once.
+pub const SHARD_QUEUE_MAX: u32 = 20_000;
+
+/// The shard's queue: durable, bound to its routing key, one active consumer at a time,
+/// bounded ([`SHARD_QUEUE_MAX`]).
 pub fn shard_queue(shard: u32) -> QueueSpec {
     let key = message_shard_key(shard);
-    QueueSpec::durable(&key).bind(EVENTS_TOPIC, key.clone()).single_active_consumer()
+    QueueSpec::durable(&key).bind(EVENTS_TOPIC, key.clone()).single_active_consumer().bounded(SHARD_QUEUE_MAX)
 }
 
 async fn consume_once(

@@ -18,7 +18,10 @@ use lapin::{
 };
 use tokio::sync::Semaphore;
 
-use super::{Bus, BusError, BusMessage, DecodeError, Envelope, Poison, topology::QueueSpec};
+use super::{
+    Bus, BusError, BusMessage, DecodeError, Envelope, Poison,
+    topology::{self, Lifetime, QueueSpec},
+};
 
 /// What to do with a delivery once its handler ran.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -145,9 +148,24 @@ impl Bus {
         queue: &QueueSpec,
         prefetch: u16,
     ) -> Result<(lapin::Channel, lapin::Consumer), BusError> {
-        let channel = self.channel().await?;
+        let mut channel = self.channel().await?;
         channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
-        self.declare(&channel, queue).await?;
+        if let Err(error) = queue.declare(&channel, self.inner.queue_type).await {
+            if queue.lifetime != Lifetime::Durable || !topology::is_inequivalent(&error) {
+                return Err(error.into());
+            }
+            // The queue exists with an earlier version's arguments, and a queue's arguments
+            // cannot change. Refusing to consume would stop the system over a setting; the
+            // queue is used as it is and the operator is told how to get the new ones.
+            tracing::warn!(
+                queue = %queue.name, %error,
+                "the queue exists with other arguments than this version declares; using it as it is. \
+                 To get them, delete the queue once it is empty (it is declared again at once)"
+            );
+            channel = self.channel().await?;
+            channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
+            queue.declare_existing(&channel).await?;
+        }
         let consumer = channel
             .basic_consume(
                 queue.name.as_str().into(),

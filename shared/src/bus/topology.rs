@@ -138,8 +138,12 @@ pub struct QueueSpec {
     pub single_active_consumer: bool,
     /// Messages older than this are dropped by the broker (requests nobody waits for any more).
     pub message_ttl_ms: Option<u32>,
-    /// The most messages the queue keeps (`x-max-length`); past it the oldest are dropped.
+    /// The most messages the queue keeps (`x-max-length`); past it the oldest are dropped,
+    /// or new ones refused with [`QueueSpec::bounded`].
     pub max_length: Option<u32>,
+    /// When full, the broker refuses new messages (`x-overflow: reject-publish`: a confirmed
+    /// publish is nacked) instead of dropping the oldest.
+    pub reject_when_full: bool,
 }
 
 impl QueueSpec {
@@ -151,6 +155,7 @@ impl QueueSpec {
             single_active_consumer: false,
             message_ttl_ms: None,
             max_length: None,
+            reject_when_full: false,
         }
     }
 
@@ -178,6 +183,14 @@ impl QueueSpec {
         self
     }
 
+    /// At most `max` messages; past it the broker refuses new ones, so their publishers hear
+    /// at once (a nack) instead of queueing work that would expire before its turn.
+    pub fn bounded(mut self, max: u32) -> Self {
+        self.max_length = Some(max);
+        self.reject_when_full = true;
+        self
+    }
+
     /// Declares the queue and its bindings; a durable queue is made a quorum queue when
     /// `queue_type` says so (an exclusive one stays classic: quorum queues cannot be).
     pub async fn declare(&self, channel: &Channel, queue_type: QueueType) -> lapin::Result<()> {
@@ -194,6 +207,9 @@ impl QueueSpec {
         if let Some(max) = self.max_length {
             args.insert("x-max-length".into(), AMQPValue::LongUInt(max));
         }
+        if self.reject_when_full {
+            args.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
+        }
         let options = match self.lifetime {
             Lifetime::Durable => QueueDeclareOptions { durable: true, ..Default::default() },
             Lifetime::Exclusive => {
@@ -201,6 +217,18 @@ impl QueueSpec {
             }
         };
         channel.queue_declare(self.name.as_str().into(), options, args).await?;
+        self.bind_all(channel).await
+    }
+
+    /// Uses the queue as it exists (a passive declaration) and binds it: for a durable queue an
+    /// earlier version declared with other arguments, which the broker refuses to redeclare.
+    pub async fn declare_existing(&self, channel: &Channel) -> lapin::Result<()> {
+        let options = QueueDeclareOptions { passive: true, ..Default::default() };
+        channel.queue_declare(self.name.as_str().into(), options, FieldTable::default()).await?;
+        self.bind_all(channel).await
+    }
+
+    async fn bind_all(&self, channel: &Channel) -> lapin::Result<()> {
         for (exchange, key) in &self.bindings {
             channel
                 .queue_bind(
@@ -214,4 +242,14 @@ impl QueueSpec {
         }
         Ok(())
     }
+}
+
+/// Whether the broker refused a declaration because the queue exists with other arguments
+/// (`PRECONDITION_FAILED`, "inequivalent arg"). It closes the channel.
+pub fn is_inequivalent(error: &lapin::Error) -> bool {
+    use lapin::{
+        ErrorKind,
+        protocol::{AMQPErrorKind, AMQPSoftError},
+    };
+    matches!(error.kind(), ErrorKind::ProtocolError(e) if matches!(e.kind(), AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED)))
 }
