@@ -55,6 +55,7 @@ pub const KEYS: &[&str] = &[
     "MAX_FRAME_BYTES",
     "ACK_TIMEOUT_MS",
     "CHAT_INFLIGHT_PER_SHARD",
+    "CONNECT_TIMEOUT_MS",
     "SHUTDOWN_GRACE_MS",
     "INGRESS_API_KEYS",
     "PRESENCE_OFFLINE_GRACE_MS",
@@ -152,6 +153,10 @@ pub struct Config {
     /// waiting for their answer per shard. Past it a command is answered `unavailable` at
     /// once instead of queueing behind work that would expire.
     pub chat_inflight_per_shard: u32,
+    /// How long a new connection may take to send its Socket.IO CONNECT (which carries its
+    /// credentials) before the edge closes it: a handshake that never authenticates holds
+    /// memory for this long at most.
+    pub connect_timeout_ms: u64,
     pub shutdown_grace_ms: u64,
     /// Comma-separated bearer keys for `/api/v1/*`; unset disables the ingress.
     pub ingress_api_keys: Option<Secret>,
@@ -190,6 +195,7 @@ impl Default for Config {
             max_frame_bytes: 65_536,
             ack_timeout_ms: 5_000,
             chat_inflight_per_shard: 64,
+            connect_timeout_ms: 10_000,
             shutdown_grace_ms: 10_000,
             ingress_api_keys: None,
             presence_offline_grace_ms: 2_000,
@@ -298,6 +304,7 @@ impl Config {
             ("MAX_FRAME_BYTES", self.max_frame_bytes),
             ("ACK_TIMEOUT_MS", self.ack_timeout_ms),
             ("CHAT_INFLIGHT_PER_SHARD", u64::from(self.chat_inflight_per_shard)),
+            ("CONNECT_TIMEOUT_MS", self.connect_timeout_ms),
             ("SHUTDOWN_GRACE_MS", self.shutdown_grace_ms),
             ("PRESENCE_REPORT_INTERVAL_MS", self.presence_report_interval_ms),
         ] {
@@ -384,6 +391,10 @@ impl Config {
 
     pub fn ack_timeout(&self) -> Duration {
         Duration::from_millis(self.ack_timeout_ms)
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
     }
 
     pub fn shutdown_grace(&self) -> Duration {

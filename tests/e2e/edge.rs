@@ -769,3 +769,72 @@ async fn backend_event_names_past_the_servers_own_share_one_metric_series() {
     );
     bus.close().await;
 }
+
+/// The edge's Engine.IO websocket, opened without Socket.IO: its `open` packet read, nothing sent.
+async fn raw_engine_io(
+    edge: &Running,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    use futures::StreamExt;
+    let url = format!("{}/socket.io/?EIO=4&transport=websocket", edge.url().replacen("http", "ws", 1));
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("a websocket");
+    let open = ws.next().await.expect("the open packet").expect("readable");
+    assert!(open.to_text().expect("text").starts_with("0{"), "{open:?}");
+    ws
+}
+
+/// How long until the server closes `ws` (its Engine.IO `close` packet, a websocket close or
+/// the end of the stream), reading whatever else it sends meanwhile.
+async fn closed_after(
+    ws: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    started: std::time::Instant,
+    limit: Duration,
+) -> Duration {
+    use futures::StreamExt;
+    loop {
+        match tokio::time::timeout(limit.saturating_sub(started.elapsed()), ws.next()).await {
+            Err(_) => panic!("still open after {limit:?}"),
+            Ok(None | Some(Err(_)) | Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_)))) => {
+                return started.elapsed();
+            }
+            Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(text)))) if text.as_str() == "1" => {
+                return started.elapsed();
+            }
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn before_authentication_a_binary_packet_or_a_missing_connect_closes_the_connection() {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let env = TestEnv::new().await;
+    let edge = env.spawn_ready(Bin::Edge, &[("CONNECT_TIMEOUT_MS", "1500")]).await;
+
+    // A binary event with 150 attachments announced before any CONNECT: the contract has no
+    // binary payloads, and the attachments are not gathered (they would be, up to 10 MB, until
+    // the last one came); the connection closes at once.
+    let mut ws = raw_engine_io(&edge).await;
+    let started = std::time::Instant::now();
+    ws.send(Message::text(r#"45150-["upload",{"_placeholder":true,"num":0}]"#)).await.expect("sent");
+    for _ in 0..20 {
+        if ws.send(Message::binary(vec![0u8; 60_000])).await.is_err() {
+            break;
+        }
+    }
+    let closed = closed_after(&mut ws, started, Duration::from_secs(1)).await;
+    assert!(closed < Duration::from_secs(1), "{closed:?}");
+
+    // A connection that never sends its CONNECT lives CONNECT_TIMEOUT_MS, not longer.
+    let mut ws = raw_engine_io(&edge).await;
+    let started = std::time::Instant::now();
+    let closed = closed_after(&mut ws, started, Duration::from_secs(5)).await;
+    assert!((Duration::from_millis(1400)..Duration::from_secs(4)).contains(&closed), "{closed:?}");
+
+    // An ordinary client is not affected.
+    env.add_session("alice-token", "alice", chrono::Duration::hours(1)).await;
+    let mut driver = Driver::start().await;
+    let options = json!({ "transports": ["websocket"], "auth": { "token": "alice-token" } });
+    driver.connect("a", &edge.url(), options).await.expect("connects");
+    assert_eq!(driver.event("a", "session").await["userId"], "alice");
+}

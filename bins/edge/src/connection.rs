@@ -16,7 +16,7 @@ use std::{
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Deserialize;
 use socketioxide::{
-    SocketIo,
+    ParserConfig, SocketIo,
     extract::{SocketRef, State, TryData},
     handler::{ConnectHandler, FromMessageParts},
 };
@@ -204,6 +204,12 @@ pub fn build(app: Arc<App>) -> (axum::Router, SocketIo) {
         // Reads of a websocket are small client events; the default 4 KiB per socket is
         // mostly idle memory.
         .ws_read_buffer_size(WS_READ_BUFFER)
+        // Before authentication a connection costs as little as it can, and not for long: the
+        // contract has no binary payloads, so a binary packet (whose attachments the parser
+        // would otherwise gather, up to 10 MB, before any CONNECT) closes the connection at
+        // once; and a connection that has not sent its CONNECT in time is closed.
+        .with_parser(ParserConfig::common().max_incoming_binaries(0).max_incoming_binary_buf_size(0))
+        .connect_timeout(config.connect_timeout())
         .with_state(app.clone())
         .build_svc();
     io.ns("/", on_connect.with(admit));
