@@ -185,7 +185,8 @@ impl Default for Config {
             metrics_port: None,
             auth_mode: AuthMode::Database,
             auth_cookie_name: "session_token".into(),
-            auth_session_query: "SELECT user_id FROM sessions WHERE token = $1 AND expires_at > now()".into(),
+            auth_session_query:
+                "SELECT user_id, expires_at FROM sessions WHERE token = $1 AND expires_at > now()".into(),
             auth_jwt_secret: None,
             auth_jwt_audience: None,
             auth_cache_ttl_ms: 30_000,

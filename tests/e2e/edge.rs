@@ -838,3 +838,19 @@ async fn before_authentication_a_binary_packet_or_a_missing_connect_closes_the_c
     driver.connect("a", &edge.url(), options).await.expect("connects");
     assert_eq!(driver.event("a", "session").await["userId"], "alice");
 }
+
+#[tokio::test]
+async fn a_cached_session_is_forgotten_at_its_own_expiry() {
+    let env = TestEnv::new().await;
+    // A cache TTL far longer than the session: the session's expiry must win.
+    let edge = env.spawn_ready(Bin::Edge, &[("AUTH_CACHE_TTL_MS", "60000")]).await;
+    env.add_session("brief-token", "alice", chrono::Duration::milliseconds(1500)).await;
+    let url = edge.url();
+    let options = json!({ "transports": ["websocket"], "auth": { "token": "brief-token" } });
+    let mut driver = Driver::start().await;
+    driver.connect("first", &url, options.clone()).await.expect("connects while the session is valid");
+    // Cached now; a second connect within the session's life is served from the cache.
+    driver.connect("second", &url, options.clone()).await.expect("still valid");
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert_eq!(driver.connect("late", &url, options).await, Err("unauthorized".into()));
+}

@@ -6,20 +6,21 @@
 //! it is an HS256 token with `sub` (the user id), a required `exp`, an `nbf` that has passed
 //! when present, and, when `AUTH_JWT_AUDIENCE` is set, an `aud` naming one of its audiences.
 //!
-//! Successful database lookups are cached for `AUTH_CACHE_TTL_MS` so a burst of reconnects
-//! does not hammer the session table. Refusals are never cached: a user who logs in a moment
-//! after a refused attempt gets in at once.
+//! Successful database lookups are cached so a burst of reconnects does not hammer the session
+//! table: for `AUTH_CACHE_TTL_MS`, and never past the session's own expiry when the query
+//! returns it as a second column (the default query does), so an expired session is refused
+//! at once. The cache holds at most [`CACHE_CAPACITY`] sessions, evicting the least used.
+//! Refusals are never cached: a user who logs in a moment after a refused attempt gets in at
+//! once.
 
-use std::{
-    collections::HashMap,
-    sync::Mutex,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, header};
+use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
-use switchboard::{Config, config::AuthMode, contract::UserId, db::Database, sync::lock};
+use sqlx::Row;
+use switchboard::{Config, config::AuthMode, contract::UserId, db::Database};
 
 /// Why a handshake was refused. Logged, never shown to the client (who sees `unauthorized`).
 #[derive(Debug, thiserror::Error)]
@@ -40,20 +41,28 @@ pub struct Authenticator {
 }
 
 enum Method {
-    Database {
-        database: Database,
-        query: String,
-        ttl: Duration,
-        cache: Mutex<HashMap<String, (UserId, Instant)>>,
-    },
-    Jwt {
-        key: DecodingKey,
-        validation: Validation,
-    },
+    Database { database: Database, query: String, ttl: Duration, cache: moka::sync::Cache<String, Cached> },
+    Jwt { key: DecodingKey, validation: Validation },
 }
 
-/// Past this many cached sessions, expired entries are swept before inserting.
-const CACHE_SWEEP_AT: usize = 10_000;
+/// The most sessions the cache holds; past it the least used go first.
+pub const CACHE_CAPACITY: u64 = 100_000;
+
+/// A session found in the database, and when the cache must forget it.
+#[derive(Clone)]
+struct Cached {
+    user: UserId,
+    until: Instant,
+}
+
+/// Each entry lives until its own `until`: the cache TTL, or the session's expiry if sooner.
+struct UntilExpiry;
+
+impl moka::Expiry<String, Cached> for UntilExpiry {
+    fn expire_after_create(&self, _: &String, value: &Cached, created_at: Instant) -> Option<Duration> {
+        Some(value.until.saturating_duration_since(created_at))
+    }
+}
 
 #[derive(Deserialize)]
 struct Claims {
@@ -67,7 +76,10 @@ impl Authenticator {
                 database,
                 query: config.auth_session_query.clone(),
                 ttl: Duration::from_millis(config.auth_cache_ttl_ms),
-                cache: Mutex::default(),
+                cache: moka::sync::Cache::builder()
+                    .max_capacity(CACHE_CAPACITY)
+                    .expire_after(UntilExpiry)
+                    .build(),
             },
             (AuthMode::Database, None) => anyhow::bail!("database auth mode needs the database"),
             (AuthMode::Jwt, _) => {
@@ -111,25 +123,23 @@ impl Authenticator {
                     .map_err(|e: switchboard::contract::ids::InvalidId| Refusal::InvalidToken(e.0))
             }
             Method::Database { database, query, ttl, cache } => {
-                if let Some(user) = cached(cache, token) {
-                    return Ok(user);
+                // `get` never returns an entry past its expiry.
+                if let Some(found) = cache.get(token) {
+                    return Ok(found.user);
                 }
-                let row: Option<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(query.as_str()))
+                let row = sqlx::query(sqlx::AssertSqlSafe(query.as_str()))
                     .bind(token)
                     .fetch_optional(database.pool())
                     .await
-                    .map_err(|e| Refusal::Unavailable(e.to_string()))?;
+                    .map_err(|e| Refusal::Unavailable(e.to_string()))?
+                    .ok_or(Refusal::UnknownSession)?;
                 let user: UserId = row
-                    .ok_or(Refusal::UnknownSession)?
-                    .0
+                    .try_get::<String, _>(0)
+                    .map_err(|e| Refusal::InvalidToken(format!("the session's user id: {e}")))?
                     .parse()
                     .map_err(|e| Refusal::InvalidToken(format!("the session's user id: {e}")))?;
-                let mut cache = lock(cache);
-                if cache.len() >= CACHE_SWEEP_AT {
-                    let now = Instant::now();
-                    cache.retain(|_, (_, expires)| *expires > now);
-                }
-                cache.insert(token.to_owned(), (user.clone(), Instant::now() + *ttl));
+                let until = Instant::now() + remaining(&row, *ttl);
+                cache.insert(token.to_owned(), Cached { user: user.clone(), until });
                 Ok(user)
             }
         }
@@ -156,7 +166,14 @@ fn jwt_validation(audiences: &[String]) -> Validation {
     validation
 }
 
-fn cached(cache: &Mutex<HashMap<String, (UserId, Instant)>>, token: &str) -> Option<UserId> {
-    let cache = lock(cache);
-    cache.get(token).filter(|(_, expires)| *expires > Instant::now()).map(|(user, _)| user.clone())
+/// How long a session found in `row` may be cached: `ttl`, or less when the query's second
+/// column says the session expires sooner. A query that returns only the user id (an
+/// operator's own) gets `ttl`.
+fn remaining(row: &sqlx::postgres::PgRow, ttl: Duration) -> Duration {
+    let expires_at =
+        (row.len() > 1).then(|| row.try_get::<Option<DateTime<Utc>>, _>(1).ok().flatten()).flatten();
+    match expires_at {
+        Some(at) => (at - Utc::now()).to_std().unwrap_or_default().min(ttl),
+        None => ttl,
+    }
 }
