@@ -56,6 +56,7 @@ pub const KEYS: &[&str] = &[
     "ACK_TIMEOUT_MS",
     "CHAT_INFLIGHT_PER_SHARD",
     "CONNECT_TIMEOUT_MS",
+    "MAX_SOCKETS_PER_USER",
     "SHUTDOWN_GRACE_MS",
     "INGRESS_API_KEYS",
     "PRESENCE_OFFLINE_GRACE_MS",
@@ -157,6 +158,9 @@ pub struct Config {
     /// credentials) before the edge closes it: a handshake that never authenticates holds
     /// memory for this long at most.
     pub connect_timeout_ms: u64,
+    /// The most sockets one user may have on one edge; past it a connection is refused with
+    /// `too_many_connections`.
+    pub max_sockets_per_user: u32,
     pub shutdown_grace_ms: u64,
     /// Comma-separated bearer keys for `/api/v1/*`; unset disables the ingress.
     pub ingress_api_keys: Option<Secret>,
@@ -197,6 +201,7 @@ impl Default for Config {
             ack_timeout_ms: 5_000,
             chat_inflight_per_shard: 64,
             connect_timeout_ms: 10_000,
+            max_sockets_per_user: 32,
             shutdown_grace_ms: 10_000,
             ingress_api_keys: None,
             presence_offline_grace_ms: 2_000,
@@ -306,6 +311,7 @@ impl Config {
             ("ACK_TIMEOUT_MS", self.ack_timeout_ms),
             ("CHAT_INFLIGHT_PER_SHARD", u64::from(self.chat_inflight_per_shard)),
             ("CONNECT_TIMEOUT_MS", self.connect_timeout_ms),
+            ("MAX_SOCKETS_PER_USER", u64::from(self.max_sockets_per_user)),
             ("SHUTDOWN_GRACE_MS", self.shutdown_grace_ms),
             ("PRESENCE_REPORT_INTERVAL_MS", self.presence_report_interval_ms),
         ] {

@@ -854,3 +854,26 @@ async fn a_cached_session_is_forgotten_at_its_own_expiry() {
     tokio::time::sleep(Duration::from_millis(2000)).await;
     assert_eq!(driver.connect("late", &url, options).await, Err("unauthorized".into()));
 }
+
+#[tokio::test]
+async fn one_user_has_at_most_max_sockets_per_user_on_an_edge() {
+    let env = TestEnv::new().await;
+    let edge = env.spawn_ready(Bin::Edge, &[("MAX_SOCKETS_PER_USER", "2")]).await;
+    env.add_session("alice-token", "alice", chrono::Duration::hours(1)).await;
+    env.add_session("bob-token", "bob", chrono::Duration::hours(1)).await;
+    let url = edge.url();
+    let as_user =
+        |user: &str| json!({ "transports": ["websocket"], "auth": { "token": format!("{user}-token") } });
+    let mut driver = Driver::start().await;
+    driver.connect("a1", &url, as_user("alice")).await.expect("first");
+    driver.connect("a2", &url, as_user("alice")).await.expect("second");
+    assert_eq!(driver.connect("a3", &url, as_user("alice")).await, Err("too_many_connections".into()));
+    // Another user is not affected, and a place freed is a place to take.
+    driver.connect("b1", &url, as_user("bob")).await.expect("bob");
+    driver.disconnect("a1").await;
+    eventually("alice's place freed", Duration::from_secs(5), || async {
+        let mut probe = Driver::start().await;
+        probe.connect("a4", &url, as_user("alice")).await.ok()
+    })
+    .await;
+}

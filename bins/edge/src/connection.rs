@@ -42,6 +42,9 @@ pub enum ConnectRefused {
     /// down); retrying later may work.
     #[error("unavailable")]
     Unavailable,
+    /// The user already has `MAX_SOCKETS_PER_USER` sockets on this edge.
+    #[error("too_many_connections")]
+    TooManyConnections,
 }
 
 /// What the edge knows about one connected socket, kept in its extensions.
@@ -271,10 +274,21 @@ async fn admit(
         }
     };
     let room = Room::User(user.clone());
-    if let Err(error) = app.deliveries.add(&room).await {
-        tracing::warn!(%error, "cannot bind deliveries; refusing the connection as unavailable");
-        metrics::counter!("edge_connect_refused_total", "reason" => "unavailable").increment(1);
-        return Err(ConnectRefused::Unavailable);
+    // Each socket has its own rate limit and costs memory: one user's sockets on an edge are
+    // bounded, so one session cannot multiply either.
+    let limit = usize::try_from(app.config.max_sockets_per_user).unwrap_or(usize::MAX);
+    match app.deliveries.add_within(&room, limit).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::info!(user = %user, limit, "refused a connection: the user has too many sockets here");
+            metrics::counter!("edge_connect_refused_total", "reason" => "too_many_connections").increment(1);
+            return Err(ConnectRefused::TooManyConnections);
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot bind deliveries; refusing the connection as unavailable");
+            metrics::counter!("edge_connect_refused_total", "reason" => "unavailable").increment(1);
+            return Err(ConnectRefused::Unavailable);
+        }
     }
     socket.join(room.to_string());
     // As in Socket.IO's own servers, a socket is also in a room named by its id: deliveries

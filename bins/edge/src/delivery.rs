@@ -90,8 +90,18 @@ impl Deliveries {
     /// Adds one local socket to `room`, binding the queue if it is the first. Returns once the
     /// broker confirmed the binding.
     pub async fn add(&self, room: &Room) -> Result<(), BusError> {
+        self.add_within(room, usize::MAX).await.map(drop)
+    }
+
+    /// [`Deliveries::add`], unless `room` already has `limit` local sockets: then nothing
+    /// changes and `Ok(false)` is returned. Counting and adding happen under one lock, so
+    /// concurrent connects cannot overshoot the limit.
+    pub async fn add_within(&self, room: &Room, limit: usize) -> Result<bool, BusError> {
         let mut state = self.state.lock().await;
         let count = state.counts.get(room).copied().unwrap_or(0);
+        if count >= limit {
+            return Ok(false);
+        }
         if count == 0 {
             let channel = state
                 .channel
@@ -103,7 +113,7 @@ impl Deliveries {
         if let (0, Room::User(user)) = (count, room) {
             let _ = self.transitions.send((user.clone(), true));
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Removes one local socket from `room`, unbinding the queue if it was the last.
