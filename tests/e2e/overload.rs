@@ -244,3 +244,33 @@ async fn a_full_bounded_queue_refuses_at_once_and_an_older_declaration_is_used_a
         .expect("a delivery in time");
     assert!(matches!(delivery, Some(Ok(_))), "the message arrives");
 }
+
+#[tokio::test]
+async fn a_requester_that_does_not_take_acks_in_the_fan_out_gets_a_reply() {
+    // What an edge of the version before sends: a plain `message.send` request without the
+    // `x-switchboard-ack-in-fan-out` header. The worker must answer it with a reply.
+    use switchboard::{
+        bus::topology::{
+            EVENTS_TOPIC,
+            keys::{message_shard, message_shard_key},
+        },
+        contract::{ConversationId, bus::SendMessage},
+    };
+    let env = TestEnv::new().await;
+    let _worker = env.spawn_ready(Bin::Messages, &[]).await;
+    let edge = env.spawn_ready(Bin::Edge, &[]).await;
+    let conversation: ConversationId =
+        env.create_conversation(&edge, &["alice", "bob"]).await.parse().expect("an id");
+    let bus = env.bus("test-older-edge").await;
+    let command = SendMessage {
+        conversation_id: conversation,
+        sender_id: "alice".parse().expect("a user id"),
+        sender_socket: Some("an-older-edges-socket".into()),
+        content: "hi".parse().expect("content"),
+        client_message_id: None,
+        expires_at: chrono::Utc::now() + chrono::Duration::seconds(10),
+    };
+    let key = message_shard_key(message_shard(conversation));
+    let sent = bus.request(EVENTS_TOPIC, &key, &command, Duration::from_secs(5)).await.expect("answered");
+    assert_eq!(sent.seq, 1);
+}

@@ -5,11 +5,13 @@
 use std::{collections::HashMap, sync::Arc};
 
 use chrono::{DateTime, SubsecRound, Utc};
-use lapin::message::Delivery;
+use lapin::{message::Delivery, types::AMQPValue};
 use switchboard::{
     Bus,
     backend::deliver_all,
-    bus::{BusError, BusMessage, Durability, Envelope, Outgoing, Poison, rpc::Request},
+    bus::{
+        BusError, BusMessage, Durability, Envelope, Outgoing, Poison, batched::ACK_IN_FAN_OUT, rpc::Request,
+    },
     contract::{
         AckError, ConversationId, ErrorCode, MessageId, Room, UserId,
         bus::{BatchedRequest, Deliver, MarkRead, RequestBatch, SendMessage},
@@ -48,6 +50,13 @@ impl Command {
             Action::Send(command) => command.expires_at,
             Action::Read(command) => command.expires_at,
         }
+    }
+
+    /// Whether the requester takes the answer inside the fan-out (an edge of this version).
+    fn takes_ack_in_fan_out(&self) -> bool {
+        self.delivery.properties.headers().as_ref().is_some_and(|headers| {
+            matches!(headers.inner().get(ACK_IN_FAN_OUT), Some(AMQPValue::Boolean(true)))
+        })
     }
 
     /// The socket that sent it, which does not get the event it causes.
@@ -491,8 +500,9 @@ impl BatchRow {
 
 /// After commit: fan-out (confirmed, all at once), then each sender's answer.
 ///
-/// The answer to a send that an edge's socket made (`senderSocket`) and that is fanned out
-/// travels inside its fan-out item: the sender's user room is one of the item's rooms, so the
+/// The answer to a send that an edge's socket made (`senderSocket`), whose request says the
+/// edge takes it so (the `ACK_IN_FAN_OUT` header), and that is fanned out travels inside its
+/// fan-out item: the sender's user room is one of the item's rooms, so the
 /// sending edge receives it anyway, and one broker message per chat message is saved. Every
 /// other answer (refusals, a retry of a stored message, reads, requests from elsewhere) goes as
 /// a reply. Should a fan-out publish fail, every answer is also sent as a reply: an edge that
@@ -520,7 +530,9 @@ pub async fn publish(bus: &Bus, commands: &[Command], decided: Decided) {
                 };
                 let rooms = rooms_of(participants.get(&message.conversation_id), None);
                 let mut item = Deliver::server_event(rooms, MessageNew::NAME, &message, command.socket());
-                if item.except_socket.is_some() && item.rooms.contains(&Room::User(message.sender_id.clone()))
+                if command.takes_ack_in_fan_out()
+                    && item.except_socket.is_some()
+                    && item.rooms.contains(&Room::User(message.sender_id.clone()))
                 {
                     item.reply = reply.batched();
                 }

@@ -16,7 +16,11 @@
 
 use std::time::Duration;
 
-use lapin::{BasicProperties, Confirmation, options::BasicPublishOptions};
+use lapin::{
+    BasicProperties, Confirmation,
+    options::BasicPublishOptions,
+    types::{AMQPValue, FieldTable},
+};
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -32,6 +36,11 @@ use crate::{
 
 /// The most requests in one message.
 pub const MAX_BATCH: usize = 256;
+
+/// The AMQP header by which a requester says it takes answers inside fan-out deliveries
+/// (`Deliver::reply`) as well as in replies: a worker answers a send that way only when its
+/// request carries it, so a worker of this version still answers an older edge with replies.
+pub const ACK_IN_FAN_OUT: &str = "x-switchboard-ack-in-fan-out";
 
 /// Sends the requests given to it to one route, batched (see the module docs).
 pub struct RequestBatcher {
@@ -146,8 +155,12 @@ async fn publish(bus: &Bus, exchange: &str, routing_key: &str, timeout: Duration
         Ok(found) => found,
         Err(error) => return fail(batch, &error),
     };
+    // This requester takes the answer to a send inside its fan-out (see `ACK_IN_FAN_OUT`).
+    let mut headers = FieldTable::default();
+    headers.insert(ACK_IN_FAN_OUT.into(), AMQPValue::Boolean(true));
     let properties = BasicProperties::default()
         .with_content_type("application/json".into())
+        .with_headers(headers)
         .with_reply_to(DIRECT_REPLY_TO.into())
         .with_expiration(timeout.as_millis().to_string().into())
         .with_delivery_mode(1);
