@@ -877,3 +877,29 @@ async fn one_user_has_at_most_max_sockets_per_user_on_an_edge() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_while_being_admitted_leaves_no_binding_behind() {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let env = TestEnv::new().await;
+    // A session lookup that takes a second, so the client can leave while it runs.
+    let slow =
+        "SELECT user_id, expires_at FROM sessions, pg_sleep(1) WHERE token = $1 AND expires_at > now()";
+    let edge = env.spawn_ready(Bin::Edge, &[("AUTH_SESSION_QUERY", slow)]).await;
+    env.add_session("alice-token", "alice", chrono::Duration::hours(1)).await;
+    let mut ws = raw_engine_io(&edge).await;
+    ws.send(Message::text(r#"40{"token":"alice-token"}"#)).await.expect("CONNECT sent");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(ws);
+    // The lookup ends, the binding is made for a socket that is gone: it must be undone.
+    let bound = || async {
+        let bindings = env.rabbit.bindings(&env.vhost).await;
+        bindings.iter().filter(|b| b["source"] == "user.direct" && b["routing_key"] == "alice").count()
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    eventually("alice unbound", Duration::from_secs(5), || async { (bound().await == 0).then_some(()) })
+        .await;
+    let metrics = edge.get("/metrics").await.1;
+    assert!(metrics.lines().any(|l| l == "edge_sockets_connected 0"), "{metrics}");
+}

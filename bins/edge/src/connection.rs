@@ -57,6 +57,8 @@ pub struct Client {
     typing: Mutex<HashMap<ConversationId, AbortHandle>>,
     /// Hands out turns in the order the socket's events arrive.
     order: Arc<Order>,
+    /// Set by whoever releases what `admit` took (see [`release`]), so it is released once.
+    released: std::sync::atomic::AtomicBool,
 }
 
 impl Client {
@@ -70,6 +72,7 @@ impl Client {
             joined: Mutex::default(),
             typing: Mutex::default(),
             order: Arc::default(),
+            released: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -294,7 +297,8 @@ async fn admit(
     // As in Socket.IO's own servers, a socket is also in a room named by its id: deliveries
     // that leave out the socket that caused them (`except_socket`) exclude that room.
     socket.join(socket.id.to_string());
-    socket.extensions.insert(Arc::new(Client::new(user, &app.config)));
+    let client = Arc::new(Client::new(user, &app.config));
+    socket.extensions.insert(client.clone());
     // The clean-up is registered here, before the client is told it is connected, not in
     // `on_connect`: that runs in a task of its own after the connect packet has gone out, and
     // a client that closes at once would otherwise leave without it, its binding and its
@@ -305,8 +309,21 @@ async fn admit(
     // (seen as acks that never came, under load).
     events::register(&socket);
     metrics::gauge!("edge_sockets_connected").increment(1.0);
+    // A client that left while it was being admitted: socketioxide then fails to send its
+    // CONNECT and drops the socket without calling its disconnect handler, so what was taken
+    // above would stay (the user bound and online until the edge restarts). The CONNECT goes
+    // out as soon as this returns; a socket not connected a moment later never will be.
+    tokio::spawn(async move {
+        tokio::time::sleep(ADMIT_SETTLES).await;
+        if !socket.connected() {
+            release(&socket, &client, &app).await;
+        }
+    });
     Ok(())
 }
+
+/// How long after `admit` a socket that will ever be connected surely is.
+const ADMIT_SETTLES: std::time::Duration = std::time::Duration::from_secs(1);
 
 async fn on_connect(socket: SocketRef) {
     let Some(client) = socket.extensions.get::<Arc<Client>>() else { return };
@@ -318,10 +335,20 @@ async fn on_connect(socket: SocketRef) {
 }
 
 async fn on_disconnect(socket: SocketRef, State(app): State<Arc<App>>) {
-    metrics::gauge!("edge_sockets_connected").decrement(1.0);
     let Some(client) = socket.extensions.get::<Arc<Client>>() else { return };
+    release(&socket, &client, &app).await;
+}
+
+/// Gives back what `admit` and the socket's joins took: its conversation rooms' and its user
+/// room's bindings. Runs once, from the disconnect handler or from `admit`'s check for a client
+/// that left while being admitted, whichever comes first.
+async fn release(socket: &SocketRef, client: &Client, app: &App) {
+    if client.released.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
+    metrics::gauge!("edge_sockets_connected").decrement(1.0);
     for conversation in client.joined_now() {
-        events::conversations::leave_room(&socket, &client, &app.deliveries, conversation).await;
+        events::conversations::leave_room(socket, client, &app.deliveries, conversation).await;
     }
     app.deliveries.remove(&Room::User(client.user.clone())).await;
 }
