@@ -4,8 +4,14 @@
 //! (a refusal becomes `connect_error` `unauthorized`; the reason is logged, never sent), then
 //! binds the user's deliveries to this edge's queue and joins the socket to `user:<id>`. Only
 //! then does the client get `connect`, so nothing addressed to the user after that is lost.
-//! The connect handler sends `session` and registers the event families; the disconnect
-//! handler releases the socket's bindings.
+//! The connect handler sends `session`; the event families are registered by the middleware,
+//! before the client can emit; the disconnect handler releases the socket's bindings.
+//!
+//! Before authentication a connection costs little and not for long: binary packets (which
+//! the contract does not use) close it at once instead of being gathered, and one that has
+//! not sent its CONNECT within `CONNECT_TIMEOUT_MS` is closed. After it, one user has at most
+//! `MAX_SOCKETS_PER_USER` sockets on an edge, and a client that leaves while it is being
+//! admitted leaves nothing behind (see `release`).
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
