@@ -1,6 +1,9 @@
 //! RabbitMQ on its own: what it sustains here for persistent publishes with confirms and
-//! consumes with acks through one queue (the `broker` scenario), and how many broker messages
+//! consumes with acks through one queue (the `broker` scenario), what the AMQP client itself
+//! costs per message with either client library (`--client`), and how many broker messages
 //! the system spends per chat message (read from the management API).
+
+mod with_amqprs;
 
 use std::time::{Duration, Instant};
 
@@ -33,10 +36,26 @@ pub struct BrokerArgs {
     /// Bytes per message (about one chat message in our envelope).
     #[arg(long, default_value_t = 400)]
     pub size: usize,
+    /// The AMQP client library that drives the workload.
+    #[arg(long, value_enum, default_value_t = Client::Lapin)]
+    pub client: Client,
+}
+
+/// The AMQP clients the scenario can compare; the workload is the same for all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Client {
+    /// lapin, publisher and consumer on a connection each (what our services do).
+    Lapin,
+    /// lapin, both channels on one connection: one socket and one I/O loop fewer.
+    LapinOneConnection,
+    /// amqprs, publisher and consumer on a connection each.
+    Amqprs,
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct BrokerReport {
+    pub client: Client,
     pub measured_s: f64,
     pub size: usize,
     pub window: usize,
@@ -45,35 +64,83 @@ pub struct BrokerReport {
     pub consumed_acked: u64,
     pub publish_per_s: f64,
     pub consume_per_s: f64,
+    /// The load generator's own CPU (user + system) over the measured window.
+    pub client_cpu_s: f64,
+    /// That CPU per message published and consumed: µs ÷ (published + consumed) × 2.
+    pub client_cpu_us_per_message: f64,
+    /// Context switches of all the process's threads, per message published and consumed.
+    pub voluntary_switches_per_message: f64,
+    pub involuntary_switches_per_message: f64,
 }
 
-/// Publishes persistent messages with confirms into one durable queue while another
-/// connection consumes and acks them, for `duration` seconds.
+/// What one client counted over the measured window.
+struct Counted {
+    published: u64,
+    published_in: Duration,
+    consumed: u64,
+    consumed_in: Duration,
+    usage: Usage,
+}
+
+/// Publishes persistent messages with confirms into one durable queue while another channel
+/// consumes and acks them, for `duration` seconds, with the client `--client` names.
 pub async fn baseline(args: BrokerArgs) -> anyhow::Result<BrokerReport> {
     let queue = format!("loadgen.baseline.{:06x}", fastrand::u32(..0xff_ffff));
+    let counted = match args.client {
+        Client::Lapin => with_lapin(&args, &queue, false).await?,
+        Client::LapinOneConnection => with_lapin(&args, &queue, true).await?,
+        Client::Amqprs => with_amqprs::run(&args, &queue).await?,
+    };
+    let Counted { published, published_in, consumed, consumed_in, usage } = counted;
+    // Both halves of the workload are in the CPU figure, so it is shared by the messages
+    // published and consumed; × 2 makes it the cost of one message that went both ways.
+    let per_message = |n: f64| n / (published + consumed).max(1) as f64 * 2.0;
+    let cpu_s = usage.cpu_ticks as f64 / CLOCK_TICKS_PER_S;
+    Ok(BrokerReport {
+        client: args.client,
+        measured_s: published_in.as_secs_f64(),
+        size: args.size,
+        window: args.window,
+        prefetch: args.prefetch,
+        published_confirmed: published,
+        consumed_acked: consumed,
+        publish_per_s: published as f64 / published_in.as_secs_f64(),
+        consume_per_s: consumed as f64 / consumed_in.as_secs_f64(),
+        client_cpu_s: cpu_s,
+        client_cpu_us_per_message: per_message(cpu_s * 1e6),
+        voluntary_switches_per_message: per_message(usage.voluntary as f64),
+        involuntary_switches_per_message: per_message(usage.involuntary as f64),
+    })
+}
+
+/// The workload with lapin; `one_connection` puts the consumer's channel on the publisher's
+/// connection.
+async fn with_lapin(args: &BrokerArgs, queue: &str, one_connection: bool) -> anyhow::Result<Counted> {
     let publisher = Connection::connect(&args.amqp_url, ConnectionProperties::default()).await?;
-    let consumer_connection = Connection::connect(&args.amqp_url, ConnectionProperties::default()).await?;
+    // Each lapin connection has an I/O thread of its own: one connection means one thread fewer
+    // for every message to cross.
+    let consumer_connection = if one_connection {
+        None
+    } else {
+        Some(Connection::connect(&args.amqp_url, ConnectionProperties::default()).await?)
+    };
     let channel = publisher.create_channel().await?;
     channel.confirm_select(ConfirmSelectOptions::default()).await?;
     channel
         .queue_declare(
-            queue.as_str().into(),
+            queue.into(),
             QueueDeclareOptions { durable: true, ..Default::default() },
             FieldTable::default(),
         )
         .await?;
-    let consuming = consumer_connection.create_channel().await?;
+    let consuming = consumer_connection.as_ref().unwrap_or(&publisher).create_channel().await?;
     consuming.basic_qos(args.prefetch, BasicQosOptions::default()).await?;
     let mut consumer = consuming
-        .basic_consume(
-            queue.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
+        .basic_consume(queue.into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
         .await?;
 
     let body = vec![b'x'; args.size];
+    let before = Usage::now()?;
     let started = Instant::now();
     let duration = Duration::from_secs_f64(args.duration);
     let consume = async {
@@ -96,7 +163,7 @@ pub async fn baseline(args: BrokerArgs) -> anyhow::Result<BrokerReport> {
                 let confirm = channel
                     .basic_publish(
                         "".into(),
-                        queue.as_str().into(),
+                        queue.into(),
                         BasicPublishOptions::default(),
                         &body,
                         BasicProperties::default().with_delivery_mode(2),
@@ -119,19 +186,64 @@ pub async fn baseline(args: BrokerArgs) -> anyhow::Result<BrokerReport> {
         Ok::<_, anyhow::Error>((confirmed, elapsed))
     };
     let ((published, published_in), (consumed, consumed_in)) = tokio::try_join!(publish, consume)?;
-    channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await?;
+    // Read once both loops are done, so it includes the last window's confirms (at most
+    // `window` more than counted): a bias of well under 1% at the rates seen here.
+    let usage = Usage::now()?.since(before);
+    channel.queue_delete(queue.into(), QueueDeleteOptions::default()).await?;
+    if let Some(connection) = consumer_connection {
+        let _ = connection.close(200, "done".into()).await;
+    }
     let _ = publisher.close(200, "done".into()).await;
-    let _ = consumer_connection.close(200, "done".into()).await;
-    Ok(BrokerReport {
-        measured_s: published_in.as_secs_f64(),
-        size: args.size,
-        window: args.window,
-        prefetch: args.prefetch,
-        published_confirmed: published,
-        consumed_acked: consumed,
-        publish_per_s: published as f64 / published_in.as_secs_f64(),
-        consume_per_s: consumed as f64 / consumed_in.as_secs_f64(),
-    })
+    Ok(Counted { published, published_in, consumed, consumed_in, usage })
+}
+
+/// `/proc/self/stat` counts CPU time in clock ticks: `USER_HZ`, 100 on Linux everywhere.
+const CLOCK_TICKS_PER_S: f64 = 100.0;
+
+/// What the whole process has spent so far, from procfs, so that the client's cost is read
+/// the same way whatever threads and tasks the client library runs.
+#[derive(Clone, Copy, Debug)]
+struct Usage {
+    /// utime + stime of all threads, in clock ticks.
+    cpu_ticks: u64,
+    voluntary: u64,
+    involuntary: u64,
+}
+
+impl Usage {
+    fn now() -> anyhow::Result<Self> {
+        let stat = std::fs::read_to_string("/proc/self/stat")?;
+        // The command name in parentheses may hold spaces: fields are counted after it, from
+        // the state (field 3); utime and stime are fields 14 and 15.
+        let after_name = stat.rsplit_once(')').context("/proc/self/stat has no command name")?.1;
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        let field = |n: usize| -> anyhow::Result<u64> {
+            Ok(fields.get(n - 3).context("/proc/self/stat is short")?.parse()?)
+        };
+        let cpu_ticks = field(14)? + field(15)?;
+        // `/proc/self/status` counts the switches of the main thread only, so add up those of
+        // every thread (a thread that exits before the second reading takes its own with it).
+        let (mut voluntary, mut involuntary) = (0, 0);
+        for task in std::fs::read_dir("/proc/self/task")? {
+            let Ok(status) = std::fs::read_to_string(task?.path().join("status")) else { continue };
+            for line in status.lines() {
+                if let Some(n) = line.strip_prefix("voluntary_ctxt_switches:") {
+                    voluntary += n.trim().parse::<u64>()?;
+                } else if let Some(n) = line.strip_prefix("nonvoluntary_ctxt_switches:") {
+                    involuntary += n.trim().parse::<u64>()?;
+                }
+            }
+        }
+        Ok(Self { cpu_ticks, voluntary, involuntary })
+    }
+
+    fn since(self, before: Self) -> Self {
+        Self {
+            cpu_ticks: self.cpu_ticks.saturating_sub(before.cpu_ticks),
+            voluntary: self.voluntary.saturating_sub(before.voluntary),
+            involuntary: self.involuntary.saturating_sub(before.involuntary),
+        }
+    }
 }
 
 /// RabbitMQ's management API for one vhost.
