@@ -39,6 +39,28 @@ pub struct BrokerArgs {
     /// The AMQP client library that drives the workload.
     #[arg(long, value_enum, default_value_t = Client::Lapin)]
     pub client: Client,
+    /// Publish at this many messages per second (open loop, still at most `window` awaiting
+    /// their confirm) instead of as fast as the window allows: the per-message costs of a
+    /// system at an ordinary rate, where nothing is amortised over a burst.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// What our messages carry, one at a time, to see what each costs RabbitMQ (these five
+    /// with lapin only):
+    /// a per-message `expiration`, ...
+    #[arg(long)]
+    pub expiration_ms: Option<u32>,
+    /// ... the `mandatory` flag, ...
+    #[arg(long)]
+    pub mandatory: bool,
+    /// ... delivery mode 1 instead of 2, ...
+    #[arg(long)]
+    pub transient: bool,
+    /// ... a queue with single-active-consumer, as the chat shards are, ...
+    #[arg(long)]
+    pub single_active_consumer: bool,
+    /// ... or a queue that is not durable, as an edge's own queue is.
+    #[arg(long)]
+    pub non_durable_queue: bool,
 }
 
 /// The AMQP clients the scenario can compare; the workload is the same for all.
@@ -71,6 +93,11 @@ pub struct BrokerReport {
     /// Context switches of all the process's threads, per message published and consumed.
     pub voluntary_switches_per_message: f64,
     pub involuntary_switches_per_message: f64,
+    /// RabbitMQ's CPU (`beam.smp`, if it runs on this machine) over the whole run, setup and
+    /// teardown included, per message published and consumed.
+    pub broker_cpu_us_per_message: f64,
+    /// `--rate`, when the publishes were paced.
+    pub rate: Option<f64>,
 }
 
 /// What one client counted over the measured window.
@@ -86,12 +113,17 @@ struct Counted {
 /// consumes and acks them, for `duration` seconds, with the client `--client` names.
 pub async fn baseline(args: BrokerArgs) -> anyhow::Result<BrokerReport> {
     let queue = format!("loadgen.baseline.{:06x}", fastrand::u32(..0xff_ffff));
+    // RabbitMQ's own CPU (every `beam.smp` on this machine), around the whole run.
+    let broker = [("rabbitmq".to_owned(), crate::measure::Select::Comm("beam.smp".to_owned()))];
+    let broker_before = crate::measure::snapshot(&broker);
     let counted = match args.client {
         Client::Lapin => with_lapin(&args, &queue, false).await?,
         Client::LapinOneConnection => with_lapin(&args, &queue, true).await?,
         Client::Amqprs => with_amqprs::run(&args, &queue).await?,
     };
     let Counted { published, published_in, consumed, consumed_in, usage } = counted;
+    let broker_cpu_s =
+        crate::measure::cpu_between(&broker_before, &crate::measure::snapshot(&broker)).watched_s;
     // Both halves of the workload are in the CPU figure, so it is shared by the messages
     // published and consumed; × 2 makes it the cost of one message that went both ways.
     let per_message = |n: f64| n / (published + consumed).max(1) as f64 * 2.0;
@@ -110,6 +142,8 @@ pub async fn baseline(args: BrokerArgs) -> anyhow::Result<BrokerReport> {
         client_cpu_us_per_message: per_message(cpu_s * 1e6),
         voluntary_switches_per_message: per_message(usage.voluntary as f64),
         involuntary_switches_per_message: per_message(usage.involuntary as f64),
+        broker_cpu_us_per_message: per_message(broker_cpu_s * 1e6),
+        rate: args.rate,
     })
 }
 
@@ -126,13 +160,24 @@ async fn with_lapin(args: &BrokerArgs, queue: &str, one_connection: bool) -> any
     };
     let channel = publisher.create_channel().await?;
     channel.confirm_select(ConfirmSelectOptions::default()).await?;
+    let mut queue_args = FieldTable::default();
+    if args.single_active_consumer {
+        queue_args.insert("x-single-active-consumer".into(), lapin::types::AMQPValue::Boolean(true));
+    }
     channel
         .queue_declare(
             queue.into(),
-            QueueDeclareOptions { durable: true, ..Default::default() },
-            FieldTable::default(),
+            QueueDeclareOptions { durable: !args.non_durable_queue, ..Default::default() },
+            queue_args,
         )
         .await?;
+    let mut properties = BasicProperties::default().with_delivery_mode(if args.transient { 1 } else { 2 });
+    if let Some(expiration) = args.expiration_ms {
+        properties = properties.with_expiration(expiration.to_string().into());
+    }
+    let options = BasicPublishOptions { mandatory: args.mandatory, ..Default::default() };
+    let mut pace =
+        args.rate.map(|rate| tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(0.001))));
     let consuming = consumer_connection.as_ref().unwrap_or(&publisher).create_channel().await?;
     consuming.basic_qos(args.prefetch, BasicQosOptions::default()).await?;
     let mut consumer = consuming
@@ -159,15 +204,22 @@ async fn with_lapin(args: &BrokerArgs, queue: &str, one_connection: bool) -> any
         let mut confirmed = 0u64;
         let mut pending = FuturesUnordered::new();
         while started.elapsed() < duration {
+            if let Some(pace) = pace.as_mut() {
+                // Open loop: one publish per tick, confirms settled as they come.
+                tokio::select! {
+                    _ = pace.tick(), if pending.len() < args.window => {
+                        pending.push(channel.basic_publish("".into(), queue.into(), options, &body, properties.clone()).await?);
+                        continue;
+                    }
+                    Some(confirmation) = pending.next() => {
+                        if confirmation?.is_ack() { confirmed += 1 } else { return Err(anyhow!("the broker refused a publish")) }
+                        continue;
+                    }
+                }
+            }
             while pending.len() < args.window {
                 let confirm = channel
-                    .basic_publish(
-                        "".into(),
-                        queue.into(),
-                        BasicPublishOptions::default(),
-                        &body,
-                        BasicProperties::default().with_delivery_mode(2),
-                    )
+                    .basic_publish("".into(), queue.into(), options, &body, properties.clone())
                     .await?;
                 pending.push(confirm);
             }

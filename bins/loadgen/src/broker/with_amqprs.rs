@@ -64,7 +64,12 @@ pub(super) async fn run(args: &BrokerArgs, queue: &str) -> anyhow::Result<Counte
         // The broker numbers a confirm-mode channel's publishes 1, 2, … in the order it gets
         // them; ours go out in that order through the one writer task.
         let mut tag = 0u64;
+        let mut pace =
+            args.rate.map(|rate| tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(0.001))));
         while started.elapsed() < duration {
+            if let Some(pace) = pace.as_mut() {
+                pace.tick().await;
+            }
             confirms.room.acquire().await.context("the channel closed")?.forget();
             confirms.check()?;
             tag += 1;
