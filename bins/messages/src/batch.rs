@@ -6,6 +6,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use chrono::{DateTime, SubsecRound, Utc};
 use lapin::{message::Delivery, types::AMQPValue};
+use serde_json::value::RawValue;
 use switchboard::{
     Bus,
     backend::deliver_all,
@@ -70,37 +71,42 @@ impl Command {
     /// The answer to this command, for [`Bus::reply_many`].
     fn reply<R: Request>(&self, result: Result<R::Response, AckError>) -> Outgoing<'_> {
         let properties = &self.delivery.properties;
-        let reply_to = properties.reply_to().as_ref().map_or("", |r| r.as_str());
-        let correlation = match &self.item_correlation {
-            Some(correlation) => Some(correlation.as_str()),
-            None => properties.correlation_id().as_ref().map(|c| c.as_str()),
-        };
-        Outgoing::to::<R>(reply_to, correlation, result)
+        match &self.item_correlation {
+            Some(correlation) => Outgoing::item::<R>(properties, correlation, result),
+            None => Outgoing::new::<R>(properties, result),
+        }
     }
 
     /// Parks this command (alone: not the rest of its batch) in the dead-letter queue.
     async fn park(&self, bus: &Bus, poison: &Poison) -> Result<(), BusError> {
-        let bus_body;
-        let body = match &self.item_correlation {
-            None => &self.delivery.data[..],
-            Some(correlation) => {
-                let (kind, data) = match &self.action {
-                    Action::Send(command) => (SendMessage::KIND, serde_json::value::to_raw_value(command)),
-                    Action::Read(command) => (MarkRead::KIND, serde_json::value::to_raw_value(command)),
-                };
-                let item = data.map(|data| BatchedRequest {
-                    id: self.id,
-                    correlation_id: correlation.clone(),
-                    kind: kind.to_owned(),
-                    data,
-                });
-                bus_body = item.ok().and_then(|item| serde_json::to_vec(&item).ok()).unwrap_or_default();
-                &bus_body[..]
-            }
+        let Some(correlation) = &self.item_correlation else {
+            return bus.dead_letter(&self.queue, &self.delivery, poison).await;
         };
-        bus.dead_letter_body(&self.queue, &self.delivery.properties, body, poison).await
+        let (kind, data) = match &self.action {
+            Action::Send(command) => (SendMessage::KIND, serde_json::value::to_raw_value(command)),
+            Action::Read(command) => (MarkRead::KIND, serde_json::value::to_raw_value(command)),
+        };
+        // Our own types always serialize.
+        let data = data.unwrap_or_else(|_| RawValue::from_string("{}".into()).expect("valid JSON"));
+        let item =
+            BatchedRequest { id: self.id, correlation_id: correlation.clone(), kind: kind.to_owned(), data };
+        park_item(bus, &self.queue, &self.delivery, &item, poison).await
     }
 }
+
+/// Parks one item of a request batch by itself: the item is the parked body, with the
+/// properties of the delivery that carried it.
+async fn park_item(
+    bus: &Bus,
+    queue: &str,
+    delivery: &Delivery,
+    item: &BatchedRequest,
+    poison: &Poison,
+) -> Result<(), BusError> {
+    let body = serde_json::to_vec(item).unwrap_or_default();
+    bus.dead_letter_body(queue, &delivery.properties, &body, poison).await
+}
+
 /// What the transaction decided for one send.
 enum SendOutcome {
     Stored(MessageNew),
@@ -223,12 +229,7 @@ async fn unpack(
     let action = match item.kind.as_str() {
         SendMessage::KIND => object::from_slice(data).map(Action::Send),
         MarkRead::KIND => object::from_slice(data).map(Action::Read),
-        other => {
-            let body = serde_json::to_vec(&item).unwrap_or_default();
-            return bus
-                .dead_letter_body(queue, &delivery.properties, &body, &Poison::unknown_kind(Some(other)))
-                .await;
-        }
+        other => return park_item(bus, queue, delivery, &item, &Poison::unknown_kind(Some(other))).await,
     };
     match action {
         Ok(action) => commands.push(Command {
@@ -239,14 +240,12 @@ async fn unpack(
             queue: queue.clone(),
         }),
         Err(error) => {
-            let body = serde_json::to_vec(&item).unwrap_or_default();
-            bus.dead_letter_body(queue, &delivery.properties, &body, &Poison::malformed(error)).await?;
+            park_item(bus, queue, delivery, &item, &Poison::malformed(error)).await?;
             let refusal = AckError::invalid("the command could not be read");
-            let reply_to = delivery.properties.reply_to().as_ref().map_or("", |r| r.as_str());
-            let correlation = Some(item.correlation_id.as_str());
+            let (request, correlation) = (&delivery.properties, item.correlation_id.as_str());
             bus.reply_many(vec![match item.kind.as_str() {
-                SendMessage::KIND => Outgoing::to::<SendMessage>(reply_to, correlation, Err(refusal)),
-                _ => Outgoing::to::<MarkRead>(reply_to, correlation, Err(refusal)),
+                SendMessage::KIND => Outgoing::item::<SendMessage>(request, correlation, Err(refusal)),
+                _ => Outgoing::item::<MarkRead>(request, correlation, Err(refusal)),
             }])
             .await;
         }

@@ -17,8 +17,7 @@
 use std::time::Duration;
 
 use lapin::{
-    BasicProperties, Confirmation,
-    options::BasicPublishOptions,
+    BasicProperties,
     types::{AMQPValue, FieldTable},
 };
 use serde_json::value::RawValue;
@@ -27,7 +26,7 @@ use uuid::Uuid;
 
 use super::{
     Bus, BusError, BusMessage, Envelope, PendingReply, RequestError,
-    rpc::{Arrived, DIRECT_REPLY_TO, Request, Waiting},
+    rpc::{Arrived, DIRECT_REPLY_TO, Request, Waiting, publish_request_message},
 };
 use crate::{
     contract::bus::{BatchedRequest, RequestBatch},
@@ -146,14 +145,14 @@ async fn run(
 
 /// Publishes `batch` as one message on the reply channel and tells each item the outcome.
 async fn publish(bus: &Bus, exchange: &str, routing_key: &str, timeout: Duration, batch: Vec<Queued>) {
-    let fail = |batch: Vec<Queued>, error: &BusError| {
-        for queued in batch {
-            let _ = queued.published.send(Err(BusError::Unavailable(error.to_string())));
-        }
-    };
     let (channel, pending) = match bus.reply_channel().await {
         Ok(found) => found,
-        Err(error) => return fail(batch, &error),
+        Err(error) => {
+            for queued in batch {
+                let _ = queued.published.send(Err(error.clone()));
+            }
+            return;
+        }
     };
     // This requester takes the answer to a send inside its fan-out (see `ACK_IN_FAN_OUT`).
     let mut headers = FieldTable::default();
@@ -198,38 +197,9 @@ async fn publish(bus: &Bus, exchange: &str, routing_key: &str, timeout: Duration
         }
     }
     metrics::histogram!("bus_request_batch_size").record(told.len() as f64);
-    // Mandatory: a batch no queue is bound for comes back, and its callers hear `unavailable`.
-    let sent = channel
-        .basic_publish(
-            exchange.into(),
-            routing_key.into(),
-            BasicPublishOptions { mandatory: true, ..Default::default() },
-            &body,
-            properties,
-        )
-        .await;
-    let outcome = match sent {
-        Ok(confirm) => {
-            metrics::counter!("bus_published_total", "exchange" => exchange.to_owned()).increment(1);
-            match confirm.await {
-                Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => Ok(()),
-                Ok(Confirmation::Ack(Some(_))) => {
-                    Err(BusError::Unavailable(format!("nothing serves {routing_key}")))
-                }
-                Ok(Confirmation::Nack(_)) => Err(BusError::Nacked),
-                Err(error) => Err(BusError::from(error)),
-            }
-        }
-        Err(error) => Err(BusError::from(error)),
-    };
+    let outcome = publish_request_message(&channel, exchange, routing_key, &body, properties).await;
     for (waiting, told) in waiting.into_iter().zip(told) {
         // Dropping `waiting` (when the caller is gone, or on an error) removes its route.
-        let _ = told.send(match &outcome {
-            Ok(()) => Ok(waiting),
-            Err(error) => Err(match error {
-                BusError::Nacked => BusError::Nacked,
-                other => BusError::Unavailable(other.to_string()),
-            }),
-        });
+        let _ = told.send(outcome.clone().map(|()| waiting));
     }
 }

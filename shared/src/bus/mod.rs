@@ -58,7 +58,7 @@ pub enum Durability {
     Transient,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum BusError {
     #[error("the broker is unavailable: {0}")]
     Unavailable(String),

@@ -141,32 +141,6 @@ fn answer<T>(reply: Reply<T>) -> Result<T, RequestError> {
     }
 }
 
-/// A request on its way to the broker: the confirm is still to come.
-struct PublishedRequest<T> {
-    confirm: lapin::PublisherConfirm,
-    routing_key: String,
-    reply: PendingReply<T>,
-}
-
-impl<T: BusMessage> PublishedRequest<T> {
-    /// Waits for the broker's confirm: `unavailable` when it refused the request or no queue
-    /// took it, else the handle to wait for the reply.
-    async fn confirmed(self) -> Result<PendingReply<T>, RequestError> {
-        let failure = match self.confirm.await {
-            Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => None,
-            Ok(Confirmation::Ack(Some(_))) => {
-                Some(BusError::Unavailable(format!("nothing serves {}", self.routing_key)))
-            }
-            Ok(Confirmation::Nack(_)) => Some(BusError::Nacked),
-            Err(error) => Some(BusError::from(error)),
-        };
-        match failure {
-            None => Ok(self.reply),
-            Some(error) => Err(error.into()),
-        }
-    }
-}
-
 /// The requester's side: one reply channel, opened on first use and again after it dies.
 #[derive(Default)]
 pub(crate) struct Replies {
@@ -175,6 +149,8 @@ pub(crate) struct Replies {
 
 impl Bus {
     /// Sends `request` to `exchange`/`routing_key` and waits at most `timeout` for the reply.
+    /// (Callers that must keep the order of many requests to one route use a
+    /// [`RequestBatcher`](super::RequestBatcher).)
     pub async fn request<R: Request>(
         &self,
         exchange: &str,
@@ -182,54 +158,25 @@ impl Bus {
         request: &R,
         timeout: Duration,
     ) -> Result<R::Response, RequestError> {
-        self.publish_request(exchange, routing_key, request, timeout).await?.confirmed().await?.reply().await
-    }
-
-    /// The first step of [`Bus::request`]: returns as soon as the request is on the channel,
-    /// before the broker confirmed it. (Callers that must keep the order of many requests to
-    /// one route use a [`RequestBatcher`](super::RequestBatcher) instead.)
-    async fn publish_request<R: Request>(
-        &self,
-        exchange: &str,
-        routing_key: &str,
-        request: &R,
-        timeout: Duration,
-    ) -> Result<PublishedRequest<R::Response>, RequestError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let (channel, pending) = self.reply_channel().await?;
         let envelope = Envelope::wrap(R::KIND, request);
         let correlation = Uuid::now_v7().to_string();
         let (sender, receiver) = oneshot::channel();
         lock(&pending).insert(correlation.clone(), sender);
+        // Dropped on any error below, which takes the route away again.
         let waiting = Waiting { pending, correlation: correlation.clone() };
         let properties = super::properties::<R>(&envelope)
             .with_reply_to(DIRECT_REPLY_TO.into())
             .with_correlation_id(correlation.as_str().into())
             .with_expiration(timeout.as_millis().to_string().into())
             .with_delivery_mode(1);
-        // Mandatory, on a confirm-mode channel: a request no queue is bound for comes back at
-        // once as returned, and the caller hears `unavailable` instead of waiting for its
-        // timeout.
-        let sent = channel
-            .basic_publish(
-                exchange.into(),
-                routing_key.into(),
-                BasicPublishOptions { mandatory: true, ..Default::default() },
-                &envelope.encode(),
-                properties,
-            )
-            .await;
-        let confirm = match sent {
-            Ok(confirm) => confirm,
-            Err(error) => {
-                drop(waiting);
-                return Err(BusError::from(error).into());
-            }
-        };
-        metrics::counter!("bus_published_total", "exchange" => exchange.to_owned()).increment(1);
-        let reply = PendingReply { receiver, _waiting: waiting, deadline, kind: std::marker::PhantomData };
-        Ok(PublishedRequest { confirm, routing_key: routing_key.to_owned(), reply })
+        publish_request_message(&channel, exchange, routing_key, &envelope.encode(), properties).await?;
+        PendingReply::<R::Response> { receiver, _waiting: waiting, deadline, kind: std::marker::PhantomData }
+            .reply()
+            .await
     }
+
     pub(super) async fn reply_channel(&self) -> Result<(Channel, Pending), BusError> {
         let mut current = self.inner.replies.current.lock().await;
         if let Some((channel, pending)) = current.as_ref().filter(|(c, _)| c.status().connected()) {
@@ -341,9 +288,18 @@ impl<'a> Outgoing<'a> {
         Self::to::<R>(reply_to, correlation, result)
     }
 
-    /// The answer to a request that came from `reply_to` with `correlation` (an item of a
-    /// [`RequestBatch`](crate::contract::bus::RequestBatch)).
-    pub fn to<R: Request>(
+    /// The answer to the item with `correlation` of a
+    /// [`RequestBatch`](crate::contract::bus::RequestBatch) whose AMQP properties are `request`.
+    pub fn item<R: Request>(
+        request: &'a BasicProperties,
+        correlation: &'a str,
+        result: Result<R::Response, AckError>,
+    ) -> Self {
+        let reply_to = request.reply_to().as_ref().map_or("", |r| r.as_str());
+        Self::to::<R>(reply_to, Some(correlation), result)
+    }
+
+    fn to<R: Request>(
         reply_to: &'a str,
         correlation: Option<&'a str>,
         result: Result<R::Response, AckError>,
@@ -414,6 +370,33 @@ impl Bus {
             }
         });
         futures::future::join_all(sends).await;
+    }
+}
+
+/// Publishes one request message (a request, or a batch of them) on the reply channel and
+/// waits for the broker's confirm. Mandatory: a request no queue is bound for comes back at
+/// once as returned, and its callers hear `unavailable` instead of waiting for their timeout.
+pub(super) async fn publish_request_message(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    properties: BasicProperties,
+) -> Result<(), BusError> {
+    let confirm = channel
+        .basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            BasicPublishOptions { mandatory: true, ..Default::default() },
+            body,
+            properties,
+        )
+        .await?;
+    metrics::counter!("bus_published_total", "exchange" => exchange.to_owned()).increment(1);
+    match confirm.await? {
+        Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
+        Confirmation::Ack(Some(_)) => Err(BusError::Unavailable(format!("nothing serves {routing_key}"))),
+        Confirmation::Nack(_) => Err(BusError::Nacked),
     }
 }
 
