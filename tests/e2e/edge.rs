@@ -890,14 +890,26 @@ async fn a_client_that_leaves_while_being_admitted_leaves_no_binding_behind() {
     env.add_session("alice-token", "alice", chrono::Duration::hours(1)).await;
     let mut ws = raw_engine_io(&edge).await;
     ws.send(Message::text(r#"40{"token":"alice-token"}"#)).await.expect("CONNECT sent");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    eventually("the session lookup running", Duration::from_secs(5), || async {
+        let running = env
+            .count(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                 AND state = 'active' AND query LIKE '%pg_sleep(1)%' AND pid <> pg_backend_pid()",
+            )
+            .await;
+        (running > 0).then_some(())
+    })
+    .await;
     drop(ws);
-    // The lookup ends, the binding is made for a socket that is gone: it must be undone.
+    // The lookup ends and the binding is made for a socket that is gone; then it is undone.
     let bound = || async {
         let bindings = env.rabbit.bindings(&env.vhost).await;
         bindings.iter().filter(|b| b["source"] == "user.direct" && b["routing_key"] == "alice").count()
     };
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    eventually("alice bound once the lookup ended", Duration::from_secs(5), || async {
+        (bound().await == 1).then_some(())
+    })
+    .await;
     eventually("alice unbound", Duration::from_secs(5), || async { (bound().await == 0).then_some(()) })
         .await;
     let metrics = edge.get("/metrics").await.1;
