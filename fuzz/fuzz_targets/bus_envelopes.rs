@@ -16,7 +16,8 @@ use lapin::message::Delivery;
 use libfuzzer_sys::fuzz_target;
 use switchboard::{
     bus::{
-        BusMessage, Envelope, RequestError, kind_of,
+        BusMessage, Envelope, Inbound, RequestError, kind_of,
+        queues::{EdgeInbound, MatchEvent, PresenceInput, ShardCommand},
         rpc::{Reply, decode_batched_reply, decode_reply},
     },
     contract::{
@@ -97,9 +98,15 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
-/// `Envelope::<T>::decode`, as every consumer calls it.
+/// `Envelope::<T>::decode`, as every consumer calls it, and each queue's decoder
+/// (`Envelope::<Q>::decode_inbound`), which must read the same bytes the same way.
 fn envelope<T: BusMessage>(bytes: &[u8]) {
-    let Ok(envelope) = Envelope::<T>::decode(bytes) else { return };
+    let decoded = Envelope::<T>::decode(bytes);
+    inbound_agrees::<T, EdgeInbound>(bytes, decoded.is_ok());
+    inbound_agrees::<T, ShardCommand>(bytes, decoded.is_ok());
+    inbound_agrees::<T, PresenceInput>(bytes, decoded.is_ok());
+    inbound_agrees::<T, MatchEvent>(bytes, decoded.is_ok());
+    let Ok(envelope) = decoded else { return };
     assert_eq!(envelope.kind, T::KIND);
     assert_eq!(kind_of(&delivery(bytes)).as_deref(), Some(T::KIND), "kind_of reads what decode read");
     let Envelope { v, ref kind, id, sent_at, ref data } = envelope;
@@ -107,6 +114,26 @@ fn envelope<T: BusMessage>(bytes: &[u8]) {
     let back = Envelope::<T>::decode(&again).expect("a decoded envelope re-encodes into one that decodes");
     assert_eq!((back.v, back.id, back.sent_at), (envelope.v, envelope.id, envelope.sent_at));
     assert_same(T::KIND, &envelope.data, &back.data);
+}
+
+/// A queue of several kinds reads a `T` exactly when `Envelope::<T>::decode` does.
+fn inbound_agrees<T: BusMessage, Q: Inbound>(bytes: &[u8], decoded: bool) {
+    let read = Envelope::<Q>::decode_inbound(bytes);
+    if decoded && Q::KINDS.contains(&T::KIND) {
+        assert!(
+            read.is_ok(),
+            "{} reads a {} that decode read: {:?}",
+            std::any::type_name::<Q>(),
+            T::KIND,
+            read.err()
+        );
+    }
+    if let Ok(envelope) = read {
+        assert!(Q::KINDS.contains(&envelope.kind.as_str()), "a queue reads only the kinds it carries");
+        if envelope.kind == T::KIND {
+            assert!(decoded, "{} read a {} that decode refused", std::any::type_name::<Q>(), T::KIND);
+        }
+    }
 }
 
 /// A batch of replies, as a requester reads it: the envelope, then each item as the reply to

@@ -25,7 +25,7 @@ use std::collections::HashSet;
 use serde::Serialize;
 
 use crate::{
-    bus::{Bus, BusError, Durability, RequestError, topology},
+    bus::{Bus, BusError, Durability, RequestError},
     contract::{
         ConversationId, MatchId, NotificationId, Room, UserId,
         bus::{
@@ -71,10 +71,12 @@ pub async fn emit_to_room(
 
 /// Publishes a delivery once, where every edge holding a socket in one of its rooms receives
 /// it: user rooms through `user.direct` with the extra users in the `CC` header, a
-/// conversation room through `events.topic`.
+/// conversation room through `events.topic` (see [`Deliver`]'s route).
 pub async fn deliver(bus: &Bus, deliver: Deliver, durability: Durability) -> Result<(), BusError> {
-    let Some((exchange, key, also)) = addressing(&deliver) else { return Ok(()) };
-    bus.publish_cc(exchange, &key, &also, &deliver, durability).await
+    if deliver.rooms.is_empty() {
+        return Ok(());
+    }
+    bus.publish(&deliver, durability).await
 }
 
 /// Most user keys one [`DeliverBatch`] is addressed to: the `CC` header must stay well inside
@@ -93,8 +95,14 @@ pub async fn deliver_all(bus: &Bus, deliveries: Vec<Deliver>, durability: Durabi
     let mut batches: Vec<(Vec<String>, HashSet<String>, Vec<Deliver>)> = Vec::new();
     let mut singles = Vec::new();
     for delivery in deliveries.into_iter().filter(|d| !d.rooms.is_empty()) {
-        let users: Option<Vec<String>> =
-            delivery.rooms.iter().map(|r| matches!(r, Room::User(_)).then(|| route(r).1)).collect();
+        let users: Option<Vec<String>> = delivery
+            .rooms
+            .iter()
+            .map(|room| match room {
+                Room::User(user) => Some(user.to_string()),
+                Room::Conversation(_) => None,
+            })
+            .collect();
         let Some(users) = users else {
             singles.push(delivery);
             continue;
@@ -113,13 +121,13 @@ pub async fn deliver_all(bus: &Bus, deliveries: Vec<Deliver>, durability: Durabi
         }
         items.push(delivery);
     }
-    let batched = batches.into_iter().map(|(keys, _, mut items)| async move {
+    // A batch is addressed to the union of its items' users (its route).
+    let batched = batches.into_iter().map(|(_, _, mut items)| async move {
         if items.len() == 1 {
             let Some(single) = items.pop() else { return Ok(()) };
             return deliver(bus, single, durability).await;
         }
-        let Some((first, also)) = keys.split_first() else { return Ok(()) };
-        bus.publish_cc(topology::USER_DIRECT, first, also, &DeliverBatch { items }, durability).await
+        bus.publish(&DeliverBatch { items }, durability).await
     });
     let singles = singles.into_iter().map(|single| deliver(bus, single, durability));
     // Publishes on one channel keep the order they were made in; `join_all` starts them in order.
@@ -131,16 +139,10 @@ pub async fn deliver_all(bus: &Bus, deliveries: Vec<Deliver>, durability: Durabi
 
 /// [`deliver`], confirmed and mandatory: whether any edge had a socket in one of the rooms.
 pub async fn deliver_routed(bus: &Bus, deliver: &Deliver) -> Result<bool, BusError> {
-    let Some((exchange, key, also)) = addressing(deliver) else { return Ok(false) };
-    bus.publish_routed(exchange, &key, &also, deliver).await
-}
-
-/// The exchange, routing key and `CC` keys of a delivery: its first room's route, the others'
-/// keys as CC (a delivery's rooms are all user rooms or a single conversation room).
-fn addressing(deliver: &Deliver) -> Option<(&'static str, String, Vec<String>)> {
-    let (first, others) = deliver.rooms.split_first()?;
-    let (exchange, key) = route(first);
-    Some((exchange, key, others.iter().map(|room| route(room).1).collect()))
+    if deliver.rooms.is_empty() {
+        return Ok(false);
+    }
+    bus.publish_routed(deliver).await
 }
 
 /// Creates a conversation and returns its id once it is stored (contract section 6). With a
@@ -151,8 +153,7 @@ pub async fn create_conversation(
     create: &CreateConversation,
     timeout: std::time::Duration,
 ) -> Result<ConversationId, RequestError> {
-    let created =
-        bus.request(topology::EVENTS_TOPIC, topology::keys::CREATE_CONVERSATION, create, timeout).await?;
+    let created = bus.request(create, timeout).await?;
     Ok(created.conversation_id)
 }
 
@@ -165,7 +166,7 @@ pub async fn publish_match(
     created_at: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Result<(), BusError> {
     let created = MatchCreated { match_id: match_id.clone(), user_ids, created_at };
-    bus.publish(topology::EVENTS_TOPIC, topology::keys::MATCH_CREATED, &created, Durability::Confirmed).await
+    bus.publish(&created, Durability::Confirmed).await
 }
 
 /// Puts a notification in a user's inbox; it is delivered as `notification:new` now or at the
@@ -181,15 +182,6 @@ pub async fn notify(
 ) -> Result<NotificationId, BusError> {
     let id = NotificationId::new();
     let create = CreateNotification { id, user_id: user_id.clone(), kind, title, message, data };
-    bus.publish(topology::EVENTS_TOPIC, topology::keys::NOTIFICATION_CREATE, &create, Durability::Confirmed)
-        .await?;
+    bus.publish(&create, Durability::Confirmed).await?;
     Ok(id)
-}
-
-/// The exchange and routing key that reach a room's edges.
-pub fn route(room: &Room) -> (&'static str, String) {
-    match room {
-        Room::User(user) => (topology::USER_DIRECT, user.to_string()),
-        Room::Conversation(id) => (topology::EVENTS_TOPIC, topology::keys::conversation_room(*id)),
-    }
 }

@@ -1,14 +1,17 @@
 //! The AsyncAPI document of the bus, `docs/asyncapi.yaml` (contract section 1), stays in step
 //! with the code: the official parser (`tests/node/asyncapi-check.mjs`) finds no error in it,
 //! it documents exactly the message kinds of `switchboard::contract::bus::KINDS`, and its
-//! channels cover the exchanges and routing keys of `switchboard::bus::topology`.
+//! channels cover the exchanges of `switchboard::bus::topology` and the route of every kind.
 
 use std::{collections::BTreeSet, path::PathBuf, process::Command};
 
 use serde_json::Value;
 use switchboard::{
-    bus::topology,
-    contract::{ConversationId, bus::KINDS},
+    bus::{Shard, route, topology},
+    contract::{
+        ConversationId,
+        bus::{FIXED_ROUTES, KINDS},
+    },
 };
 use uuid::Uuid;
 
@@ -71,23 +74,20 @@ fn the_asyncapi_document_is_valid_and_documents_exactly_the_bus_messages() {
     }
     // Routing keys with a variable part are documented with a parameter in its place.
     let nil = ConversationId(Uuid::nil());
-    let room_key = topology::keys::conversation_room(nil).replace(&nil.to_string(), "{conversationId}");
-    let shard_key = topology::keys::message_shard_key(987_654_321).replace("987654321", "{shard}");
-    let keys = [
-        room_key.as_str(),
-        shard_key.as_str(),
-        topology::keys::MEMBERSHIP_QUERY,
-        topology::keys::SYNC_QUERY,
-        topology::keys::CREATE_CONVERSATION,
-        topology::keys::CONVERSATION_CLOSED,
-        topology::keys::EDGE_STOPPING,
+    let room_key = route::conversation_room_key(nil).replace(&nil.to_string(), "{conversationId}");
+    let shard_key = Shard::of(nil).key().replace("messages.shard.0", "messages.shard.{shard}");
+    let mut addresses = vec![
+        ("conversation room", format!("{}/{room_key}", topology::EVENTS_TOPIC)),
+        ("chat shard", format!("{}/{shard_key}", topology::EVENTS_TOPIC)),
     ];
-    for key in keys {
-        let address = format!("{}/{key}", topology::EVENTS_TOPIC);
+    for (kind, exchange, key) in FIXED_ROUTES {
+        addresses.push((kind, format!("{exchange}/{key}")));
+    }
+    for (what, address) in addresses {
         assert!(
             channels.contains(&address),
-            "docs/asyncapi.yaml has no channel {address:?} for the routing key {key:?} of \
-             shared/src/bus/topology.rs; document it. Channels: {channels:?}"
+            "docs/asyncapi.yaml has no channel {address:?} for the route of {what:?} \
+             (shared/src/contract/bus.rs); document it. Channels: {channels:?}"
         );
     }
 }

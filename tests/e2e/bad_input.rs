@@ -5,11 +5,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use switchboard::{
-    bus::topology::{
-        self,
-        keys::{message_shard, message_shard_key},
-    },
-    contract::{ConversationId, client::event},
+    bus::{FixedRoute, Shard, topology},
+    contract::{ConversationId, bus::CreateNotification, client::event},
 };
 use switchboard_tests::{Bin, Driver, Running, TestEnv, eventually, raw_envelope};
 
@@ -134,7 +131,7 @@ async fn a_nul_in_a_message_is_refused_and_its_shard_goes_on() {
     // publisher, with a NUL PostgreSQL would refuse. It is parked, and the messages behind it
     // in the same shard are stored within the ack timeout.
     let id: ConversationId = conversation.parse().expect("a conversation id");
-    let shard = message_shard_key(message_shard(id));
+    let shard = Shard::of(id).key();
     let poison = raw_envelope(
         "message.send",
         json!({
@@ -202,12 +199,7 @@ async fn notifications_the_database_cannot_store_are_parked_and_the_next_is_deli
         };
         let body = raw_envelope("notification.create", data);
         w.env
-            .publish_raw(
-                topology::EVENTS_TOPIC,
-                topology::keys::NOTIFICATION_CREATE,
-                "notification.create",
-                &body,
-            )
+            .publish_raw(CreateNotification::EXCHANGE, CreateNotification::KEY, "notification.create", &body)
             .await;
     }
     let good = json!({ "userId": "bob", "type": "system", "title": "Hello", "message": "Welcome" });

@@ -488,7 +488,6 @@ async fn the_conversations_ingress_validates_and_creates() {
 
 #[tokio::test]
 async fn a_closed_conversation_takes_every_socket_out_of_its_room_on_every_edge() {
-    use switchboard::bus::topology::{EVENTS_TOPIC, keys::CONVERSATION_CLOSED};
     let mut t = Chat::start(&["alice", "bob"], &[]).await;
     let conversation = t.conversation(&["alice", "bob"]).await;
     t.connect("a", "alice", 0).await;
@@ -502,9 +501,7 @@ async fn a_closed_conversation_takes_every_socket_out_of_its_room_on_every_edge(
         conversation_id: conversation.parse().expect("uuid"),
         participants: vec!["alice".parse().expect("id"), "bob".parse().expect("id")],
     };
-    bus.publish(EVENTS_TOPIC, CONVERSATION_CLOSED, &closed, switchboard::bus::Durability::Confirmed)
-        .await
-        .expect("published");
+    bus.publish(&closed, switchboard::bus::Durability::Confirmed).await.expect("published");
     let room = json!({ "conversationId": conversation });
     let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
     for client in ["a", "b"] {
@@ -559,9 +556,7 @@ async fn chat_works_end_to_end_with_quorum_queues() {
 
     let queues = env.rabbit.queues(&env.vhost).await;
     let kind = |name: &str| queues.iter().find(|q| q["name"] == name).map(|q| q["type"].clone());
-    let shard = switchboard::bus::topology::keys::message_shard_key(
-        switchboard::bus::topology::keys::message_shard(conversation.parse().expect("uuid")),
-    );
+    let shard = switchboard::bus::Shard::of(conversation.parse().expect("uuid")).key();
     for name in [shard.as_str(), "notifier.matches", "notifier.notifications", "messages.create"] {
         assert_eq!(kind(name), Some(json!("quorum")), "{name} in {queues:?}");
     }

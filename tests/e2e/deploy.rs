@@ -15,10 +15,7 @@ use std::{
 use serde_json::Value;
 use switchboard::{
     Config, Role,
-    bus::topology::{
-        self,
-        keys::{MESSAGE_SHARDS, message_shard_key},
-    },
+    bus::{Shard, queues},
     config::KEYS,
 };
 
@@ -30,21 +27,26 @@ fn declared_queues() -> Vec<(String, &'static str)> {
     const MESSAGES: &str = "switchboard-messages";
     const NOTIFIER: &str = "switchboard-notifier";
     let mut queues: Vec<(String, &'static str)> =
-        (0..MESSAGE_SHARDS).map(|shard| (message_shard_key(shard), MESSAGES)).collect();
-    // bins/messages/src/queries.rs
-    for name in
-        ["messages.membership", "messages.contacts", "messages.sync", "messages.create", "messages.close"]
-    {
-        queues.push((name.to_owned(), MESSAGES));
+        Shard::all().map(|shard| (queues::shard(shard).name, MESSAGES)).collect();
+    // shared/src/bus/queues.rs
+    for queue in [
+        queues::membership(),
+        queues::contacts(),
+        queues::sync(),
+        queues::create_conversation(),
+        queues::close_conversation(),
+    ] {
+        queues.push((queue.name, MESSAGES));
     }
-    // bins/presence/src/lib.rs
-    queues.push(("presence.events".to_owned(), "switchboard-presence"));
-    // shared/src/bus/topology.rs, bins/notifier/src/lib.rs and inbox.rs
-    for queue in topology::notifier_queues() {
+    queues.push((queues::presence_events().name, "switchboard-presence"));
+    for queue in [
+        queues::matches(),
+        queues::notifications(),
+        queues::notifier_inbox(),
+        queues::notifications_list(),
+        queues::notification_read(),
+    ] {
         queues.push((queue.name, NOTIFIER));
-    }
-    for name in ["notifier.inbox", "notifier.list", "notifier.read"] {
-        queues.push((name.to_owned(), NOTIFIER));
     }
     // bins/edge/src/delivery.rs: one exclusive queue per edge process, `edge.<uuid>`.
     queues.push((format!("edge.{}", uuid::Uuid::nil()), "switchboard-edge"));
@@ -201,9 +203,11 @@ fn check_queues(summary: &Value, python: &Path, problems: &mut Vec<String>) {
                 "{at}: minReplicaCount {min}: with no messages worker every send answers `timeout` (a \
                  copy starts slower than ACK_TIMEOUT_MS); keep at least 1"
             )),
-            "switchboard-messages" if max > u64::from(MESSAGE_SHARDS) => problems.push(format!(
-                "{at}: maxReplicaCount {max}: copies beyond the {MESSAGE_SHARDS} chat shards own no \
-                 shard; at most {MESSAGE_SHARDS}"
+            "switchboard-messages" if max > u64::from(Shard::COUNT) => problems.push(format!(
+                "{at}: maxReplicaCount {max}: copies beyond the {} chat shards own no \
+                 shard; at most {}",
+                Shard::COUNT,
+                Shard::COUNT
             )),
             "switchboard-presence" if min < 1 => problems.push(format!(
                 "{at}: minReplicaCount {min}: with no presence worker nobody goes online or offline and \

@@ -90,10 +90,7 @@ async fn out_to_the_worker(env: &TestEnv, edge: &Running, queue: &str, commands:
 
 #[tokio::test]
 async fn one_batch_mixing_refusals_retries_and_conversations_answers_each_command() {
-    use switchboard::{
-        bus::topology::keys::{message_shard, message_shard_key},
-        contract::ConversationId,
-    };
+    use switchboard::{bus::Shard, contract::ConversationId};
     let env = TestEnv::new().await;
     let _worker = env.spawn_ready(Bin::Messages, &[]).await;
     // The broker's queue statistics, which tell when the commands are out to the worker, are
@@ -104,11 +101,11 @@ async fn one_batch_mixing_refusals_retries_and_conversations_answers_each_comman
     }
     // Two conversations of alice's on the same shard, so their commands share a batch.
     let first = env.create_conversation(&edge, &["alice", "bob"]).await;
-    let shard = message_shard(first.parse::<ConversationId>().expect("an id"));
+    let shard = Shard::of(first.parse::<ConversationId>().expect("an id"));
     let mut second = None;
     for _ in 0..200 {
         let other = env.create_conversation(&edge, &["alice", "carol"]).await;
-        if message_shard(other.parse::<ConversationId>().expect("an id")) == shard {
+        if Shard::of(other.parse::<ConversationId>().expect("an id")) == shard {
             second = Some(other);
             break;
         }
@@ -130,7 +127,7 @@ async fn one_batch_mixing_refusals_retries_and_conversations_answers_each_comman
         }
         send
     };
-    let queue = message_shard_key(shard);
+    let queue = shard.key();
     let one = driver.emit_later("a", "message:send", send(&first, "one", None)).await;
     out_to_the_worker(&env, &edge, &queue, 1).await;
     let gathered = [
@@ -217,20 +214,33 @@ async fn a_chat_message_costs_the_worker_one_publish_its_fan_out_which_carries_t
 
 #[tokio::test]
 async fn a_full_bounded_queue_refuses_at_once_and_an_older_declaration_is_used_as_it_is() {
-    use switchboard::{
-        bus::{BusError, Durability, QueueSpec, topology::EVENTS_TOPIC},
-        contract::client::Empty,
+    use switchboard::bus::{
+        BusError, BusMessage, Durability, QueueSpec, Route, Routed, topology::EVENTS_TOPIC,
     };
+    /// A message for the test's own queues, routed by the key it carries.
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Probe {
+        key: String,
+    }
+    impl BusMessage for Probe {
+        const KIND: &'static str = "test.probe";
+    }
+    impl Routed for Probe {
+        fn route(&self) -> Route {
+            Route { exchange: EVENTS_TOPIC, key: self.key.clone().into(), also: Vec::new() }
+        }
+    }
+    let probe = |key: &str| Probe { key: key.to_owned() };
     let env = TestEnv::new().await;
     let bus = env.bus("test-bounded").await;
     let bounded = QueueSpec::durable("test.bounded").bind(EVENTS_TOPIC, "test.bounded").bounded(2);
     let channel = bus.channel().await.expect("a channel");
     bus.declare(&channel, &bounded).await.expect("declared");
     for _ in 0..2 {
-        bus.publish(EVENTS_TOPIC, "test.bounded", &Empty {}, Durability::Confirmed).await.expect("room left");
+        bus.publish(&probe("test.bounded"), Durability::Confirmed).await.expect("room left");
     }
     // Full: the broker says no at once (the edge answers the sender `unavailable`).
-    let refused = bus.publish(EVENTS_TOPIC, "test.bounded", &Empty {}, Durability::Confirmed).await;
+    let refused = bus.publish(&probe("test.bounded"), Durability::Confirmed).await;
     assert!(matches!(refused, Err(BusError::Nacked)), "{refused:?}");
 
     // A queue an earlier version declared without the bound: redeclaring it with other
@@ -238,7 +248,7 @@ async fn a_full_bounded_queue_refuses_at_once_and_an_older_declaration_is_used_a
     let old = QueueSpec::durable("test.old").bind(EVENTS_TOPIC, "test.old");
     bus.declare(&bus.channel().await.expect("a channel"), &old).await.expect("declared");
     let (_channel, mut consumer) = bus.open_consumer(&old.clone().bounded(2), 10).await.expect("consumes");
-    bus.publish(EVENTS_TOPIC, "test.old", &Empty {}, Durability::Confirmed).await.expect("published");
+    bus.publish(&probe("test.old"), Durability::Confirmed).await.expect("published");
     let delivery = tokio::time::timeout(Duration::from_secs(5), futures::StreamExt::next(&mut consumer))
         .await
         .expect("a delivery in time");
@@ -249,13 +259,7 @@ async fn a_full_bounded_queue_refuses_at_once_and_an_older_declaration_is_used_a
 async fn a_requester_that_does_not_take_acks_in_the_fan_out_gets_a_reply() {
     // What an edge of the version before sends: a plain `message.send` request without the
     // `x-switchboard-ack-in-fan-out` header. The worker must answer it with a reply.
-    use switchboard::{
-        bus::topology::{
-            EVENTS_TOPIC,
-            keys::{message_shard, message_shard_key},
-        },
-        contract::{ConversationId, bus::SendMessage},
-    };
+    use switchboard::contract::{ConversationId, bus::SendMessage};
     let env = TestEnv::new().await;
     let _worker = env.spawn_ready(Bin::Messages, &[]).await;
     let edge = env.spawn_ready(Bin::Edge, &[]).await;
@@ -270,7 +274,6 @@ async fn a_requester_that_does_not_take_acks_in_the_fan_out_gets_a_reply() {
         client_message_id: None,
         expires_at: chrono::Utc::now() + chrono::Duration::seconds(10),
     };
-    let key = message_shard_key(message_shard(conversation));
-    let sent = bus.request(EVENTS_TOPIC, &key, &command, Duration::from_secs(5)).await.expect("answered");
+    let sent = bus.request(&command, Duration::from_secs(5)).await.expect("answered");
     assert_eq!(sent.seq, 1);
 }

@@ -199,8 +199,7 @@ async fn after_their_conversation_closes_two_users_no_longer_see_each_other() {
     let close = switchboard::contract::bus::CloseConversation {
         conversation_id: switchboard::contract::ConversationId(conversation),
     };
-    use switchboard::bus::topology::{EVENTS_TOPIC, keys::CLOSE_CONVERSATION};
-    bus.request(EVENTS_TOPIC, CLOSE_CONVERSATION, &close, Duration::from_secs(5)).await.expect("closed");
+    bus.request(&close, Duration::from_secs(5)).await.expect("closed");
 
     let reply = w.driver.emit_ack("bob", "presence:query", json!({ "userIds": ["alice"] })).await;
     assert_eq!(reply, json!({ "success": true, "users": {} }));

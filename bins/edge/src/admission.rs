@@ -14,7 +14,7 @@
 use std::sync::Arc;
 
 use switchboard::{
-    bus::topology::keys::{MESSAGE_SHARDS, message_shard},
+    bus::Shard,
     contract::{AckError, ConversationId, ErrorCode},
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -26,13 +26,13 @@ pub struct Admission {
 impl Admission {
     pub fn new(per_shard: u32) -> Self {
         let places = usize::try_from(per_shard).unwrap_or(usize::MAX).min(Semaphore::MAX_PERMITS);
-        Self { shards: (0..MESSAGE_SHARDS).map(|_| Arc::new(Semaphore::new(places))).collect() }
+        Self { shards: Shard::all().map(|_| Arc::new(Semaphore::new(places))).collect() }
     }
 
     /// A place for a command to `conversation`'s shard, held until it is dropped; `unavailable`
     /// when the shard has none free.
     pub fn admit(&self, conversation: ConversationId) -> Result<OwnedSemaphorePermit, AckError> {
-        let shard = &self.shards[message_shard(conversation) as usize];
+        let shard = &self.shards[Shard::of(conversation).index()];
         shard.clone().try_acquire_owned().map_err(|_| {
             metrics::counter!("edge_chat_refused_total", "reason" => "overloaded").increment(1);
             AckError::new(ErrorCode::Unavailable, "too busy, try again shortly")
@@ -54,7 +54,7 @@ mod tests {
         assert_eq!(refused.code, ErrorCode::Unavailable);
         // Another shard is not affected.
         let other = std::iter::repeat_with(ConversationId::new)
-            .find(|c| message_shard(*c) != message_shard(conversation))
+            .find(|c| Shard::of(*c) != Shard::of(conversation))
             .expect("another shard");
         assert!(admission.admit(other).is_ok());
         drop(first);

@@ -27,7 +27,7 @@
 
 use std::{collections::HashMap, str::FromStr, sync::Arc, time::Duration};
 
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use lapin::{
     Channel,
     options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueBindOptions, QueueDeleteOptions},
@@ -36,13 +36,11 @@ use lapin::{
 use socketioxide::{SocketIo, socket::Sid};
 use switchboard::{
     Bus, Shutdown,
-    backend::route,
-    bus::{BusError, BusMessage, Envelope, QueueSpec, topology},
-    contract::{
-        Room,
-        bus::{ConversationClosed, Deliver, DeliverBatch},
-        server,
+    bus::{
+        BusError, Envelope, Route,
+        queues::{self, EdgeInbound},
     },
+    contract::{Room, bus::Deliver, server},
 };
 use tokio::sync::{Mutex, mpsc, watch};
 use uuid::Uuid;
@@ -132,9 +130,14 @@ impl Deliveries {
             return;
         }
         if let Some(channel) = state.channel.clone() {
-            let (exchange, key) = route(room);
+            let Route { exchange, key, .. } = Route::room(room);
             let unbound = channel
-                .queue_unbind(self.queue.as_str().into(), exchange.into(), key.into(), FieldTable::default())
+                .queue_unbind(
+                    self.queue.as_str().into(),
+                    exchange.into(),
+                    key.as_ref().into(),
+                    FieldTable::default(),
+                )
                 .await;
             if let Err(error) = unbound {
                 // The channel died: the re-bind after reconnection only binds rooms still counted.
@@ -190,9 +193,7 @@ impl Deliveries {
         channel.basic_qos(256, BasicQosOptions::default()).await?;
         let mut consumer = {
             let mut state = self.state.lock().await;
-            let queue = QueueSpec::exclusive(&self.queue)
-                .bind(topology::EVENTS_TOPIC, topology::keys::CONVERSATION_CLOSED);
-            self.bus.declare(&channel, &queue).await?;
+            self.bus.declare(&channel, &queues::edge(&self.queue)).await?;
             for room in state.counts.keys() {
                 bind(&channel, &self.queue, room).await?;
             }
@@ -220,28 +221,20 @@ impl Deliveries {
                 None => return Err(BusError::Unavailable("the broker cancelled the consumer".into())),
             };
             metrics::counter!("bus_consumed_total", "queue" => "edge").increment(1);
-            let kind = switchboard::bus::kind_of(&delivery).unwrap_or_default();
-            let handled = match kind.as_str() {
-                ConversationClosed::KIND => {
-                    Envelope::<ConversationClosed>::decode(&delivery.data).map(|closed| {
-                        crate::events::conversations::closed(io, self, closed.data.conversation_id).boxed()
-                    })
-                }
-                DeliverBatch::KIND => Envelope::<DeliverBatch>::decode(&delivery.data).map(|envelope| {
-                    async move {
-                        for item in envelope.data.items {
-                            emit(io, &self.bus, item, envelope.sent_at).await;
+            let settled = match Envelope::<EdgeInbound>::decode_inbound(&delivery.data) {
+                Ok(envelope) => {
+                    let sent_at = envelope.sent_at;
+                    match envelope.data {
+                        EdgeInbound::Deliver(deliver) => emit(io, &self.bus, deliver, sent_at).await,
+                        EdgeInbound::DeliverBatch(batch) => {
+                            for item in batch.items {
+                                emit(io, &self.bus, item, sent_at).await;
+                            }
+                        }
+                        EdgeInbound::ConversationClosed(closed) => {
+                            crate::events::conversations::closed(io, self, closed.conversation_id).await
                         }
                     }
-                    .boxed()
-                }),
-                _ => Envelope::<Deliver>::decode(&delivery.data).map(|envelope| {
-                    async move { emit(io, &self.bus, envelope.data, envelope.sent_at).await }.boxed()
-                }),
-            };
-            let settled = match handled {
-                Ok(work) => {
-                    work.await;
                     delivery.acker.ack(BasicAckOptions::default()).await
                 }
                 // Never deliverable: parked, then acknowledged, so the queue goes on. If the
@@ -274,12 +267,12 @@ impl Deliveries {
 }
 
 async fn bind(channel: &Channel, queue: &str, room: &Room) -> Result<(), BusError> {
-    let (exchange, key) = route(room);
+    let Route { exchange, key, .. } = Route::room(room);
     channel
         .queue_bind(
             queue.into(),
             exchange.into(),
-            key.into(),
+            key.as_ref().into(),
             QueueBindOptions::default(),
             FieldTable::default(),
         )

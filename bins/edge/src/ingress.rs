@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use switchboard::{
     backend,
-    bus::{Durability, RequestError, topology},
+    bus::{Durability, RequestError, Routed},
     config::Secret,
     contract::{
         AckError, ErrorCode, MatchId, NotificationId, Room, UserId,
@@ -213,8 +213,8 @@ struct MatchRequest {
 }
 
 /// Publishes a confirmed command for the notifier; 503 if the broker did not confirm it.
-async fn command<M: switchboard::bus::BusMessage>(app: &App, key: &str, message: &M) -> Result<(), ApiError> {
-    app.bus.publish(topology::EVENTS_TOPIC, key, message, Durability::Confirmed).await.map_err(|error| {
+async fn command<M: Routed>(app: &App, message: &M) -> Result<(), ApiError> {
+    app.bus.publish(message, Durability::Confirmed).await.map_err(|error| {
         tracing::warn!(%error, "an ingress command was not confirmed");
         ApiError::unavailable()
     })
@@ -242,7 +242,7 @@ async fn create_match(
 ) -> Result<impl IntoResponse, ApiError> {
     authorize(&app.ingress_keys, &headers)?;
     let created = match_command(&body)?;
-    command(&app, topology::keys::MATCH_CREATED, &created).await?;
+    command(&app, &created).await?;
     metrics::counter!("edge_ingress_total", "route" => "matches").increment(1);
     Ok((StatusCode::ACCEPTED, Json(json!({}))))
 }
@@ -256,7 +256,7 @@ async fn remove_match(
     authorize(&app.ingress_keys, &headers)?;
     let match_id: MatchId =
         match_id.parse().map_err(|e: switchboard::contract::ids::InvalidId| ApiError::invalid(e.0))?;
-    command(&app, topology::keys::MATCH_REMOVE, &Unmatch { match_id }).await?;
+    command(&app, &Unmatch { match_id }).await?;
     metrics::counter!("edge_ingress_total", "route" => "unmatch").increment(1);
     Ok((StatusCode::ACCEPTED, Json(json!({}))))
 }
@@ -297,7 +297,7 @@ async fn create_notification(
     authorize(&app.ingress_keys, &headers)?;
     let id = NotificationId::new();
     let create = notification_command(&body, id)?;
-    command(&app, topology::keys::NOTIFICATION_CREATE, &create).await?;
+    command(&app, &create).await?;
     metrics::counter!("edge_ingress_total", "route" => "notifications").increment(1);
     Ok((StatusCode::ACCEPTED, Json(json!({ "id": id }))))
 }

@@ -30,7 +30,7 @@ use std::{sync::Arc, time::Duration};
 
 use switchboard::{
     Bus, Config, Role, Shutdown,
-    bus::{Durability, RequestBatcher, topology},
+    bus::{Durability, RequestBatcher, Route, Shard},
     config::{AllowedOrigins, AuthMode, Secret},
     contract::bus::EdgeStopping,
     service::Process,
@@ -70,11 +70,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         bus: process.bus.clone(),
         deliveries: deliveries.clone(),
         admission: Admission::new(process.config.chat_inflight_per_shard),
-        shards: (0..topology::keys::MESSAGE_SHARDS)
-            .map(|shard| {
-                let key = topology::keys::message_shard_key(shard);
-                process.bus.request_batcher(topology::EVENTS_TOPIC, key, process.config.ack_timeout())
-            })
+        shards: Shard::all()
+            .map(|shard| process.bus.request_batcher(Route::shard(shard), process.config.ack_timeout()))
             .collect(),
     });
     let (socket_io, io) = connection::build(app.clone());
@@ -111,12 +108,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
 async fn say_goodbye(app: &App) {
     let users = app.deliveries.users().await;
     let goodbye = EdgeStopping { edge_id: app.deliveries.edge_id, users };
-    let publish = app.bus.publish(
-        topology::EVENTS_TOPIC,
-        topology::keys::EDGE_STOPPING,
-        &goodbye,
-        Durability::Confirmed,
-    );
+    let publish = app.bus.publish(&goodbye, Durability::Confirmed);
     match tokio::time::timeout(Duration::from_secs(2), publish).await {
         Ok(Ok(())) => tracing::info!(users = goodbye.users.len(), "told the bus this edge is stopping"),
         Ok(Err(error)) => tracing::warn!(%error, "could not announce the shutdown"),

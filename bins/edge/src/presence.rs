@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Duration};
 
 use switchboard::{
     Bus, Shutdown,
-    bus::{Durability, topology},
+    bus::Durability,
     contract::{
         UserId,
         bus::{EdgeReport, PresenceChange},
@@ -35,7 +35,7 @@ pub fn start(
                 Some((user, online)) = transitions.recv() => {
                     let change = PresenceChange { edge_id: deliveries.edge_id, user_id: user, online, at: chrono::Utc::now() };
                     // Best effort: a change lost here is healed by the next report.
-                    if let Err(error) = bus.publish(topology::EVENTS_TOPIC, topology::keys::PRESENCE_CHANGE, &change, Durability::Transient).await {
+                    if let Err(error) = bus.publish(&change, Durability::Transient).await {
                         tracing::debug!(%error, "a presence change was not sent");
                     }
                 }
@@ -48,7 +48,7 @@ pub fn start(
                         users: deliveries.users().await,
                         interval_ms: interval.as_millis() as u64,
                     };
-                    if let Err(error) = bus.publish(topology::EVENTS_TOPIC, topology::keys::PRESENCE_REPORT, &report, Durability::Transient).await {
+                    if let Err(error) = bus.publish(&report, Durability::Transient).await {
                         tracing::debug!(%error, "a presence report was not sent");
                     }
                 }

@@ -11,13 +11,13 @@ use switchboard::{
     Bus,
     backend::deliver_all,
     bus::{
-        BusError, BusMessage, Durability, Envelope, Outgoing, Poison, batched::ACK_IN_FAN_OUT, rpc::Request,
+        BusError, BusMessage, Durability, Envelope, Inbound, Outgoing, Poison, batched::ACK_IN_FAN_OUT,
+        queues::ShardCommand, rpc::Request,
     },
     contract::{
         AckError, ConversationId, ErrorCode, MessageId, Room, UserId,
-        bus::{BatchedRequest, Deliver, MarkRead, RequestBatch, SendMessage},
+        bus::{BatchedRequest, Deliver, MarkRead, SendMessage},
         client::{Empty, MessageSent},
-        object,
         server::{MessageNew, MessageReadEvent, ServerEvent},
     },
     db::{Database, is_transient},
@@ -173,42 +173,29 @@ pub async fn prepare(
             item_correlation: None,
             queue: queue.clone(),
         };
-        let kind = switchboard::bus::kind_of(delivery);
-        let decoded = match kind.as_deref() {
-            Some(SendMessage::KIND) => {
-                Envelope::<SendMessage>::decode(&delivery.data).map(|e| command(e.id, Action::Send(e.data)))
+        match Envelope::<ShardCommand>::decode_inbound(&delivery.data) {
+            Ok(Envelope { id, data: ShardCommand::SendMessage(send), .. }) => {
+                commands.push(command(id, Action::Send(send)))
             }
-            Some(MarkRead::KIND) => {
-                Envelope::<MarkRead>::decode(&delivery.data).map(|e| command(e.id, Action::Read(e.data)))
+            Ok(Envelope { id, data: ShardCommand::MarkRead(read), .. }) => {
+                commands.push(command(id, Action::Read(read)))
             }
-            Some(RequestBatch::KIND) => match Envelope::<RequestBatch>::decode(&delivery.data) {
-                Ok(batch) => {
-                    for item in batch.data.requests {
-                        unpack(bus, queue, delivery, item, &mut commands).await?;
-                    }
-                    continue;
+            Ok(Envelope { data: ShardCommand::RequestBatch(batch), .. }) => {
+                for item in batch.requests {
+                    unpack(bus, queue, delivery, item, &mut commands).await?;
                 }
-                // Nobody can be answered: the requesters time out.
-                Err(error) => {
-                    bus.dead_letter(queue, delivery, &error.into()).await?;
-                    continue;
-                }
-            },
-            other => {
-                bus.dead_letter(queue, delivery, &Poison::unknown_kind(other)).await?;
-                continue;
             }
-        };
-        match decoded {
-            Ok(command) => commands.push(command),
             Err(error) => {
                 bus.dead_letter(queue, delivery, &error.into()).await?;
+                // A command of a kind this queue answers can be told; a batch that cannot be
+                // read cannot (its requesters time out), nor can a kind of another queue.
                 let refusal = AckError::invalid("the command could not be read");
-                match kind.as_deref() {
+                match switchboard::bus::kind_of(delivery).as_deref() {
                     Some(SendMessage::KIND) => {
                         bus.reply::<SendMessage>(&delivery.properties, Err(refusal)).await
                     }
-                    _ => bus.reply::<MarkRead>(&delivery.properties, Err(refusal)).await,
+                    Some(MarkRead::KIND) => bus.reply::<MarkRead>(&delivery.properties, Err(refusal)).await,
+                    _ => {}
                 }
             }
         }
@@ -225,11 +212,14 @@ async fn unpack(
     item: BatchedRequest,
     commands: &mut Vec<Command>,
 ) -> Result<(), BusError> {
-    let data = item.data.get().as_bytes();
-    let action = match item.kind.as_str() {
-        SendMessage::KIND => object::from_slice(data).map(Action::Send),
-        MarkRead::KIND => object::from_slice(data).map(Action::Read),
-        other => return park_item(bus, queue, delivery, &item, &Poison::unknown_kind(Some(other))).await,
+    let action = match ShardCommand::decode_body(&item.kind, item.data.get().as_bytes()) {
+        Some(Ok(ShardCommand::SendMessage(send))) => Ok(Action::Send(send)),
+        Some(Ok(ShardCommand::MarkRead(read))) => Ok(Action::Read(read)),
+        Some(Ok(ShardCommand::RequestBatch(_))) => {
+            return park_item(bus, queue, delivery, &item, &Poison::refused("a batch inside a batch")).await;
+        }
+        Some(Err(error)) => Err(error),
+        None => return park_item(bus, queue, delivery, &item, &Poison::unknown_kind(Some(&item.kind))).await,
     };
     match action {
         Ok(action) => commands.push(Command {

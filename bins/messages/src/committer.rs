@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::batch::{self, Command, Decided};
 
 /// Most shard batches in one transaction: one per shard.
-const GROUP: usize = switchboard::bus::topology::keys::MESSAGE_SHARDS as usize;
+const GROUP: usize = switchboard::bus::Shard::COUNT as usize;
 
 /// Where shard consumers hand in their batches; cheap to clone.
 #[derive(Clone)]

@@ -5,7 +5,7 @@
 //!
 //! **The command stream is partitioned by conversation.** `message:send` and `message:read`
 //! travel as request commands on `events.topic` with the routing key `messages.shard.<n>`,
-//! where `n` is the conversation id's low bits modulo [`MESSAGE_SHARDS`] (16). Each shard is a
+//! where `n` is the conversation id's low bits modulo [`Shard::COUNT`] (16). Each shard is a
 //! durable queue of the same name. One conversation's commands are therefore in one queue, in
 //! the order the edges published them; an edge publishes one socket's commands strictly in the
 //! order the socket sent them (see the edge's `events::messages`).
@@ -76,7 +76,7 @@
 //! **Queries** ([`queries`]): membership, `messages:sync` and conversation creation are
 //! read-mostly requests served by every copy from competing consumers.
 //!
-//! [`MESSAGE_SHARDS`]: switchboard::bus::topology::keys::MESSAGE_SHARDS
+//! [`Shard::COUNT`]: switchboard::bus::Shard::COUNT
 
 #![forbid(unsafe_code)]
 

@@ -8,7 +8,7 @@ use std::sync::{
 
 use switchboard::{
     Bus,
-    bus::{ConsumeOptions, Durability, QueueSpec, topology},
+    bus::{ConsumeOptions, Durability, queues},
     contract::{
         AckError, ConversationId,
         bus::{
@@ -23,59 +23,35 @@ use uuid::Uuid;
 
 use crate::batch::StoredRow;
 
-/// How long a request may wait in its queue: longer than any caller waits.
-const REQUEST_TTL_MS: u32 = 60_000;
-
 pub fn serve(bus: &Bus, database: &Database) -> Serving {
-    let queue = |name: &str, key: &str| {
-        QueueSpec::durable(name).bind(topology::EVENTS_TOPIC, key).message_ttl_ms(REQUEST_TTL_MS)
-    };
     let mut serving = Serving::default();
     let db = database.clone();
-    bus.serve(
-        queue("messages.membership", topology::keys::MEMBERSHIP_QUERY),
-        serving.options(16),
-        move |query: MembershipQuery| {
-            let db = db.clone();
-            async move {
-                Ok(Membership {
-                    member: is_member(&db, query.conversation_id, query.user_id.as_str()).await?,
-                })
-            }
-        },
-    );
+    bus.serve(queues::membership(), serving.options(16), move |query: MembershipQuery| {
+        let db = db.clone();
+        async move {
+            Ok(Membership { member: is_member(&db, query.conversation_id, query.user_id.as_str()).await? })
+        }
+    });
     let db = database.clone();
-    bus.serve(
-        queue("messages.contacts", topology::keys::CONTACTS_QUERY),
-        serving.options(16),
-        move |query| {
-            let db = db.clone();
-            async move { contacts(&db, query).await }
-        },
-    );
+    bus.serve(queues::contacts(), serving.options(16), move |query| {
+        let db = db.clone();
+        async move { contacts(&db, query).await }
+    });
     let (db, publisher) = (database.clone(), bus.clone());
-    bus.serve(
-        queue("messages.close", topology::keys::CLOSE_CONVERSATION),
-        serving.options(4),
-        move |request| {
-            let (db, bus) = (db.clone(), publisher.clone());
-            async move { close(&db, &bus, request).await }
-        },
-    );
+    bus.serve(queues::close_conversation(), serving.options(4), move |request| {
+        let (db, bus) = (db.clone(), publisher.clone());
+        async move { close(&db, &bus, request).await }
+    });
     let db = database.clone();
-    bus.serve(queue("messages.sync", topology::keys::SYNC_QUERY), serving.options(16), move |query| {
+    bus.serve(queues::sync(), serving.options(16), move |query| {
         let db = db.clone();
         async move { sync(&db, query).await }
     });
     let db = database.clone();
-    bus.serve(
-        queue("messages.create", topology::keys::CREATE_CONVERSATION),
-        serving.options(8),
-        move |request| {
-            let db = db.clone();
-            async move { create(&db, request).await }
-        },
-    );
+    bus.serve(queues::create_conversation(), serving.options(8), move |request| {
+        let db = db.clone();
+        async move { create(&db, request).await }
+    });
     serving
 }
 
@@ -144,12 +120,10 @@ async fn close(db: &Database, bus: &Bus, request: CloseConversation) -> Result<E
         conversation_id: request.conversation_id,
         participants: participants.into_iter().filter_map(|(u,)| u.parse().ok()).collect(),
     };
-    bus.publish(topology::EVENTS_TOPIC, topology::keys::CONVERSATION_CLOSED, &closed, Durability::Confirmed)
-        .await
-        .map_err(|error| {
-            tracing::warn!(%error, "could not announce a closed conversation");
-            AckError::unavailable()
-        })?;
+    bus.publish(&closed, Durability::Confirmed).await.map_err(|error| {
+        tracing::warn!(%error, "could not announce a closed conversation");
+        AckError::unavailable()
+    })?;
     Ok(Empty {})
 }
 

@@ -17,13 +17,7 @@ use lapin::{Acker, options::BasicAckOptions};
 use sqlx::{Connection, PgConnection};
 use switchboard::{
     Bus, Shutdown,
-    bus::{
-        BusError, QueueSpec, retry_in_place,
-        topology::{
-            EVENTS_TOPIC,
-            keys::{MESSAGE_SHARDS, message_shard_key},
-        },
-    },
+    bus::{BusError, Shard, queues, retry_in_place},
     db::Database,
 };
 use tokio::task::JoinHandle;
@@ -87,9 +81,9 @@ async fn own_shards(
         .bind(MEMBER)
         .execute(&mut session)
         .await?;
-    let mut owned: BTreeMap<u32, Owned> = BTreeMap::new();
+    let mut owned: BTreeMap<Shard, Owned> = BTreeMap::new();
     // Copies start looking at different shards, so they do not all race for shard 0.
-    let offset = (uuid::Uuid::now_v7().as_u128() % u128::from(MESSAGE_SHARDS)) as u32;
+    let offset = (uuid::Uuid::now_v7().as_u128() % u128::from(Shard::COUNT)) as usize;
     let result = loop {
         if let Err(error) = rebalance(bus, committer, &mut session, &mut owned, offset, shutdown).await {
             break Err(error);
@@ -112,12 +106,12 @@ async fn rebalance(
     bus: &Bus,
     committer: &Committer,
     session: &mut PgConnection,
-    owned: &mut BTreeMap<u32, Owned>,
-    offset: u32,
+    owned: &mut BTreeMap<Shard, Owned>,
+    offset: usize,
     shutdown: &Shutdown,
 ) -> Result<(), sqlx::Error> {
     // A consumer that ended by itself (its queue could not be set up for long) is given back.
-    let finished: Vec<u32> = owned.iter().filter(|(_, o)| o.task.is_finished()).map(|(s, _)| *s).collect();
+    let finished: Vec<Shard> = owned.iter().filter(|(_, o)| o.task.is_finished()).map(|(s, _)| *s).collect();
     for shard in finished {
         owned.remove(&shard);
         unlock(session, shard).await?;
@@ -133,54 +127,58 @@ async fn rebalance(
     .fetch_one(&mut *session)
     .await?;
     let copies = u32::try_from(copies.max(1)).unwrap_or(1);
-    let share = MESSAGE_SHARDS.div_ceil(copies) as usize;
+    let share = Shard::COUNT.div_ceil(copies) as usize;
     while owned.len() > share {
         let Some((shard, surplus)) = owned.pop_last() else { break };
         surplus.stop.cancel();
         let _ = surplus.task.await;
         unlock(session, shard).await?;
-        tracing::info!(shard, copies, "gave a shard back");
+        tracing::info!(shard = shard.index(), copies, "gave a shard back");
     }
-    for step in 0..MESSAGE_SHARDS {
+    for shard in Shard::all().cycle().skip(offset).take(Shard::COUNT as usize) {
         if owned.len() >= share {
             break;
         }
-        let shard = (offset + step) % MESSAGE_SHARDS;
         if owned.contains_key(&shard) {
             continue;
         }
         let (locked,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1, $2)")
             .bind(LOCK_CLASS)
-            .bind(shard as i32)
+            .bind(lock_key(shard))
             .fetch_one(&mut *session)
             .await?;
         if locked {
             let stop = shutdown.token().child_token();
             let task = tokio::spawn(consume_shard(bus.clone(), committer.clone(), shard, stop.clone()));
             owned.insert(shard, Owned { stop, task });
-            tracing::info!(shard, copies, "took a shard");
+            tracing::info!(shard = shard.index(), copies, "took a shard");
         }
     }
     metrics::gauge!("messages_shards_owned").set(owned.len() as f64);
     Ok(())
 }
 
-async fn unlock(session: &mut PgConnection, shard: u32) -> Result<(), sqlx::Error> {
+/// The advisory lock of a shard: `(LOCK_CLASS, its number)`.
+fn lock_key(shard: Shard) -> i32 {
+    i32::try_from(shard.index()).unwrap_or(i32::MAX)
+}
+
+async fn unlock(session: &mut PgConnection, shard: Shard) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT pg_advisory_unlock($1, $2)")
         .bind(LOCK_CLASS)
-        .bind(shard as i32)
+        .bind(lock_key(shard))
         .execute(session)
         .await?;
     Ok(())
 }
 
 /// Consumes one shard until `stop`, restarting when the channel dies.
-async fn consume_shard(bus: Bus, committer: Committer, shard: u32, stop: CancellationToken) {
+async fn consume_shard(bus: Bus, committer: Committer, shard: Shard, stop: CancellationToken) {
     let mut delays = switchboard::bus::backoff();
     loop {
         match consume_once(&bus, &committer, shard, &stop).await {
             Ok(()) => return,
-            Err(error) => tracing::warn!(shard, %error, "shard consumer stopped; restarting"),
+            Err(error) => tracing::warn!(shard = shard.index(), %error, "shard consumer stopped; restarting"),
         }
         tokio::select! {
             _ = tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(5))) => {}
@@ -189,26 +187,13 @@ async fn consume_shard(bus: Bus, committer: Committer, shard: u32, stop: Cancell
     }
 }
 
-/// The most messages a shard queue holds. Each edge already keeps at most
-/// `CHAT_INFLIGHT_PER_SHARD` commands in flight per shard; this bounds what many edges (or
-/// other publishers) can pile up together. Past it the broker nacks new commands, and their
-/// senders are answered `unavailable` at once.
-pub const SHARD_QUEUE_MAX: u32 = 20_000;
-
-/// The shard's queue: durable, bound to its routing key, one active consumer at a time,
-/// bounded ([`SHARD_QUEUE_MAX`]).
-pub fn shard_queue(shard: u32) -> QueueSpec {
-    let key = message_shard_key(shard);
-    QueueSpec::durable(&key).bind(EVENTS_TOPIC, key.clone()).single_active_consumer().bounded(SHARD_QUEUE_MAX)
-}
-
 async fn consume_once(
     bus: &Bus,
     committer: &Committer,
-    shard: u32,
+    shard: Shard,
     stop: &CancellationToken,
 ) -> Result<(), BusError> {
-    let queue = shard_queue(shard);
+    let queue = queues::shard(shard);
     let name: Arc<str> = queue.name.as_str().into();
     let (channel, mut consumer) = bus.open_consumer(&queue, BATCH as u16).await?;
     // Batches handed to the committer and not done yet, oldest first, each with the delivery
@@ -254,7 +239,7 @@ async fn consume_once(
                 let read = retry_in_place(stop.cancelled(), || async {
                     batch::prepare(bus, &name, &deliveries)
                         .await
-                        .inspect_err(|error| tracing::warn!(shard, %error, "cannot park a command; retrying"))
+                        .inspect_err(|error| tracing::warn!(shard = shard.index(), %error, "cannot park a command; retrying"))
                         .ok()
                 })
                 .await;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use chrono::{DateTime, SubsecRound, Utc};
 use switchboard::{
     backend::deliver_routed,
-    bus::{BusMessage, ConsumeOptions, Incoming, Outcome, QueueSpec, topology},
+    bus::{ConsumeOptions, Incoming, Outcome, queues},
     contract::{
         AckError, NotificationId, Room, UserId,
         bus::{CreateNotification, Deliver, MarkNotificationRead, NotificationsQuery, PresenceChange},
@@ -127,9 +127,6 @@ pub async fn handle_create(notifier: &Notifier, incoming: Incoming) -> Outcome {
 
 /// A user's socket opened on some edge: push what waits in their inbox, oldest first.
 pub async fn handle_presence(notifier: &Notifier, incoming: Incoming) -> Outcome {
-    if incoming.kind().as_deref() != Some(PresenceChange::KIND) {
-        return Outcome::Ack;
-    }
     let change = match incoming.decode::<PresenceChange>() {
         Ok(envelope) => envelope.data,
         Err(error) => return Outcome::DeadLetter(error.into()),
@@ -161,12 +158,9 @@ async fn flush(notifier: &Notifier, user: &UserId) -> Result<(), Failure> {
 
 /// `notifications:list` and `notification:read`, answered by any copy.
 pub fn serve(notifier: &Arc<Notifier>) {
-    let queue = |name: &str, key: &str| {
-        QueueSpec::durable(name).bind(topology::EVENTS_TOPIC, key).message_ttl_ms(60_000)
-    };
     let worker = notifier.clone();
     notifier.bus.serve(
-        queue("notifier.list", topology::keys::NOTIFICATIONS_QUERY),
+        queues::notifications_list(),
         ConsumeOptions::concurrent(8),
         move |query: NotificationsQuery| {
             let worker = worker.clone();
@@ -175,7 +169,7 @@ pub fn serve(notifier: &Arc<Notifier>) {
     );
     let worker = notifier.clone();
     notifier.bus.serve(
-        queue("notifier.read", topology::keys::NOTIFICATION_READ),
+        queues::notification_read(),
         ConsumeOptions::concurrent(8),
         move |read: MarkNotificationRead| {
             let worker = worker.clone();

@@ -35,7 +35,7 @@ use std::{sync::Arc, time::Duration};
 
 use switchboard::{
     Bus, Config, Role, Shutdown,
-    bus::{ConsumeOptions, Outcome, Poison, QueueSpec, topology},
+    bus::{ConsumeOptions, Outcome, Poison, queues},
     db::Database,
     service::Process,
 };
@@ -122,22 +122,18 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
 }
 
 fn start_consumers(notifier: &Arc<Notifier>) {
-    let [matches_queue, notifications_queue] = topology::notifier_queues();
     let worker = notifier.clone();
-    notifier.bus.consume(matches_queue, ConsumeOptions::ordered(), move |incoming| {
+    notifier.bus.consume(queues::matches(), ConsumeOptions::ordered(), move |incoming| {
         let worker = worker.clone();
         async move { matches::handle(&worker, incoming).await }
     });
     let worker = notifier.clone();
-    notifier.bus.consume(notifications_queue, ConsumeOptions::concurrent(8), move |incoming| {
+    notifier.bus.consume(queues::notifications(), ConsumeOptions::concurrent(8), move |incoming| {
         let worker = worker.clone();
         async move { inbox::handle_create(&worker, incoming).await }
     });
     let worker = notifier.clone();
-    let inbox_queue = QueueSpec::durable("notifier.inbox")
-        .bind(topology::EVENTS_TOPIC, topology::keys::PRESENCE_CHANGE)
-        .message_ttl_ms(60_000);
-    notifier.bus.consume(inbox_queue, ConsumeOptions::concurrent(8), move |incoming| {
+    notifier.bus.consume(queues::notifier_inbox(), ConsumeOptions::concurrent(8), move |incoming| {
         let worker = worker.clone();
         async move { inbox::handle_presence(&worker, incoming).await }
     });

@@ -9,12 +9,12 @@
 use chrono::{DateTime, SubsecRound, Utc};
 use switchboard::{
     backend::{self, deliver},
-    bus::{BusMessage, Durability, Incoming, Outcome, Poison, topology},
+    bus::{Durability, Incoming, Outcome, queues::MatchEvent},
     contract::{
         ConversationId, MatchId, NotificationId, Room, UserId,
         bus::{
             CloseConversation, CreateConversation, CreateNotification, Deliver, MatchCreated,
-            NotificationData, Unmatch,
+            NotificationData,
         },
         server::{MatchNew, MatchNotificationData, MatchRemoved, ServerEvent},
     },
@@ -24,16 +24,10 @@ use uuid::Uuid;
 use crate::{Failure, Notifier, inbox};
 
 pub async fn handle(notifier: &Notifier, incoming: Incoming) -> Outcome {
-    let result = match incoming.kind().as_deref() {
-        Some(MatchCreated::KIND) => match incoming.decode::<MatchCreated>() {
-            Ok(envelope) => matched(notifier, envelope.data).await,
-            Err(error) => return Outcome::DeadLetter(error.into()),
-        },
-        Some(Unmatch::KIND) => match incoming.decode::<Unmatch>() {
-            Ok(envelope) => unmatched(notifier, envelope.data.match_id).await,
-            Err(error) => return Outcome::DeadLetter(error.into()),
-        },
-        other => return Outcome::DeadLetter(Poison::unknown_kind(other)),
+    let result = match incoming.decode_inbound::<MatchEvent>().map(|envelope| envelope.data) {
+        Ok(MatchEvent::MatchCreated(created)) => matched(notifier, created).await,
+        Ok(MatchEvent::Unmatch(unmatch)) => unmatched(notifier, unmatch.match_id).await,
+        Err(error) => return Outcome::DeadLetter(error.into()),
     };
     match result {
         Ok(()) => Outcome::Ack,
@@ -145,10 +139,7 @@ async fn unmatched(notifier: &Notifier, match_id: MatchId) -> Result<(), Failure
     // Close first: if we die after this, the redelivery closes again (harmless) and goes on.
     if let Some(id) = stored.conversation_id {
         let close = CloseConversation { conversation_id: ConversationId(id) };
-        notifier
-            .bus
-            .request(topology::EVENTS_TOPIC, topology::keys::CLOSE_CONVERSATION, &close, notifier.timeout)
-            .await?;
+        notifier.bus.request(&close, notifier.timeout).await?;
     }
     sqlx::query("UPDATE matches SET removed_at = now() WHERE match_id = $1 AND removed_at IS NULL")
         .bind(match_id.as_str())

@@ -51,10 +51,13 @@ use chrono::{DateTime, SubsecRound, Utc};
 use switchboard::{
     Bus, Config, Role, Shutdown,
     backend::deliver,
-    bus::{BusMessage, ConsumeOptions, Durability, Incoming, Outcome, Poison, QueueSpec, topology},
+    bus::{
+        ConsumeOptions, Durability, Incoming, Outcome,
+        queues::{self, PresenceInput},
+    },
     contract::{
         AckError, Room, UserId,
-        bus::{Contacts, ContactsQuery, Deliver, EdgeReport, EdgeStopping, PresenceChange, PresenceLookup},
+        bus::{Contacts, ContactsQuery, Deliver, PresenceLookup},
         client::{PresenceReply, UserPresence},
         server::{ServerEvent, UserOffline, UserOnline},
     },
@@ -92,20 +95,13 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     tokio::spawn(announcer(worker.clone(), announcements));
     tokio::spawn(clock(worker.clone(), process.shutdown.clone()));
 
-    let queue = QueueSpec::durable("presence.events")
-        .bind(topology::EVENTS_TOPIC, topology::keys::PRESENCE_CHANGE)
-        .bind(topology::EVENTS_TOPIC, topology::keys::PRESENCE_REPORT)
-        .bind(topology::EVENTS_TOPIC, topology::keys::EDGE_STOPPING)
-        .bind(topology::EVENTS_TOPIC, topology::keys::PRESENCE_QUERY)
-        .single_active_consumer()
-        .message_ttl_ms(60_000);
     let resumed = worker.clone();
     let options = ConsumeOptions {
         on_start: Some(Arc::new(move || resumed.state().resume(Instant::now()))),
         ..ConsumeOptions::ordered()
     };
     let handler = worker.clone();
-    process.bus.consume(queue, options, move |incoming| {
+    process.bus.consume(queues::presence_events(), options, move |incoming| {
         let worker = handler.clone();
         async move { worker.handle(incoming) }
     });
@@ -121,50 +117,38 @@ impl Worker {
     /// handed to tasks, so the input keeps flowing.
     fn handle(self: &Arc<Self>, incoming: Incoming) -> Outcome {
         let now = Instant::now();
-        let kind = incoming.kind().unwrap_or_default();
-        let announcements = match kind.as_str() {
-            PresenceChange::KIND => match incoming.decode::<PresenceChange>() {
-                Ok(change) => {
-                    metrics::counter!("presence_changes_total").increment(1);
-                    let change = change.data;
-                    let mut state = self.state();
-                    if change.online {
-                        state.connected(change.edge_id, change.user_id, now, change.at).into_iter().collect()
-                    } else {
-                        state.disconnected(change.edge_id, &change.user_id, now, change.at);
-                        Vec::new()
-                    }
-                }
-                Err(error) => return Outcome::DeadLetter(error.into()),
-            },
-            EdgeReport::KIND => match incoming.decode::<EdgeReport>() {
-                Ok(report) => {
-                    let report = report.data;
-                    let interval = Duration::from_millis(report.interval_ms.max(100));
-                    self.state().report(report.edge_id, report.users, interval, now)
-                }
-                Err(error) => return Outcome::DeadLetter(error.into()),
-            },
-            EdgeStopping::KIND => match incoming.decode::<EdgeStopping>() {
-                Ok(stopping) => {
-                    self.state().edge_gone(stopping.data.edge_id, now);
+        let input = match incoming.decode_inbound::<PresenceInput>() {
+            Ok(envelope) => envelope.data,
+            Err(error) => return Outcome::DeadLetter(error.into()),
+        };
+        let announcements = match input {
+            PresenceInput::PresenceChange(change) => {
+                metrics::counter!("presence_changes_total").increment(1);
+                let mut state = self.state();
+                if change.online {
+                    state.connected(change.edge_id, change.user_id, now, change.at).into_iter().collect()
+                } else {
+                    state.disconnected(change.edge_id, &change.user_id, now, change.at);
                     Vec::new()
                 }
-                Err(error) => return Outcome::DeadLetter(error.into()),
-            },
-            PresenceLookup::KIND => match incoming.decode::<PresenceLookup>() {
-                Ok(lookup) => {
-                    let worker = self.clone();
-                    let props = incoming.delivery.properties.clone();
-                    tokio::spawn(async move {
-                        let answer = worker.lookup(lookup.data).await;
-                        worker.bus.reply::<PresenceLookup>(&props, answer).await;
-                    });
-                    Vec::new()
-                }
-                Err(error) => return Outcome::DeadLetter(error.into()),
-            },
-            other => return Outcome::DeadLetter(Poison::unknown_kind(Some(other))),
+            }
+            PresenceInput::EdgeReport(report) => {
+                let interval = Duration::from_millis(report.interval_ms.max(100));
+                self.state().report(report.edge_id, report.users, interval, now)
+            }
+            PresenceInput::EdgeStopping(stopping) => {
+                self.state().edge_gone(stopping.edge_id, now);
+                Vec::new()
+            }
+            PresenceInput::PresenceLookup(lookup) => {
+                let worker = self.clone();
+                let props = incoming.delivery.properties.clone();
+                tokio::spawn(async move {
+                    let answer = worker.lookup(lookup).await;
+                    worker.bus.reply::<PresenceLookup>(&props, answer).await;
+                });
+                Vec::new()
+            }
         };
         let (online, warm) = {
             let state = self.state();
@@ -210,14 +194,12 @@ impl Worker {
 
     async fn contacts(&self, user: &UserId) -> Result<Vec<UserId>, AckError> {
         let query = ContactsQuery { user_id: user.clone() };
-        self.bus
-            .request(topology::EVENTS_TOPIC, topology::keys::CONTACTS_QUERY, &query, self.ack_timeout)
-            .await
-            .map(|contacts: Contacts| contacts.user_ids)
-            .map_err(|error| {
+        self.bus.request(&query, self.ack_timeout).await.map(|contacts: Contacts| contacts.user_ids).map_err(
+            |error| {
                 tracing::warn!(%error, "cannot learn a user's contacts");
                 AckError::unavailable()
-            })
+            },
+        )
     }
 
     /// Tells a user's contacts; an offline also records when the user was last seen.

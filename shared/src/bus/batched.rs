@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::{
-    Bus, BusError, BusMessage, Envelope, PendingReply, RequestError,
+    Bus, BusError, BusMessage, Envelope, PendingReply, RequestError, Route, Routed,
     rpc::{Arrived, DIRECT_REPLY_TO, Request, Waiting, publish_request_message},
 };
 use crate::{
@@ -45,6 +45,8 @@ pub const ACK_IN_FAN_OUT: &str = "x-switchboard-ack-in-fan-out";
 pub struct RequestBatcher {
     queue: mpsc::UnboundedSender<Queued>,
     timeout: Duration,
+    /// Where its messages go; every request sent through it must have this route.
+    route: Route,
 }
 
 /// A request waiting for its batch.
@@ -87,24 +89,20 @@ impl<T: BusMessage> QueuedRequest<T> {
 }
 
 impl Bus {
-    /// A batcher for requests to `exchange`/`routing_key`, each answered within `timeout`
-    /// (also the messages' AMQP expiration). Its task ends when the batcher is dropped.
-    pub fn request_batcher(
-        &self,
-        exchange: &'static str,
-        routing_key: String,
-        timeout: Duration,
-    ) -> RequestBatcher {
+    /// A batcher for the requests to `route`, each answered within `timeout` (also the
+    /// messages' AMQP expiration). Its task ends when the batcher is dropped.
+    pub fn request_batcher(&self, route: Route, timeout: Duration) -> RequestBatcher {
         let (queue, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(run(self.clone(), exchange, routing_key, timeout, receiver));
-        RequestBatcher { queue, timeout }
+        tokio::spawn(run(self.clone(), route.clone(), timeout, receiver));
+        RequestBatcher { queue, timeout, route }
     }
 }
 
 impl RequestBatcher {
     /// Queues `request` behind every request sent before it; returns at once. The caller bounds
     /// how many requests it queues (the edge's admission control).
-    pub fn send<R: Request>(&self, request: &R) -> QueuedRequest<R::Response> {
+    pub fn send<R: Request + Routed>(&self, request: &R) -> QueuedRequest<R::Response> {
+        debug_assert_eq!(request.route(), self.route, "a batcher sends only to its own route");
         let deadline = tokio::time::Instant::now() + self.timeout;
         let (reply_sender, reply) = oneshot::channel();
         let (published_sender, published) = oneshot::channel();
@@ -125,26 +123,20 @@ impl RequestBatcher {
     }
 }
 
-async fn run(
-    bus: Bus,
-    exchange: &'static str,
-    routing_key: String,
-    timeout: Duration,
-    mut queue: mpsc::UnboundedReceiver<Queued>,
-) {
+async fn run(bus: Bus, route: Route, timeout: Duration, mut queue: mpsc::UnboundedReceiver<Queued>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
         // A caller that stopped waiting (its own timeout) is left out: nobody would read the
         // answer.
         batch.retain(|queued| !queued.published.is_closed());
         if !batch.is_empty() {
-            publish(&bus, exchange, &routing_key, timeout, std::mem::take(&mut batch)).await;
+            publish(&bus, &route, timeout, std::mem::take(&mut batch)).await;
         }
     }
 }
 
 /// Publishes `batch` as one message on the reply channel and tells each item the outcome.
-async fn publish(bus: &Bus, exchange: &str, routing_key: &str, timeout: Duration, batch: Vec<Queued>) {
+async fn publish(bus: &Bus, route: &Route, timeout: Duration, batch: Vec<Queued>) {
     let (channel, pending) = match bus.reply_channel().await {
         Ok(found) => found,
         Err(error) => {
@@ -197,7 +189,7 @@ async fn publish(bus: &Bus, exchange: &str, routing_key: &str, timeout: Duration
         }
     }
     metrics::histogram!("bus_request_batch_size").record(told.len() as f64);
-    let outcome = publish_request_message(&channel, exchange, routing_key, &body, properties).await;
+    let outcome = publish_request_message(&channel, route, &body, properties).await;
     for (waiting, told) in waiting.into_iter().zip(told) {
         // Dropping `waiting` (when the caller is gone, or on an error) removes its route.
         let _ = told.send(outcome.clone().map(|()| waiting));

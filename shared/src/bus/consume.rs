@@ -19,7 +19,7 @@ use lapin::{
 use tokio::sync::Semaphore;
 
 use super::{
-    Bus, BusError, BusMessage, DecodeError, Envelope, Poison,
+    Bus, BusError, BusMessage, DecodeError, Envelope, Inbound, Poison,
     topology::{self, Lifetime, QueueSpec},
 };
 
@@ -70,6 +70,11 @@ pub struct Incoming {
 impl Incoming {
     pub fn decode<T: BusMessage>(&self) -> Result<Envelope<T>, DecodeError> {
         Envelope::decode(&self.delivery.data)
+    }
+
+    /// Reads a delivery of a queue that carries several kinds.
+    pub fn decode_inbound<Q: Inbound>(&self) -> Result<Envelope<Q>, DecodeError> {
+        Envelope::decode_inbound(&self.delivery.data)
     }
 
     /// The message's kind, for queues that carry several kinds: see [`kind_of`].

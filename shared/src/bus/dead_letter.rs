@@ -67,7 +67,10 @@ impl Poison {
 
 impl From<super::DecodeError> for Poison {
     fn from(error: super::DecodeError) -> Self {
-        Self::malformed(error)
+        match error {
+            super::DecodeError::NotCarried { kind } => Self::unknown_kind(Some(&kind)),
+            other => Self::malformed(other),
+        }
     }
 }
 

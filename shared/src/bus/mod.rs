@@ -4,7 +4,7 @@
 //! - a **supervisor** task that keeps one connection open, declares the exchanges on every
 //!   (re)connection and publishes readiness (`/readyz` is 503 while it is down). Reconnection
 //!   backs off exponentially with jitter (100 ms up to 5 s), never spins, and stops at shutdown;
-//! - [`Bus::publish`]: persistent delivery with publisher confirms where durability matters,
+//! - [`Bus::publish`]: each message to the route its type declares ([`route`]), with persistent delivery with publisher confirms where durability matters,
 //!   transient and unconfirmed where it does not (typing);
 //! - [`Bus::consume`] (in [`consume`]): manual acks, bounded prefetch, queue declared on every
 //!   start so a broker that lost its state is rebuilt, and a restart with backoff when the
@@ -16,6 +16,12 @@
 //! - [`Bus::dead_letter`] (in [`dead_letter`]): a message that can never be handled is parked
 //!   in the `dead.letters` queue instead of blocking its queue or vanishing.
 //!
+//! What travels is typed end to end: each message type declares its kind, its route and its
+//! response once (`kinds!` in [`contract::bus`](crate::contract::bus), with [`route`]), so no
+//! caller writes an exchange or a routing key; each queue is declared once in [`queues`], bound
+//! by the routes of the kinds it carries, and a queue of several kinds decodes into its enum
+//! ([`Inbound`]).
+//!
 //! Channels are made from pooled connections; lapin multiplexes them over one socket. A pooled
 //! connection that died is dropped by the pool on its next checkout.
 
@@ -23,6 +29,8 @@ pub mod batched;
 pub mod consume;
 pub mod dead_letter;
 pub mod envelope;
+pub mod queues;
+pub mod route;
 pub mod rpc;
 pub mod topology;
 
@@ -41,6 +49,8 @@ pub use batched::{QueuedRequest, RequestBatcher};
 pub use consume::{ConsumeOptions, Incoming, Outcome, kind_of, retry_in_place};
 pub use dead_letter::Poison;
 pub use envelope::{BusMessage, DecodeError, Envelope};
+pub use queues::Inbound;
+pub use route::{FixedRoute, Route, Routed, Shard};
 pub use rpc::{Outgoing, PendingReply, Request, RequestError};
 pub use topology::QueueSpec;
 
@@ -164,64 +174,37 @@ impl Bus {
         Ok(connection.create_channel().await?)
     }
 
-    /// Publishes one message. With [`Durability::Confirmed`] this returns only after the
-    /// broker took responsibility for it; an error means the outcome is unknown and the caller
-    /// decides whether to retry (every consumer of confirmed messages is idempotent).
-    pub async fn publish<M: BusMessage>(
-        &self,
-        exchange: &str,
-        routing_key: &str,
-        message: &M,
-        durability: Durability,
-    ) -> Result<(), BusError> {
-        self.publish_cc(exchange, routing_key, &[], message, durability).await
-    }
-
-    /// [`Bus::publish`] with RabbitMQ's sender-selected distribution: the message is also
-    /// routed with each key of `also` (the `CC` header), and a queue bound by several of the
-    /// keys still gets one copy.
-    pub async fn publish_cc<M: BusMessage>(
-        &self,
-        exchange: &str,
-        routing_key: &str,
-        also: &[String],
-        message: &M,
-        durability: Durability,
-    ) -> Result<(), BusError> {
-        self.publish_with(exchange, routing_key, also, message, durability, false).await.map(drop)
+    /// Publishes `message` to its route ([`Routed`]). With [`Durability::Confirmed`] this
+    /// returns only after the broker took responsibility for it; an error means the outcome is
+    /// unknown and the caller decides whether to retry (every consumer of confirmed messages is
+    /// idempotent).
+    pub async fn publish<M: Routed>(&self, message: &M, durability: Durability) -> Result<(), BusError> {
+        self.publish_with(message, durability, false).await.map(drop)
     }
 
     /// Publishes persistently and confirmed, as mandatory: returns whether any queue took the
     /// message. For `user.direct`, `false` means none of the users had a socket on any edge at
     /// that moment (the notifier keeps such a notification for their next connect).
-    pub async fn publish_routed<M: BusMessage>(
-        &self,
-        exchange: &str,
-        routing_key: &str,
-        also: &[String],
-        message: &M,
-    ) -> Result<bool, BusError> {
-        self.publish_with(exchange, routing_key, also, message, Durability::Confirmed, true).await
+    pub async fn publish_routed<M: Routed>(&self, message: &M) -> Result<bool, BusError> {
+        self.publish_with(message, Durability::Confirmed, true).await
     }
 
-    async fn publish_with<M: BusMessage>(
+    async fn publish_with<M: Routed>(
         &self,
-        exchange: &str,
-        routing_key: &str,
-        also: &[String],
         message: &M,
         durability: Durability,
         mandatory: bool,
     ) -> Result<bool, BusError> {
+        let Route { exchange, key, also } = message.route();
         let envelope = Envelope::wrap(M::KIND, message);
         let mut properties = properties::<M>(&envelope);
         if !also.is_empty() {
-            let keys = also.iter().map(|k| AMQPValue::LongString(k.as_str().into())).collect::<Vec<_>>();
+            let keys = also.into_iter().map(|k| AMQPValue::LongString(k.into())).collect::<Vec<_>>();
             let mut headers = FieldTable::default();
             headers.insert("CC".into(), AMQPValue::FieldArray(keys.into()));
             properties = properties.with_headers(headers);
         }
-        self.publish_bytes(exchange, routing_key, &envelope.encode(), properties, durability, mandatory).await
+        self.publish_bytes(exchange, &key, &envelope.encode(), properties, durability, mandatory).await
     }
 
     /// Publishes one body; `Ok(false)` when a mandatory message was returned unroutable.

@@ -31,7 +31,7 @@ use tokio::sync::{Mutex, oneshot};
 use uuid::Uuid;
 
 use super::{
-    Bus, BusError, BusMessage, Durability, Envelope, Outcome, Poison, consume::ConsumeOptions,
+    Bus, BusError, BusMessage, Durability, Envelope, Outcome, Poison, Route, Routed, consume::ConsumeOptions,
     topology::QueueSpec,
 };
 use crate::{
@@ -148,16 +148,15 @@ pub(crate) struct Replies {
 }
 
 impl Bus {
-    /// Sends `request` to `exchange`/`routing_key` and waits at most `timeout` for the reply.
-    /// (Callers that must keep the order of many requests to one route use a
+    /// Sends `request` to its route and waits at most `timeout` for the reply. (Callers that
+    /// must keep the order of many requests to one route use a
     /// [`RequestBatcher`](super::RequestBatcher).)
-    pub async fn request<R: Request>(
+    pub async fn request<R: Request + Routed>(
         &self,
-        exchange: &str,
-        routing_key: &str,
         request: &R,
         timeout: Duration,
     ) -> Result<R::Response, RequestError> {
+        let route = request.route();
         let deadline = tokio::time::Instant::now() + timeout;
         let (channel, pending) = self.reply_channel().await?;
         let envelope = Envelope::wrap(R::KIND, request);
@@ -171,7 +170,7 @@ impl Bus {
             .with_correlation_id(correlation.as_str().into())
             .with_expiration(timeout.as_millis().to_string().into())
             .with_delivery_mode(1);
-        publish_request_message(&channel, exchange, routing_key, &envelope.encode(), properties).await?;
+        publish_request_message(&channel, &route, &envelope.encode(), properties).await?;
         PendingReply::<R::Response> { receiver, _waiting: waiting, deadline, kind: std::marker::PhantomData }
             .reply()
             .await
@@ -378,24 +377,24 @@ impl Bus {
 /// once as returned, and its callers hear `unavailable` instead of waiting for their timeout.
 pub(super) async fn publish_request_message(
     channel: &Channel,
-    exchange: &str,
-    routing_key: &str,
+    route: &Route,
     body: &[u8],
     properties: BasicProperties,
 ) -> Result<(), BusError> {
+    debug_assert!(route.also.is_empty(), "a request goes to one queue");
     let confirm = channel
         .basic_publish(
-            exchange.into(),
-            routing_key.into(),
+            route.exchange.into(),
+            route.key.as_ref().into(),
             BasicPublishOptions { mandatory: true, ..Default::default() },
             body,
             properties,
         )
         .await?;
-    metrics::counter!("bus_published_total", "exchange" => exchange.to_owned()).increment(1);
+    metrics::counter!("bus_published_total", "exchange" => route.exchange).increment(1);
     match confirm.await? {
         Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
-        Confirmation::Ack(Some(_)) => Err(BusError::Unavailable(format!("nothing serves {routing_key}"))),
+        Confirmation::Ack(Some(_)) => Err(BusError::Unavailable(format!("nothing serves {}", route.key))),
         Confirmation::Nack(_) => Err(BusError::Nacked),
     }
 }

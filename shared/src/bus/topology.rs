@@ -1,4 +1,5 @@
-//! The bus topology: exchange names, routing keys and queue declarations (contract section 1;
+//! The bus topology: the exchanges, and how a queue is declared (contract section 1; each
+//! message's route is in [`route`](super::route), each queue in [`queues`](super::queues);
 //! the AsyncAPI document in `docs/asyncapi.yaml` describes the same for other languages).
 //!
 //! Exchanges are declared by every process at every (re)connection: declaring is idempotent,
@@ -6,6 +7,7 @@
 //! declares the queues it consumes from, when its consumer (re)starts, so a broker that lost
 //! its state (a deleted vhost, a fresh node) is rebuilt by the processes themselves.
 
+use super::route::FixedRoute;
 use crate::config::QueueType;
 
 use lapin::{
@@ -16,64 +18,11 @@ use lapin::{
 
 /// Everything addressed to one user; routing key = user id.
 pub const USER_DIRECT: &str = "user.direct";
-/// Commands and domain events; routing keys are dotted names, see [`keys`].
+/// Commands and domain events; routing keys are dotted names, each declared by its message
+/// type ([`route`](super::route)).
 pub const EVENTS_TOPIC: &str = "events.topic";
 /// Presence changes, to every edge.
 pub const PRESENCE_FANOUT: &str = "presence.fanout";
-
-/// Routing keys on `events.topic`.
-pub mod keys {
-    use crate::contract::ConversationId;
-
-    /// Deliveries to the sockets that joined a conversation room.
-    pub fn conversation_room(id: ConversationId) -> String {
-        format!("room.conversation.{id}")
-    }
-
-    /// Membership questions for the owner of conversations (request/reply).
-    pub const MEMBERSHIP_QUERY: &str = "rpc.conversation.membership";
-    /// `messages:sync` pages (request/reply).
-    pub const SYNC_QUERY: &str = "rpc.messages.sync";
-    /// Conversation creation (request/reply).
-    pub const CREATE_CONVERSATION: &str = "rpc.conversation.create";
-    /// Contacts of a user (request/reply, served by the messages worker).
-    pub const CONTACTS_QUERY: &str = "rpc.conversation.contacts";
-    /// `presence:query` (request/reply, served by the active presence worker).
-    pub const PRESENCE_QUERY: &str = "rpc.presence.query";
-    /// An edge's first/last socket of a user.
-    pub const PRESENCE_CHANGE: &str = "presence.change";
-    /// An edge's periodic report of its users.
-    pub const PRESENCE_REPORT: &str = "presence.report";
-    /// Matches and unmatches, for the notifier.
-    pub const MATCH_CREATED: &str = "match.created";
-    pub const MATCH_REMOVE: &str = "match.remove";
-    /// Notifications to store and deliver.
-    pub const NOTIFICATION_CREATE: &str = "notification.create";
-    /// Requests of the notifier and of the messages worker for the unmatch.
-    pub const NOTIFICATIONS_QUERY: &str = "rpc.notifications.list";
-    pub const NOTIFICATION_READ: &str = "rpc.notifications.read";
-    pub const CLOSE_CONVERSATION: &str = "rpc.conversation.close";
-    /// A conversation was closed (unmatch); every edge listens.
-    pub const CONVERSATION_CLOSED: &str = "conversation.closed";
-
-    /// How many shards the chat command stream is split into. Every copy of every process
-    /// must agree, so it is a constant of the protocol, not a setting.
-    pub const MESSAGE_SHARDS: u32 = 16;
-
-    /// The shard a conversation's commands go to: the UUID's low bits (random in UUIDv7)
-    /// modulo the shard count.
-    pub fn message_shard(id: ConversationId) -> u32 {
-        (id.0.as_u128() % u128::from(MESSAGE_SHARDS)) as u32
-    }
-
-    /// The routing key (and queue name) of a chat shard.
-    pub fn message_shard_key(shard: u32) -> String {
-        format!("messages.shard.{shard}")
-    }
-
-    /// An edge is stopping.
-    pub const EDGE_STOPPING: &str = "edge.stopping";
-}
 
 /// The exchanges of contract section 1, and where messages that can never be handled are
 /// parked ([`dead_letter`](super::dead_letter)).
@@ -83,20 +32,6 @@ pub const EXCHANGES: &[(&str, ExchangeKind)] = &[
     (PRESENCE_FANOUT, ExchangeKind::Fanout),
     (super::dead_letter::EXCHANGE, ExchangeKind::Fanout),
 ];
-
-/// The notifier's work queues. Declared by every process at every connection, not only by
-/// the notifier: the contract lets the notifier scale to zero, and a match published while no
-/// notifier ever ran must still wait in its queue.
-pub fn notifier_queues() -> [QueueSpec; 2] {
-    [
-        // Matches and unmatches in one queue, one active consumer: handled in publish order.
-        QueueSpec::durable("notifier.matches")
-            .bind(EVENTS_TOPIC, keys::MATCH_CREATED)
-            .bind(EVENTS_TOPIC, keys::MATCH_REMOVE)
-            .single_active_consumer(),
-        QueueSpec::durable("notifier.notifications").bind(EVENTS_TOPIC, keys::NOTIFICATION_CREATE),
-    ]
-}
 
 pub(crate) async fn declare_exchanges(channel: &Channel, queue_type: QueueType) -> lapin::Result<()> {
     for (name, kind) in EXCHANGES {
@@ -109,7 +44,8 @@ pub(crate) async fn declare_exchanges(channel: &Channel, queue_type: QueueType) 
             )
             .await?;
     }
-    for queue in notifier_queues() {
+    // The notifier's work queues, declared by every process (see `queues::matches`).
+    for queue in [super::queues::matches(), super::queues::notifications()] {
         queue.declare(channel, queue_type).await?;
     }
     super::dead_letter::queue().declare(channel, queue_type).await?;
@@ -166,6 +102,11 @@ impl QueueSpec {
     pub fn bind(mut self, exchange: &str, routing_key: impl Into<String>) -> Self {
         self.bindings.push((exchange.to_owned(), routing_key.into()));
         self
+    }
+
+    /// Binds the route of the kind `M`: the queue receives every message of that kind.
+    pub fn carries<M: FixedRoute>(self) -> Self {
+        self.bind(M::EXCHANGE, M::KEY)
     }
 
     pub fn single_active_consumer(mut self) -> Self {

@@ -14,13 +14,15 @@ use super::{
     ids::{ConversationId, MatchId, MessageId, NotificationId, Room, UserId},
     text::text_type,
 };
-use crate::bus::{BusMessage, rpc::Request};
+use crate::bus::{BusMessage, FixedRoute, Route, Routed, Shard, rpc::Request, topology::EVENTS_TOPIC};
 
-/// Names each bus message kind once: every line implements [`BusMessage`] for the type (and
-/// [`Request`], with the type that answers it), and the whole list is [`KINDS`], which the
-/// AsyncAPI document is checked against.
+/// Names each bus message kind once: every line implements [`BusMessage`] for the type; with
+/// `on EXCHANGE "key"` its fixed route ([`Routed`] and [`FixedRoute`]); with `answered by` the
+/// [`Request`] it is and the type that answers it. A published kind without `on` computes its
+/// route from its content (below the list). The whole list is [`KINDS`], which the AsyncAPI
+/// document is checked against.
 macro_rules! kinds {
-    ($($message:ty => $kind:literal $(, answered by $response:ty)?;)*) => {
+    ($($message:ty => $kind:literal $(on $exchange:ident $key:literal)? $(, answered by $response:ty)?;)*) => {
         $(
             impl BusMessage for $message {
                 const KIND: &'static str = $kind;
@@ -28,42 +30,102 @@ macro_rules! kinds {
             $(impl Request for $message {
                 type Response = $response;
             })?
+            $(
+                impl Routed for $message {
+                    fn route(&self) -> Route {
+                        Route::fixed($exchange, $key)
+                    }
+                }
+                impl FixedRoute for $message {
+                    const EXCHANGE: &'static str = $exchange;
+                    const KEY: &'static str = $key;
+                }
+            )?
         )*
         /// Every bus message kind this build sends or reads.
         pub const KINDS: &[&str] = &[$($kind),*];
+        /// Each kind with a fixed route: `(kind, exchange, routing key)`.
+        pub const FIXED_ROUTES: &[(&str, &str, &str)] = &[$($(($kind, $exchange, $key),)?)*];
     };
 }
 
 kinds! {
-    Deliver => "edge.deliver";
-    DeliverBatch => "edge.deliver.batch";
-    MembershipQuery => "conversation.membership.query", answered by Membership;
+    Deliver => "edge.deliver";  // to its rooms
+    DeliverBatch => "edge.deliver.batch";  // to its items' users
+    MembershipQuery => "conversation.membership.query" on EVENTS_TOPIC "rpc.conversation.membership",
+        answered by Membership;
     Membership => "conversation.membership";
-    EdgeStopping => "edge.stopping";
-    SendMessage => "message.send", answered by MessageSent;
+    EdgeStopping => "edge.stopping" on EVENTS_TOPIC "edge.stopping";
+    SendMessage => "message.send", answered by MessageSent;  // to its conversation's shard
     MessageSent => "message.sent";
-    MarkRead => "message.read", answered by Empty;
+    MarkRead => "message.read", answered by Empty;  // to its conversation's shard
     Empty => "ok";  // the empty success reply
-    SyncQuery => "messages.sync.query", answered by MessagesPage;
+    SyncQuery => "messages.sync.query" on EVENTS_TOPIC "rpc.messages.sync", answered by MessagesPage;
     MessagesPage => "messages.page";
-    CreateConversation => "conversation.create", answered by ConversationCreated;
+    CreateConversation => "conversation.create" on EVENTS_TOPIC "rpc.conversation.create",
+        answered by ConversationCreated;
     ConversationCreated => "conversation.created";
-    ConversationClosed => "conversation.closed";
-    PresenceChange => "presence.change";
-    EdgeReport => "edge.report";
-    ContactsQuery => "conversation.contacts.query", answered by Contacts;
+    ConversationClosed => "conversation.closed" on EVENTS_TOPIC "conversation.closed";
+    PresenceChange => "presence.change" on EVENTS_TOPIC "presence.change";
+    EdgeReport => "edge.report" on EVENTS_TOPIC "presence.report";
+    ContactsQuery => "conversation.contacts.query" on EVENTS_TOPIC "rpc.conversation.contacts",
+        answered by Contacts;
     Contacts => "conversation.contacts";
-    PresenceLookup => "presence.query", answered by PresenceReply;
+    PresenceLookup => "presence.query" on EVENTS_TOPIC "rpc.presence.query", answered by PresenceReply;
     PresenceReply => "presence.reply";
-    MatchCreated => "match.created";
-    Unmatch => "match.remove";
-    CreateNotification => "notification.create";
-    CloseConversation => "conversation.close", answered by Empty;
-    NotificationsQuery => "notifications.query", answered by NotificationsPage;
+    MatchCreated => "match.created" on EVENTS_TOPIC "match.created";
+    Unmatch => "match.remove" on EVENTS_TOPIC "match.remove";
+    CreateNotification => "notification.create" on EVENTS_TOPIC "notification.create";
+    CloseConversation => "conversation.close" on EVENTS_TOPIC "rpc.conversation.close", answered by Empty;
+    NotificationsQuery => "notifications.query" on EVENTS_TOPIC "rpc.notifications.list",
+        answered by NotificationsPage;
     NotificationsPage => "notifications.page";
-    MarkNotificationRead => "notification.read", answered by Empty;
+    MarkNotificationRead => "notification.read" on EVENTS_TOPIC "rpc.notifications.read", answered by Empty;
     ReplyBatch => "rpc.replies";
-    RequestBatch => "rpc.requests";
+    RequestBatch => "rpc.requests";  // to the shard its items are for
+}
+
+impl Routed for SendMessage {
+    fn route(&self) -> Route {
+        Route::shard(Shard::of(self.conversation_id))
+    }
+}
+
+impl Routed for MarkRead {
+    fn route(&self) -> Route {
+        Route::shard(Shard::of(self.conversation_id))
+    }
+}
+
+impl Routed for Deliver {
+    /// Its first room's route, with the other rooms' keys as `CC` (a delivery's rooms are all
+    /// user rooms or a single conversation room). A delivery with no rooms is routed by an
+    /// empty user key, which no queue is bound by.
+    fn route(&self) -> Route {
+        let Some((first, others)) = self.rooms.split_first() else { return Route::users(std::iter::empty()) };
+        Route {
+            also: others.iter().map(|room| Route::room(room).key.into_owned()).collect(),
+            ..Route::room(first)
+        }
+    }
+}
+
+impl Routed for DeliverBatch {
+    /// `user.direct`, addressed to the union of its items' users in first-seen order, so each
+    /// edge concerned gets the batch once.
+    fn route(&self) -> Route {
+        let mut seen = std::collections::HashSet::new();
+        Route::users(
+            self.items
+                .iter()
+                .flat_map(|item| &item.rooms)
+                .filter_map(|room| match room {
+                    Room::User(user) => Some(user.to_string()),
+                    Room::Conversation(_) => None,
+                })
+                .filter(|key| seen.insert(key.clone())),
+        )
+    }
 }
 
 /// Several requests of one requester to one queue in one message, published like a single

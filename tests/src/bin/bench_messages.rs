@@ -16,7 +16,6 @@ use std::{sync::Arc, time::Instant};
 
 use switchboard::{
     Bus, Config, Shutdown, backend,
-    bus::topology::{EVENTS_TOPIC, keys},
     contract::{
         ConversationId,
         bus::{CreateConversation, SendMessage},
@@ -71,8 +70,7 @@ async fn main() -> anyhow::Result<()> {
                 client_message_id: None,
                 expires_at: chrono::Utc::now() + chrono::Duration::seconds(60),
             };
-            let key = keys::message_shard_key(keys::message_shard(conversation));
-            let result = bus.request(EVENTS_TOPIC, &key, &command, timeout).await;
+            let result = bus.request(&command, timeout).await;
             drop(permit);
             result.is_ok()
         }));

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use switchboard::{
     Bus, Config, Shutdown,
-    bus::{Durability, topology},
+    bus::Durability,
     contract::bus::{EdgeReport, PresenceChange},
 };
 use switchboard_tests::{Bin, Running, TestEnv, eventually};
@@ -50,8 +50,7 @@ async fn main() -> anyhow::Result<()> {
     let edge_ids: Vec<uuid::Uuid> = (0..edges).map(|_| uuid::Uuid::now_v7()).collect();
     for edge in &edge_ids {
         let report = EdgeReport { edge_id: *edge, users: Vec::new(), interval_ms: 600_000 };
-        bus.publish(topology::EVENTS_TOPIC, topology::keys::PRESENCE_REPORT, &report, Durability::Confirmed)
-            .await?;
+        bus.publish(&report, Durability::Confirmed).await?;
     }
     eventually("presence to warm up", Duration::from_secs(30), || async {
         (read(&presence, "presence_warm").await == 1.0).then_some(())
@@ -67,22 +66,10 @@ async fn main() -> anyhow::Result<()> {
         at: chrono::Utc::now(),
     };
     for n in 0..users {
-        bus.publish(
-            topology::EVENTS_TOPIC,
-            topology::keys::PRESENCE_CHANGE,
-            &change(n, true),
-            Durability::Transient,
-        )
-        .await?;
+        bus.publish(&change(n, true), Durability::Transient).await?;
     }
     for n in stay..users {
-        bus.publish(
-            topology::EVENTS_TOPIC,
-            topology::keys::PRESENCE_CHANGE,
-            &change(n, false),
-            Durability::Transient,
-        )
-        .await?;
+        bus.publish(&change(n, false), Durability::Transient).await?;
     }
     let published = started.elapsed();
     eventually("every change to be handled", Duration::from_secs(300), || async {

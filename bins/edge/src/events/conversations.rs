@@ -8,13 +8,10 @@
 use std::sync::Arc;
 
 use socketioxide::{SocketIo, extract::SocketRef};
-use switchboard::{
-    bus::topology,
-    contract::{
-        AckError, ConversationId, Room,
-        bus::MembershipQuery,
-        client::{ConversationRef, Empty, event},
-    },
+use switchboard::contract::{
+    AckError, ConversationId, Room,
+    bus::MembershipQuery,
+    client::{ConversationRef, Empty, event},
 };
 
 use super::{Context, on};
@@ -31,7 +28,7 @@ async fn join(cx: Context, request: ConversationRef) -> Result<Empty, AckError> 
         return Ok(Empty {});
     }
     let query = MembershipQuery { conversation_id: id, user_id: cx.client.user.clone() };
-    let membership = cx.ask(topology::keys::MEMBERSHIP_QUERY, &query).await?;
+    let membership = cx.ask(&query).await?;
     if !membership.member {
         return Err(AckError::forbidden());
     }

@@ -12,7 +12,7 @@
 
 use chrono::Utc;
 use switchboard::{
-    bus::{Request, topology},
+    bus::{Request, Routed, Shard},
     contract::{
         AckError, ConversationId,
         bus::{MarkRead, SendMessage, SyncQuery},
@@ -56,7 +56,7 @@ async fn read(cx: Context, request: MessageRead) -> Result<Empty, AckError> {
 /// confirm and the worker's answer are waited for after, so a socket that does not wait for
 /// acks gets its commands into the same batch. A command the shard has no place
 /// for (see [`admission`](crate::admission)) is answered `unavailable` without being published.
-async fn in_order<R: Request>(
+async fn in_order<R: Request + Routed>(
     cx: Context,
     conversation: ConversationId,
     command: R,
@@ -66,8 +66,7 @@ async fn in_order<R: Request>(
         turn.wait().await;
     }
     let _place = app.admission.admit(conversation)?;
-    let shard = topology::keys::message_shard(conversation) as usize;
-    let published = app.shards[shard].send(&command);
+    let published = app.shards[Shard::of(conversation).index()].send(&command);
     drop(turn);
     let pending = published.confirmed().await.map_err(request_error)?;
     pending.reply().await.map_err(request_error)
@@ -80,5 +79,5 @@ async fn sync(cx: Context, request: MessagesSync) -> Result<MessagesPage, AckErr
         after_seq: request.after_seq,
         limit: request.page_size(),
     };
-    cx.ask(topology::keys::SYNC_QUERY, &query).await
+    cx.ask(&query).await
 }

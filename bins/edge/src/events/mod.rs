@@ -22,7 +22,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 use socketioxide::extract::{AckSender, Event, SocketRef, State, TryData};
 use switchboard::{
-    bus::{Request, RequestError, topology},
+    bus::{Request, RequestError, Routed},
     contract::{AckError, ack::ack_body, object},
 };
 
@@ -43,14 +43,10 @@ pub struct Context {
 }
 
 impl Context {
-    /// Asks a worker over the bus (request/reply on `events.topic` with `key`) within the ack
+    /// Asks a worker over the bus (request/reply, to the request's route) within the ack
     /// timeout, and reads a failure the contract's way.
-    pub async fn ask<R: Request>(&self, key: &str, request: &R) -> Result<R::Response, AckError> {
-        self.app
-            .bus
-            .request(topology::EVENTS_TOPIC, key, request, self.app.config.ack_timeout())
-            .await
-            .map_err(request_error)
+    pub async fn ask<R: Request + Routed>(&self, request: &R) -> Result<R::Response, AckError> {
+        self.app.bus.request(request, self.app.config.ack_timeout()).await.map_err(request_error)
     }
 }
 

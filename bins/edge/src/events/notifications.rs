@@ -1,12 +1,9 @@
 //! `notifications:list` and `notification:read`: the caller's own inbox, kept by the notifier.
 
-use switchboard::{
-    bus::topology,
-    contract::{
-        AckError,
-        bus::{MarkNotificationRead, NotificationsQuery},
-        client::{Empty, NotificationRead, NotificationsList, NotificationsPage, event},
-    },
+use switchboard::contract::{
+    AckError,
+    bus::{MarkNotificationRead, NotificationsQuery},
+    client::{Empty, NotificationRead, NotificationsList, NotificationsPage, event},
 };
 
 use super::{Context, on};
@@ -22,10 +19,10 @@ async fn list(cx: Context, request: NotificationsList) -> Result<NotificationsPa
         unread_only: request.unread_only,
         limit: request.page_size(),
     };
-    cx.ask(topology::keys::NOTIFICATIONS_QUERY, &query).await
+    cx.ask(&query).await
 }
 
 async fn read(cx: Context, request: NotificationRead) -> Result<Empty, AckError> {
     let read = MarkNotificationRead { user_id: cx.client.user.clone(), id: request.id };
-    cx.ask(topology::keys::NOTIFICATION_READ, &read).await
+    cx.ask(&read).await
 }

@@ -1,12 +1,9 @@
 //! `presence:query`: answered by the presence worker, for the caller's contacts only.
 
-use switchboard::{
-    bus::topology,
-    contract::{
-        AckError,
-        bus::PresenceLookup,
-        client::{PresenceQuery, PresenceReply, event},
-    },
+use switchboard::contract::{
+    AckError,
+    bus::PresenceLookup,
+    client::{PresenceQuery, PresenceReply, event},
 };
 
 use super::{Context, on};
@@ -17,5 +14,5 @@ pub fn register(socket: &socketioxide::extract::SocketRef) {
 
 async fn query(cx: Context, request: PresenceQuery) -> Result<PresenceReply, AckError> {
     let lookup = PresenceLookup { user_id: cx.client.user.clone(), user_ids: request.user_ids };
-    cx.ask(topology::keys::PRESENCE_QUERY, &lookup).await
+    cx.ask(&lookup).await
 }
