@@ -19,11 +19,20 @@
 //! restarts, every edge's clock starts again, so our gap is not read as the edges' silence.
 //!
 //! **Restarts and copies.** The queue has RabbitMQ's single-active-consumer: one copy works,
-//! the others stand by and take over when it goes. A copy that starts (or takes over) knows
-//! nothing, so for two report intervals it only records: no event is announced until every
-//! live edge has reported, and nobody is judged offline on partial knowledge. Users who were
-//! online before are taken as known to their contacts (no event); a user who came online
-//! during those seconds is not announced (the one event a restart can miss, never a false one).
+//! the others stand by and take over when it goes. A copy that starts or takes over knows
+//! nothing, so for two report intervals (the warm-up, until every live edge has reported)
+//! nobody is judged offline on partial knowledge, and the users the reports list are taken as
+//! known to their contacts (no event: they were online before). The broker does not tell a
+//! standby that it took over: its first input after a silence longer than a report interval
+//! is the sign (`Presence::heard`), and starts the warm-up again. During the warm-up:
+//! - an edge's change "first socket of a user opened" is news, announced at once (a user who
+//!   comes online right after the system starts is announced promptly). Should the user also
+//!   be online through an edge that has not reported yet, contacts hear `user:online` twice:
+//!   a repeat of something true, never a false event;
+//! - an edge's change "last socket closed" for a user we never heard of is taken as a user
+//!   whose contacts were told "online" by the copy before us: they go offline after the grace
+//!   period (once the warm-up is over) unless a report shows them on another edge, so a
+//!   failover does not leave them "online" for good.
 //!
 //! **Audience.** The contacts of a user (who share an open conversation) come from the owner
 //! of conversations over the bus. An announcement is published once on `user.direct`,
@@ -85,7 +94,10 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let worker = Arc::new(Worker {
         bus: process.bus.clone(),
         database,
-        state: Mutex::new(Presence::new(grace, interval * 2 + Duration::from_secs(1), Instant::now())),
+        state: Mutex::new(
+            Presence::new(grace, interval * 2 + Duration::from_secs(1), Instant::now())
+                .with_gap(interval + Duration::from_secs(1)),
+        ),
         announce,
         ack_timeout: process.config.ack_timeout(),
     });
@@ -121,6 +133,7 @@ impl Worker {
     /// handed to tasks, so the input keeps flowing.
     fn handle(self: &Arc<Self>, incoming: Incoming) -> Outcome {
         let now = Instant::now();
+        self.state().heard(now);
         let kind = incoming.kind().unwrap_or_default();
         let announcements = match kind.as_str() {
             PresenceChange::KIND => match incoming.decode::<PresenceChange>() {
