@@ -60,6 +60,7 @@ static ENVELOPES: &[Decoder] = &[
     (MarkNotificationRead::KIND, envelope::<MarkNotificationRead>),
     (ReplyBatch::KIND, reply_batch),
     (RequestBatch::KIND, request_batch),
+    (ConversationOpened::KIND, envelope::<ConversationOpened>),
 ];
 
 /// One reply decoder per type that answers a request (`answered by` in `kinds!`).

@@ -273,3 +273,27 @@ async fn after_a_failover_a_user_who_leaves_goes_offline() {
     w.driver.no_event_about("bob", "user:offline", "alice", Duration::from_millis(1500)).await;
     w.presence = standby;
 }
+
+/// Issue 16: two users who are online and get a conversation by a match learn each other's
+/// presence at once.
+#[tokio::test]
+async fn two_online_users_who_match_see_each_other_online() {
+    let mut w = World::start().await;
+    let _notifier = w.env.spawn_ready(Bin::Notifier, &CLOCKS).await;
+    // alice and carol share no conversation yet.
+    w.connect("carol", "carol", 1).await;
+    w.connect("alice", "alice", 0).await;
+    w.driver.no_event_about("carol", "user:online", "alice", Duration::from_millis(1000)).await;
+
+    let post = json!({ "matchId": "m-presence", "userIds": ["alice", "carol"] });
+    assert_eq!(w.edges[0].post("/api/v1/matches", post).await, (202, json!({})));
+    w.driver.event("alice", "match:new").await;
+    let about_carol = w.driver.event_about("alice", "user:online", "carol").await;
+    let about_alice = w.driver.event_about("carol", "user:online", "alice").await;
+    assert!(about_carol["at"].as_str().is_some() && about_alice["at"].as_str().is_some());
+    w.driver.no_event_about("alice", "user:online", "carol", Duration::from_millis(1000)).await;
+    w.driver.no_event_about("carol", "user:online", "alice", Duration::from_millis(10)).await;
+    // From now on they are contacts like any others.
+    w.driver.disconnect("carol").await;
+    assert_eq!(w.driver.event_about("alice", "user:offline", "carol").await["userId"], "carol");
+}

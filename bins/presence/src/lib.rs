@@ -34,6 +34,13 @@
 //!   period (once the warm-up is over) unless a report shows them on another edge, so a
 //!   failover does not leave them "online" for good.
 //!
+//! **New contacts.** When a conversation is created, its owner publishes `conversation.opened`
+//! with the participants (on `events.topic`, bound to this queue, so it is handled in order
+//! with the changes). Each participant who is online is announced to the others with
+//! `user:online` (addressed to them only): two online users who get a conversation (a match)
+//! learn each other's presence at once instead of at their next reconnect. A replayed creation
+//! may introduce them again (at least once, like every announcement).
+//!
 //! **Audience.** The contacts of a user (who share an open conversation) come from the owner
 //! of conversations over the bus. An announcement is published once on `user.direct`,
 //! addressed to every contact's user room (the `CC` header): only edges where a contact has a
@@ -63,7 +70,10 @@ use switchboard::{
     bus::{BusMessage, ConsumeOptions, Durability, Incoming, Outcome, Poison, QueueSpec, topology},
     contract::{
         AckError, Room, UserId,
-        bus::{Contacts, ContactsQuery, Deliver, EdgeReport, EdgeStopping, PresenceChange, PresenceLookup},
+        bus::{
+            Contacts, ContactsQuery, ConversationOpened, Deliver, EdgeReport, EdgeStopping, PresenceChange,
+            PresenceLookup,
+        },
         client::{PresenceReply, UserPresence},
         server::{ServerEvent, UserOffline, UserOnline},
     },
@@ -109,6 +119,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         .bind(topology::EVENTS_TOPIC, topology::keys::PRESENCE_REPORT)
         .bind(topology::EVENTS_TOPIC, topology::keys::EDGE_STOPPING)
         .bind(topology::EVENTS_TOPIC, topology::keys::PRESENCE_QUERY)
+        .bind(topology::EVENTS_TOPIC, topology::keys::CONVERSATION_OPENED)
         .single_active_consumer()
         .message_ttl_ms(60_000);
     let resumed = worker.clone();
@@ -156,6 +167,10 @@ impl Worker {
                     let interval = Duration::from_millis(report.interval_ms.max(100));
                     self.state().report(report.edge_id, report.users, interval, now)
                 }
+                Err(error) => return Outcome::DeadLetter(error.into()),
+            },
+            ConversationOpened::KIND => match incoming.decode::<ConversationOpened>() {
+                Ok(opened) => self.state().introduce(&opened.data.participants),
                 Err(error) => return Outcome::DeadLetter(error.into()),
             },
             EdgeStopping::KIND => match incoming.decode::<EdgeStopping>() {
@@ -241,8 +256,11 @@ impl Worker {
             Announcement::Offline { user, last_seen_at } => {
                 Announcement::Offline { user, last_seen_at: last_seen_at.trunc_subsecs(6) }
             }
+            Announcement::OnlineTo { user, at, audience } => return self.introduce(user, at, audience).await,
         };
         let (user, event, data) = match &announcement {
+            // Handled above.
+            Announcement::OnlineTo { .. } => return,
             Announcement::Online { user, at } => {
                 (user, UserOnline::NAME, serde_json::to_value(UserOnline { user_id: user.clone(), at: *at }))
             }
@@ -275,6 +293,22 @@ impl Worker {
         match deliver(&self.bus, delivery, Durability::Transient).await {
             Ok(()) => metrics::counter!("presence_announcements_total", "event" => event).increment(1),
             Err(error) => tracing::warn!(%error, event, "a presence change was not published"),
+        }
+    }
+}
+
+impl Worker {
+    /// Tells `audience` (new contacts of `user`, see [`Presence::introduce`]) that `user` is
+    /// online: the audience is known, so the user's contacts are not asked for.
+    async fn introduce(&self, user: UserId, at: DateTime<Utc>, audience: Vec<UserId>) {
+        let online = UserOnline { user_id: user, at: at.trunc_subsecs(6) };
+        let rooms = audience.into_iter().map(Room::User).collect();
+        let delivery = Deliver::server_event(rooms, UserOnline::NAME, &online, None);
+        match deliver(&self.bus, delivery, Durability::Transient).await {
+            Ok(()) => {
+                metrics::counter!("presence_announcements_total", "event" => "introduction").increment(1)
+            }
+            Err(error) => tracing::warn!(%error, "an introduction was not published"),
         }
     }
 }

@@ -18,8 +18,21 @@ use uuid::Uuid;
 /// What to tell a user's contacts.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Announcement {
-    Online { user: UserId, at: DateTime<Utc> },
-    Offline { user: UserId, last_seen_at: DateTime<Utc> },
+    Online {
+        user: UserId,
+        at: DateTime<Utc>,
+    },
+    Offline {
+        user: UserId,
+        last_seen_at: DateTime<Utc>,
+    },
+    /// `user` is online (since `at`) and `audience` has just come to share a conversation with
+    /// them: tell only those (see [`Presence::introduce`]).
+    OnlineTo {
+        user: UserId,
+        at: DateTime<Utc>,
+        audience: Vec<UserId>,
+    },
 }
 
 #[derive(Default)]
@@ -28,6 +41,8 @@ struct User {
     edges: HashSet<Uuid>,
     /// Whether contacts were told (or, at start, are taken to know) the user is online.
     announced: bool,
+    /// Since when the user is online, as far as we know (the `at` of their `user:online`).
+    online_at: Option<DateTime<Utc>>,
     /// Since when the user has had no socket anywhere (the grace period runs from here).
     gone_since: Option<(Instant, DateTime<Utc>)>,
 }
@@ -148,6 +163,7 @@ impl Presence {
             return None;
         }
         state.announced = true;
+        state.online_at = Some(at);
         announce.then_some(Announcement::Online { user, at })
     }
 
@@ -191,6 +207,23 @@ impl Presence {
             self.disconnected(edge, user, now, at);
         }
         new.into_iter().filter_map(|user| self.arrived(edge, user, now, at, false)).collect()
+    }
+
+    /// A conversation was opened between `participants`: each of them who is online is
+    /// announced to the others, who were not their contacts when they came online.
+    pub fn introduce(&self, participants: &[UserId]) -> Vec<Announcement> {
+        participants
+            .iter()
+            .filter_map(|user| {
+                let state = self.users.get(user).filter(|u| !u.edges.is_empty() || u.announced)?;
+                let audience: Vec<UserId> = participants.iter().filter(|p| *p != user).cloned().collect();
+                Some(Announcement::OnlineTo {
+                    user: user.clone(),
+                    at: state.online_at.unwrap_or_else(Utc::now),
+                    audience,
+                })
+            })
+            .collect()
     }
 
     /// An edge said it is stopping, or stopped reporting: its users lose that edge.
@@ -390,5 +423,25 @@ mod tests {
         );
         assert!(p.online(&b));
         assert_eq!(p.online_count(), 1);
+    }
+
+    #[test]
+    fn a_new_conversation_introduces_its_online_participants_to_each_other() {
+        let t0 = Instant::now();
+        let mut p = warm(t0);
+        let e = Uuid::now_v7();
+        let (a, b, c) = (user("a"), user("b"), user("c"));
+        let at = Utc::now();
+        p.connected(e, a.clone(), t0, at);
+        p.connected(e, b.clone(), t0, at);
+        let introductions = p.introduce(&[a.clone(), b.clone(), c.clone()]);
+        assert_eq!(
+            introductions,
+            vec![
+                Announcement::OnlineTo { user: a.clone(), at, audience: vec![b.clone(), c.clone()] },
+                Announcement::OnlineTo { user: b.clone(), at, audience: vec![a.clone(), c.clone()] },
+            ]
+        );
+        assert!(p.introduce(&[c.clone(), user("d")]).is_empty(), "nobody online");
     }
 }

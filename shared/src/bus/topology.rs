@@ -73,6 +73,9 @@ pub mod keys {
 
     /// An edge is stopping.
     pub const EDGE_STOPPING: &str = "edge.stopping";
+
+    /// A conversation was created; presence listens.
+    pub const CONVERSATION_OPENED: &str = "conversation.opened";
 }
 
 /// The exchanges of contract section 1, and where messages that can never be handled are

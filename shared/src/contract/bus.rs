@@ -64,6 +64,7 @@ kinds! {
     MarkNotificationRead => "notification.read", answered by Empty;
     ReplyBatch => "rpc.replies";
     RequestBatch => "rpc.requests";
+    ConversationOpened => "conversation.opened";
 }
 
 /// Several requests of one requester to one queue in one message, published like a single
@@ -468,6 +469,17 @@ pub struct NotificationsQuery {
 pub struct MarkNotificationRead {
     pub user_id: UserId,
     pub id: NotificationId,
+}
+
+/// A conversation was created (or its creation asked again: at least once): `events.topic`
+/// `conversation.opened`, published by the owner of conversations once it is stored. Presence
+/// introduces the participants who are online to each other with `user:online`, since they
+/// were not each other's contacts when they came online.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConversationOpened {
+    pub conversation_id: ConversationId,
+    pub participants: Vec<UserId>,
 }
 
 #[cfg(test)]
