@@ -61,6 +61,8 @@ static ENVELOPES: &[Decoder] = &[
     (ReplyBatch::KIND, reply_batch),
     (RequestBatch::KIND, request_batch),
     (ConversationOpened::KIND, envelope::<ConversationOpened>),
+    (FlushInbox::KIND, envelope::<FlushInbox>),
+    (NotificationDelivered::KIND, envelope::<NotificationDelivered>),
 ];
 
 /// One reply decoder per type that answers a request (`answered by` in `kinds!`).

@@ -43,7 +43,7 @@ fn declared_queues() -> Vec<(String, &'static str)> {
     for queue in topology::notifier_queues() {
         queues.push((queue.name, NOTIFIER));
     }
-    for name in ["notifier.inbox", "notifier.list", "notifier.read"] {
+    for name in ["notifier.list", "notifier.read"] {
         queues.push((name.to_owned(), NOTIFIER));
     }
     // bins/edge/src/delivery.rs: one exclusive queue per edge process, `edge.<uuid>`.

@@ -293,13 +293,16 @@ async fn emit(io: &SocketIo, bus: &Bus, mut deliver: Deliver, sent_at: chrono::D
     if let Some(reply) = deliver.reply.take() {
         bus.answer_waiting(reply).await;
     }
-    let rooms: Vec<String> = deliver.rooms.iter().map(Room::to_string).collect();
-    let mut operator = io.to(rooms);
-    if let Some(except) = deliver.except_socket.as_deref().and_then(|sid| Sid::from_str(sid).ok()) {
-        operator = operator.except(except);
-    }
-    if let Err(error) = operator.emit(deliver.event.as_str(), &deliver.data).await {
-        tracing::debug!(%error, event = %deliver.event, "a socket could not take a delivery");
+    // A notification is emitted socket by socket, and its receipt sent, by the inbox.
+    if !crate::inbox::emit(io, bus, &deliver) {
+        let rooms: Vec<String> = deliver.rooms.iter().map(Room::to_string).collect();
+        let mut operator = io.to(rooms);
+        if let Some(except) = deliver.except_socket.as_deref().and_then(|sid| Sid::from_str(sid).ok()) {
+            operator = operator.except(except);
+        }
+        if let Err(error) = operator.emit(deliver.event.as_str(), &deliver.data).await {
+            tracing::debug!(%error, event = %deliver.event, "a socket could not take a delivery");
+        }
     }
     // Backends may emit any name (contract section 6): one series per name would grow the
     // metrics without bound, so names that are not the server's own share one series.

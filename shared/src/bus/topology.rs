@@ -76,6 +76,10 @@ pub mod keys {
 
     /// A conversation was created; presence listens.
     pub const CONVERSATION_OPENED: &str = "conversation.opened";
+    /// A user's socket connected: the notifier pushes their undelivered notifications.
+    pub const NOTIFICATION_FLUSH: &str = "notification.flush";
+    /// An edge emitted a notification to a socket: the notifier marks it delivered.
+    pub const NOTIFICATION_DELIVERED: &str = "notification.delivered";
 }
 
 /// The exchanges of contract section 1, and where messages that can never be handled are
@@ -90,7 +94,7 @@ pub const EXCHANGES: &[(&str, ExchangeKind)] = &[
 /// The notifier's work queues. Declared by every process at every connection, not only by
 /// the notifier: the contract lets the notifier scale to zero, and a match published while no
 /// notifier ever ran must still wait in its queue.
-pub fn notifier_queues() -> [QueueSpec; 2] {
+pub fn notifier_queues() -> [QueueSpec; 4] {
     [
         // Matches and unmatches in one queue, one active consumer: handled in publish order.
         QueueSpec::durable("notifier.matches")
@@ -98,6 +102,10 @@ pub fn notifier_queues() -> [QueueSpec; 2] {
             .bind(EVENTS_TOPIC, keys::MATCH_REMOVE)
             .single_active_consumer(),
         QueueSpec::durable("notifier.notifications").bind(EVENTS_TOPIC, keys::NOTIFICATION_CREATE),
+        // A connect's request for the user's undelivered notifications waits here too, so it is
+        // answered when a notifier runs again.
+        QueueSpec::durable("notifier.flush").bind(EVENTS_TOPIC, keys::NOTIFICATION_FLUSH),
+        QueueSpec::durable("notifier.delivered").bind(EVENTS_TOPIC, keys::NOTIFICATION_DELIVERED),
     ]
 }
 

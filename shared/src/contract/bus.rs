@@ -65,6 +65,8 @@ kinds! {
     ReplyBatch => "rpc.replies";
     RequestBatch => "rpc.requests";
     ConversationOpened => "conversation.opened";
+    FlushInbox => "notification.flush";
+    NotificationDelivered => "notification.delivered";
 }
 
 /// Several requests of one requester to one queue in one message, published like a single
@@ -480,6 +482,25 @@ pub struct MarkNotificationRead {
 pub struct ConversationOpened {
     pub conversation_id: ConversationId,
     pub participants: Vec<UserId>,
+}
+
+/// A socket of `user_id` has connected: `events.topic` `notification.flush`, persistent and
+/// confirmed, published by the edge once the client is told it is connected. The notifier
+/// pushes every notification of the user not yet delivered, oldest first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FlushInbox {
+    pub user_id: UserId,
+}
+
+/// An edge emitted `notification:new` `id` to at least one socket of `user_id`:
+/// `events.topic` `notification.delivered`, persistent and confirmed. Only this marks a
+/// notification delivered; one never marked is pushed again at the user's next connect.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationDelivered {
+    pub user_id: UserId,
+    pub id: NotificationId,
 }
 
 #[cfg(test)]
