@@ -61,6 +61,9 @@ static ENVELOPES: &[Decoder] = &[
     (MarkNotificationRead::KIND, envelope::<MarkNotificationRead>),
     (ReplyBatch::KIND, reply_batch),
     (RequestBatch::KIND, request_batch),
+    (ConversationOpened::KIND, envelope::<ConversationOpened>),
+    (FlushInbox::KIND, envelope::<FlushInbox>),
+    (NotificationDelivered::KIND, envelope::<NotificationDelivered>),
 ];
 
 /// One reply decoder per type that answers a request (`answered by` in `kinds!`).

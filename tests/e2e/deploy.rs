@@ -42,7 +42,8 @@ fn declared_queues() -> Vec<(String, &'static str)> {
     for queue in [
         queues::matches(),
         queues::notifications(),
-        queues::notifier_inbox(),
+        queues::flush_inbox(),
+        queues::delivered_notifications(),
         queues::notifications_list(),
         queues::notification_read(),
     ] {

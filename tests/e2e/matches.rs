@@ -265,3 +265,67 @@ async fn a_match_waits_for_an_absent_messages_worker_and_is_handled_when_it_retu
     assert_eq!(env.count("SELECT count(*) FROM conversations").await, 1);
     assert_eq!(env.count("SELECT count(*) FROM notifications").await, 2);
 }
+
+/// Issue 16: "delivered at the first connect after their creation, every time". Each user gets
+/// a notification just before their first connect, and has it at that connect; it is then
+/// marked delivered, and a later connect does not bring it again.
+#[tokio::test]
+async fn a_notification_created_just_before_the_first_connect_is_delivered_at_that_connect() {
+    let mut w = World::start(true).await;
+    let users: Vec<String> = (0..8).map(|i| format!("user{i}")).collect();
+    for user in &users {
+        w.env.add_session(&format!("{user}-token"), user, HOUR).await;
+    }
+    for (i, user) in users.iter().enumerate() {
+        let body = json!({ "userId": user, "type": "system", "title": "Hi", "message": "Welcome" });
+        let (status, reply) = w.edges[i % 2].post("/api/v1/notifications", body).await;
+        assert_eq!(status, 202, "{reply}");
+        let id = reply["id"].clone();
+        w.connect(user, user, (i + 1) % 2).await;
+        let pushed = w.driver.event(user, "notification:new").await;
+        assert_eq!((pushed["id"].clone(), pushed["userId"].clone()), (id, json!(user)));
+    }
+    eventually("every notification marked delivered", Duration::from_secs(10), || async {
+        (w.env.count("SELECT count(*) FROM notifications WHERE delivered_at IS NULL").await == 0)
+            .then_some(())
+    })
+    .await;
+    // Delivery is at least once (a push and a flush may both bring it to the first socket), but
+    // once delivered it is not brought again.
+    w.connect("again", &users[0], 0).await;
+    w.driver.no_event("again", "notification:new", Duration::from_millis(1500)).await;
+}
+
+/// Issue 16: a notification counts as delivered when a socket got it, not when a queue took
+/// it. The user's edge is frozen (its socket half-open) when the notification comes, then
+/// dies with it: the user's next connect brings it.
+#[tokio::test]
+async fn a_notification_an_edge_took_but_never_emitted_is_delivered_at_the_next_connect() {
+    let mut w = World::start(true).await;
+    w.connect("c1", "carol", 0).await;
+    w.edges[0].signal(Signal::SIGSTOP);
+    let body = json!({ "userId": "carol", "type": "system", "title": "Hi", "message": "Welcome" });
+    let (status, reply) = w.edges[1].post("/api/v1/notifications", body).await;
+    assert_eq!(status, 202, "{reply}");
+    // The frozen edge's queue took it.
+    eventually("the frozen edge's queue to hold the notification", Duration::from_secs(20), || async {
+        let queues = w.env.rabbit.queues(&w.env.vhost).await;
+        queues
+            .iter()
+            .any(|q| {
+                q["name"].as_str().is_some_and(|n| n.starts_with("edge."))
+                    && q["messages"].as_u64() >= Some(1)
+            })
+            .then_some(())
+    })
+    .await;
+    w.edges[0].signal(Signal::SIGKILL);
+    w.connect("c2", "carol", 1).await;
+    let pushed = w.driver.event("c2", "notification:new").await;
+    assert_eq!((pushed["id"].clone(), pushed["userId"].clone()), (reply["id"].clone(), json!("carol")));
+    eventually("the notification marked delivered", Duration::from_secs(10), || async {
+        (w.env.count("SELECT count(*) FROM notifications WHERE delivered_at IS NOT NULL").await == 1)
+            .then_some(())
+    })
+    .await;
+}

@@ -207,3 +207,92 @@ async fn after_their_conversation_closes_two_users_no_longer_see_each_other() {
     w.driver.no_event_about("bob", "user:offline", "alice", Duration::from_millis(2500)).await;
     bus.close().await;
 }
+
+/// Issue 16: right after the system starts, the presence worker is warming up (two report
+/// intervals); users who connect then are still announced, at once.
+#[tokio::test]
+async fn contacts_who_connect_right_after_the_system_starts_see_each_other_online() {
+    let env = TestEnv::new().await;
+    // The default report interval (5 s), so the warm-up (11 s) outlasts what this test waits.
+    let clocks = [("PRESENCE_OFFLINE_GRACE_MS", "1000")];
+    let _messages = env.spawn_ready(Bin::Messages, &clocks).await;
+    let _presence = env.spawn_ready(Bin::Presence, &clocks).await;
+    let edge = env.spawn_ready(Bin::Edge, &clocks).await;
+    for user in ["alice", "bob"] {
+        env.add_session(&format!("{user}-token"), user, HOUR).await;
+    }
+    env.create_conversation(&edge, &["alice", "bob"]).await;
+    let mut driver = Driver::start().await;
+    driver.connect("bob", &edge.url(), as_user("bob")).await.expect("bob connects");
+    driver.connect("alice", &edge.url(), as_user("alice")).await.expect("alice connects");
+    let online = driver
+        .wait_for_within("user:online about alice", Duration::from_secs(5), |l| {
+            l["client"] == "bob" && l["event"] == "user:online" && l["args"][0]["userId"] == "alice"
+        })
+        .await
+        .expect("bob hears that alice is online within 5 s of her connect");
+    assert!(online["args"][0]["at"].as_str().is_some(), "{online}");
+    // Once: the reports that follow (and the end of the warm-up) add nothing.
+    driver.no_event_about("bob", "user:online", "alice", Duration::from_millis(1000)).await;
+    driver.no_event("alice", "user:offline", Duration::from_millis(10)).await;
+}
+
+/// Issue 16: a standby presence worker that takes over (single-active-consumer) and hears a
+/// user's last socket close before any report about them still takes them offline.
+#[tokio::test]
+async fn after_a_failover_a_user_who_leaves_goes_offline() {
+    let mut w = World::start().await;
+    // The edges report every 5 s, so no report about alice reaches the new worker between the
+    // failover and her leaving.
+    let slow_reports = [("PRESENCE_REPORT_INTERVAL_MS", "5000"), ("PRESENCE_OFFLINE_GRACE_MS", "1000")];
+    let (e1, e2) = tokio::join!(
+        w.env.spawn_ready(Bin::Edge, &slow_reports),
+        w.env.spawn_ready(Bin::Edge, &slow_reports)
+    );
+    w.edges = vec![e1, e2];
+    w.connect("bob", "bob", 1).await;
+    w.connect("alice", "alice", 0).await;
+    assert_eq!(w.driver.event_about("bob", "user:online", "alice").await["userId"], "alice");
+
+    // A second copy stands by (the first holds the queue), long enough to be warm.
+    let standby = w.env.spawn_ready(Bin::Presence, &CLOCKS).await;
+    eventually("the standby to subscribe", Duration::from_secs(15), || async {
+        let queues = w.env.rabbit.queues(&w.env.vhost).await;
+        let events = queues.iter().find(|q| q["name"] == "presence.events")?;
+        (events["consumers"] == 2).then_some(())
+    })
+    .await;
+    w.warm(&standby).await;
+
+    w.presence.signal(Signal::SIGKILL);
+    w.driver.disconnect("alice").await;
+    let offline = w.driver.event_about("bob", "user:offline", "alice").await;
+    assert_eq!(offline["userId"], "alice");
+    assert!(offline["lastSeenAt"].as_str().is_some(), "{offline}");
+    w.driver.no_event_about("bob", "user:offline", "alice", Duration::from_millis(1500)).await;
+    w.presence = standby;
+}
+
+/// Issue 16: two users who are online and get a conversation by a match learn each other's
+/// presence at once.
+#[tokio::test]
+async fn two_online_users_who_match_see_each_other_online() {
+    let mut w = World::start().await;
+    let _notifier = w.env.spawn_ready(Bin::Notifier, &CLOCKS).await;
+    // alice and carol share no conversation yet.
+    w.connect("carol", "carol", 1).await;
+    w.connect("alice", "alice", 0).await;
+    w.driver.no_event_about("carol", "user:online", "alice", Duration::from_millis(1000)).await;
+
+    let post = json!({ "matchId": "m-presence", "userIds": ["alice", "carol"] });
+    assert_eq!(w.edges[0].post("/api/v1/matches", post).await, (202, json!({})));
+    w.driver.event("alice", "match:new").await;
+    let about_carol = w.driver.event_about("alice", "user:online", "carol").await;
+    let about_alice = w.driver.event_about("carol", "user:online", "alice").await;
+    assert!(about_carol["at"].as_str().is_some() && about_alice["at"].as_str().is_some());
+    w.driver.no_event_about("alice", "user:online", "carol", Duration::from_millis(1000)).await;
+    w.driver.no_event_about("carol", "user:online", "alice", Duration::from_millis(10)).await;
+    // From now on they are contacts like any others.
+    w.driver.disconnect("carol").await;
+    assert_eq!(w.driver.event_about("alice", "user:offline", "carol").await["userId"], "carol");
+}

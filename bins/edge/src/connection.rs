@@ -4,8 +4,9 @@
 //! (a refusal becomes `connect_error` `unauthorized`; the reason is logged, never sent), then
 //! binds the user's deliveries to this edge's queue and joins the socket to `user:<id>`. Only
 //! then does the client get `connect`, so nothing addressed to the user after that is lost.
-//! The connect handler sends `session`; the event families are registered by the middleware,
-//! before the client can emit; the disconnect handler releases the socket's bindings.
+//! The connect handler sends `session` and asks for the user's waiting notifications (see
+//! [`inbox`](crate::inbox)); the event families are registered by the middleware, before the
+//! client can emit; the disconnect handler releases the socket's bindings.
 //!
 //! Before authentication a connection costs little and not for long: binary packets (which
 //! the contract does not use) close it at once instead of being gathered, and one that has
@@ -331,12 +332,16 @@ async fn admit(
 /// How long after `admit` a socket that will ever be connected surely is.
 const ADMIT_SETTLES: std::time::Duration = std::time::Duration::from_secs(1);
 
-async fn on_connect(socket: SocketRef) {
+async fn on_connect(socket: SocketRef, State(app): State<Arc<App>>) {
     let Some(client) = socket.extensions.get::<Arc<Client>>() else { return };
     metrics::counter!("edge_connects_total").increment(1);
     let session = Session { user_id: client.user.clone(), server_time: chrono::Utc::now() };
     if let Err(error) = socket.emit(Session::NAME, &session) {
         tracing::debug!(%error, "socket left before its session event");
+    }
+    // The client is connected now: what the flush pushes finds this socket.
+    if app.deliveries.take_unflushed(&client.user).await {
+        crate::inbox::flush_at_connect(&app.deliveries, &client.user).await;
     }
 }
 

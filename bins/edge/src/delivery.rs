@@ -25,7 +25,12 @@
 //! addressed to every user it concerns: its items are emitted in order, each to the local
 //! sockets of its own rooms, so items for users this edge has no socket of cost nothing.
 
-use std::{collections::HashMap, str::FromStr, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    str::FromStr,
+    sync::Arc,
+    time::Duration,
+};
 
 use futures::StreamExt;
 use lapin::{
@@ -40,7 +45,7 @@ use switchboard::{
         BusError, Envelope, Route,
         queues::{self, EdgeInbound},
     },
-    contract::{Room, bus::Deliver, server},
+    contract::{Room, UserId, bus::Deliver, server},
 };
 use tokio::sync::{Mutex, mpsc, watch};
 use uuid::Uuid;
@@ -65,6 +70,11 @@ struct Bindings {
     counts: HashMap<Room, usize>,
     /// Set at shutdown: the queue is about to be deleted, so unbinding is pointless.
     closing: bool,
+    /// Users whose first socket here is bound but whose waiting notifications nobody asked
+    /// for yet: the first of their sockets to connect asks (see [`crate::inbox`]). Once per
+    /// user here, not per socket: while a user has a socket here, what is created for them
+    /// reaches it live.
+    unflushed: HashSet<UserId>,
 }
 
 impl Deliveries {
@@ -109,9 +119,22 @@ impl Deliveries {
         }
         state.counts.insert(room.clone(), count + 1);
         if let (0, Room::User(user)) = (count, room) {
+            state.unflushed.insert(user.clone());
             let _ = self.transitions.send((user.clone(), true));
         }
         Ok(true)
+    }
+
+    /// Whether a local socket is in `room`.
+    pub async fn has(&self, room: &Room) -> bool {
+        self.state.lock().await.counts.contains_key(room)
+    }
+
+    /// Whether a socket of `user` that just connected must ask for the user's waiting
+    /// notifications: true for the first to connect since the user's first socket here was
+    /// bound. Whoever gets true asks.
+    pub async fn take_unflushed(&self, user: &UserId) -> bool {
+        self.state.lock().await.unflushed.remove(user)
     }
 
     /// Removes one local socket from `room`, unbinding the queue if it was the last.
@@ -124,6 +147,7 @@ impl Deliveries {
         }
         state.counts.remove(room);
         if let Room::User(user) = room {
+            state.unflushed.remove(user);
             let _ = self.transitions.send((user.clone(), false));
         }
         if state.closing {
@@ -286,13 +310,16 @@ async fn emit(io: &SocketIo, bus: &Bus, mut deliver: Deliver, sent_at: chrono::D
     if let Some(reply) = deliver.reply.take() {
         bus.answer_waiting(reply).await;
     }
-    let rooms: Vec<String> = deliver.rooms.iter().map(Room::to_string).collect();
-    let mut operator = io.to(rooms);
-    if let Some(except) = deliver.except_socket.as_deref().and_then(|sid| Sid::from_str(sid).ok()) {
-        operator = operator.except(except);
-    }
-    if let Err(error) = operator.emit(deliver.event.as_str(), &deliver.data).await {
-        tracing::debug!(%error, event = %deliver.event, "a socket could not take a delivery");
+    // A notification is emitted socket by socket, and its receipt sent, by the inbox.
+    if !crate::inbox::emit(io, bus, &deliver) {
+        let rooms: Vec<String> = deliver.rooms.iter().map(Room::to_string).collect();
+        let mut operator = io.to(rooms);
+        if let Some(except) = deliver.except_socket.as_deref().and_then(|sid| Sid::from_str(sid).ok()) {
+            operator = operator.except(except);
+        }
+        if let Err(error) = operator.emit(deliver.event.as_str(), &deliver.data).await {
+            tracing::debug!(%error, event = %deliver.event, "a socket could not take a delivery");
+        }
     }
     // Backends may emit any name (contract section 6): one series per name would grow the
     // metrics without bound, so names that are not the server's own share one series.

@@ -8,6 +8,8 @@
 //! - [`events`]: client events, one module per family, behind one ack/validation wrapper;
 //! - [`admission`]: how many chat commands may wait for a shard before new ones are refused;
 //! - [`delivery`]: this edge's queue, its bindings, and emitting what arrives to sockets;
+//! - [`inbox`]: the waiting notifications asked for at connect, and the receipts of the
+//!   notifications a socket got;
 //! - [`ingress`]: `/api/v1/*` for backends;
 //! - [`presence`]: what this edge tells the presence worker about its users.
 //!
@@ -22,6 +24,7 @@ pub mod auth;
 pub mod connection;
 pub mod delivery;
 pub mod events;
+pub mod inbox;
 pub mod ingress;
 pub mod origin;
 pub mod presence;

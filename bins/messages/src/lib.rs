@@ -74,7 +74,9 @@
 //! migration): one round trip, one transaction, every inner statement a key lookup.
 //!
 //! **Queries** ([`queries`]): membership, `messages:sync` and conversation creation are
-//! read-mostly requests served by every copy from competing consumers.
+//! read-mostly requests served by every copy from competing consumers. A created conversation
+//! is announced on `events.topic` as `conversation.opened` (its participants), from which
+//! presence introduces the online participants to each other.
 //!
 //! [`Shard::COUNT`]: switchboard::bus::Shard::COUNT
 

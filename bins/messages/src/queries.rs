@@ -13,7 +13,7 @@ use switchboard::{
         AckError, ConversationId,
         bus::{
             CloseConversation, Contacts, ContactsQuery, ConversationClosed, ConversationCreated,
-            CreateConversation, Membership, MembershipQuery, SyncQuery,
+            ConversationOpened, CreateConversation, Membership, MembershipQuery, SyncQuery,
         },
         client::{Empty, MessagesPage},
     },
@@ -47,10 +47,10 @@ pub fn serve(bus: &Bus, database: &Database) -> Serving {
         let db = db.clone();
         async move { sync(&db, query).await }
     });
-    let db = database.clone();
+    let (db, publisher) = (database.clone(), bus.clone());
     bus.serve(queues::create_conversation(), serving.options(8), move |request| {
-        let db = db.clone();
-        async move { create(&db, request).await }
+        let (db, bus) = (db.clone(), publisher.clone());
+        async move { create(&db, &bus, request).await }
     });
     serving
 }
@@ -169,7 +169,16 @@ async fn sync(db: &Database, query: SyncQuery) -> Result<MessagesPage, AckError>
     Ok(MessagesPage { messages, has_more })
 }
 
-async fn create(db: &Database, request: CreateConversation) -> Result<ConversationCreated, AckError> {
+/// Stores a conversation, then tells presence (`conversation.opened`), which introduces the
+/// participants who are online to each other. Every creation asked is announced, a replay too,
+/// so an announcement lost with a failed first attempt is made by the retry. Losing it is a
+/// presence event not shown (contacts can still ask with `presence:query`), not a reason to
+/// fail a conversation that is stored, so a failed publish is only logged.
+async fn create(
+    db: &Database,
+    bus: &Bus,
+    request: CreateConversation,
+) -> Result<ConversationCreated, AckError> {
     request.check().map_err(AckError::invalid)?;
     let mut tx = db.pool().begin().await.map_err(unavailable)?;
     let id = ConversationId::new();
@@ -202,5 +211,10 @@ async fn create(db: &Database, request: CreateConversation) -> Result<Conversati
     .await
     .map_err(unavailable)?;
     tx.commit().await.map_err(unavailable)?;
-    Ok(ConversationCreated { conversation_id: ConversationId(id) })
+    let conversation_id = ConversationId(id);
+    let opened = ConversationOpened { conversation_id, participants: request.participants };
+    if let Err(error) = bus.publish(&opened, Durability::Confirmed).await {
+        tracing::warn!(%error, "could not announce a new conversation to presence");
+    }
+    Ok(ConversationCreated { conversation_id })
 }

@@ -1,14 +1,18 @@
-//! Each user's notification inbox: store, deliver now or at the next connect, list, mark read.
+//! Each user's notification inbox: store, deliver now or at the next connect, record what an
+//! edge emitted to a socket, list, mark read (see the crate docs for the delivery design).
 
 use std::sync::Arc;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use switchboard::{
-    backend::deliver_routed,
-    bus::{ConsumeOptions, Incoming, Outcome, queues},
+    backend::{deliver, deliver_all},
+    bus::{ConsumeOptions, Durability, Incoming, Outcome, queues},
     contract::{
         AckError, NotificationId, Room, UserId,
-        bus::{CreateNotification, Deliver, MarkNotificationRead, NotificationsQuery, PresenceChange},
+        bus::{
+            CreateNotification, Deliver, FlushInbox, MarkNotificationRead, NotificationDelivered,
+            NotificationsQuery,
+        },
         client::{Empty, NotificationsPage},
         server::{NotificationNew, ServerEvent},
     },
@@ -86,25 +90,22 @@ pub async fn store(
     row.into_event().ok_or(sqlx::Error::RowNotFound)
 }
 
-/// Pushes a stored notification to the user's sockets; marks it delivered if any edge took
-/// it. Not delivered stays in the inbox for the next connect.
-pub async fn push(notifier: &Notifier, notification: &NotificationNew) -> Result<(), Failure> {
-    let delivery = Deliver::server_event(
+/// The `notification:new` delivery of a notification to its user's sockets.
+fn delivery(notification: &NotificationNew) -> Deliver {
+    Deliver::server_event(
         vec![Room::User(notification.user_id.clone())],
         NotificationNew::NAME,
         notification,
         None,
-    );
-    let routed = deliver_routed(&notifier.bus, &delivery).await?;
-    if routed {
-        sqlx::query("UPDATE notifications SET delivered_at = now() WHERE id = $1 AND delivered_at IS NULL")
-            .bind(notification.id.0)
-            .execute(notifier.database.pool())
-            .await?;
-        metrics::counter!("notifier_delivered_total").increment(1);
-    } else {
-        metrics::counter!("notifier_kept_total").increment(1);
-    }
+    )
+}
+
+/// Pushes a stored notification to the user's sockets, wherever they are. It stays undelivered
+/// until an edge says it emitted it to a socket ([`handle_delivered`]); if none does, the
+/// user's next connect brings it ([`handle_flush`]).
+pub async fn push(notifier: &Notifier, notification: &NotificationNew) -> Result<(), Failure> {
+    deliver(&notifier.bus, delivery(notification), Durability::Confirmed).await?;
+    metrics::counter!("notifier_pushed_total").increment(1);
     Ok(())
 }
 
@@ -125,35 +126,79 @@ pub async fn handle_create(notifier: &Notifier, incoming: Incoming) -> Outcome {
     }
 }
 
-/// A user's socket opened on some edge: push what waits in their inbox, oldest first.
-pub async fn handle_presence(notifier: &Notifier, incoming: Incoming) -> Outcome {
-    let change = match incoming.decode::<PresenceChange>() {
+/// `notification.flush`: a socket of the user connected; push everything waiting in their
+/// inbox, oldest first.
+pub async fn handle_flush(notifier: &Notifier, incoming: Incoming) -> Outcome {
+    let flush = match incoming.decode::<FlushInbox>() {
         Ok(envelope) => envelope.data,
         Err(error) => return Outcome::DeadLetter(error.into()),
     };
-    if !change.online {
-        return Outcome::Ack;
-    }
-    match flush(notifier, &change.user_id).await {
+    match flush_inbox(notifier, &flush.user_id).await {
         Ok(()) => Outcome::Ack,
         Err(failure) => failure.outcome("an inbox flush"),
     }
 }
 
-async fn flush(notifier: &Notifier, user: &UserId) -> Result<(), Failure> {
-    let waiting: Vec<NotificationRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM notifications WHERE user_id = $1 AND delivered_at IS NULL ORDER BY created_at, id LIMIT 500"
-    )))
-    // Ranges whose best plan depends on the table's size are planned with the actual values
-    // (see `switchboard::db` on generic plans).
-    .persistent(false)
-    .bind(user.as_str())
-    .fetch_all(notifier.database.pool())
-    .await?;
-    for notification in waiting.into_iter().filter_map(NotificationRow::into_event) {
-        push(notifier, &notification).await?;
+/// How many notifications one page of a flush reads (and publishes as one batch).
+const FLUSH_PAGE: i64 = 500;
+
+/// Pushes every undelivered notification of `user`, in pages: nothing is marked here (only an
+/// edge that emitted one does that), so the pages follow `(created_at, id)` instead of
+/// re-reading what is still undelivered. A failure redoes the whole flush (the client drops a
+/// repeated `id`).
+async fn flush_inbox(notifier: &Notifier, user: &UserId) -> Result<(), Failure> {
+    let mut after: Option<(DateTime<Utc>, Uuid)> = None;
+    loop {
+        let page: Vec<NotificationRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM notifications WHERE user_id = $1 AND delivered_at IS NULL \
+             AND ($2::timestamptz IS NULL OR (created_at, id) > ($2, $3)) ORDER BY created_at, id LIMIT $4"
+        )))
+        // Ranges whose best plan depends on the table's size are planned with the actual values
+        // (see `switchboard::db` on generic plans).
+        .persistent(false)
+        .bind(user.as_str())
+        .bind(after.map(|(at, _)| at))
+        .bind(after.map(|(_, id)| id).unwrap_or_default())
+        .bind(FLUSH_PAGE)
+        .fetch_all(notifier.database.pool())
+        .await?;
+        let full = page.len() as i64 == FLUSH_PAGE;
+        after = page.last().map(|row| (row.created_at, row.id));
+        let deliveries: Vec<Deliver> =
+            page.into_iter().filter_map(NotificationRow::into_event).map(|n| delivery(&n)).collect();
+        let pushed = deliveries.len();
+        // One message per page: the edges hand each item to the user's sockets.
+        if let Some(error) = deliver_all(&notifier.bus, deliveries, Durability::Confirmed).await.pop() {
+            return Err(error.into());
+        }
+        metrics::counter!("notifier_pushed_total").increment(pushed as u64);
+        if !full {
+            return Ok(());
+        }
     }
-    Ok(())
+}
+
+/// `notification.delivered`: an edge emitted the notification to a socket of its user. Only
+/// the recipient's own notification is marked, the first time.
+pub async fn handle_delivered(notifier: &Notifier, incoming: Incoming) -> Outcome {
+    let delivered = match incoming.decode::<NotificationDelivered>() {
+        Ok(envelope) => envelope.data,
+        Err(error) => return Outcome::DeadLetter(error.into()),
+    };
+    let marked = sqlx::query(
+        "UPDATE notifications SET delivered_at = now() WHERE id = $1 AND user_id = $2 AND delivered_at IS NULL",
+    )
+    .bind(delivered.id.0)
+    .bind(delivered.user_id.as_str())
+    .execute(notifier.database.pool())
+    .await;
+    match marked {
+        Ok(done) => {
+            metrics::counter!("notifier_delivered_total").increment(done.rows_affected());
+            Outcome::Ack
+        }
+        Err(error) => Failure::from(error).outcome("a delivery receipt"),
+    }
 }
 
 /// `notifications:list` and `notification:read`, answered by any copy.

@@ -11,16 +11,36 @@
 //! starts. A delivery is acknowledged only once its work is complete, so a copy killed midway
 //! leaves the message to be redone, and every step is idempotent: the match row is keyed by
 //! `matchId`, the conversation is created by the owner of conversations once per `matchId`,
-//! the notifications are unique per `(matchId, user)`.
+//! the notifications are unique per `(matchId, user)`. The inbox's `notifier.flush` and
+//! `notifier.delivered` are declared the same way.
 //!
-//! **Inbox.** A notification is stored first, then delivered as `notification:new` through
-//! `user.direct`, published as mandatory: if no edge had a socket of the user, the broker
-//! returns it, and it stays undelivered (`delivered_at` null). When the user next connects,
-//! the edge's presence change (`presence.change`, which this worker also receives, on
-//! `notifier.inbox`) makes it push every undelivered notification. We chose the presence
-//! change over a request from the edge at connect because it costs the connect path nothing
-//! and the change is already on the bus; delivery is at least once, and `id` lets the client
-//! drop a repeat.
+//! **Inbox.** The promise: a notification is delivered at the first connect after its
+//! creation (or at once, to a user who is connected), every time, and it counts as delivered
+//! only when a socket got it. Three messages keep it:
+//! - a notification is stored first (`delivered_at` null), then pushed as `notification:new`
+//!   through `user.direct` (confirmed). Whether a queue took it says nothing (a half-open
+//!   socket, an edge that dies with it prefetched, the moment after the last disconnect while
+//!   the binding is still there), so nothing is marked then;
+//! - an edge that emitted a `notification:new` to at least one connected socket of its user
+//!   says so with `notification.delivered` (confirmed, queue `notifier.delivered`); that, and
+//!   only that, sets `delivered_at`;
+//! - every socket that connects makes its edge publish `notification.flush` for its user,
+//!   once the client has been told it is connected (confirmed, retried until the broker took
+//!   it or the socket is gone), into the durable queue `notifier.flush` with no expiry, which
+//!   every process declares: with no notifier running the request waits. The notifier then
+//!   pushes every undelivered notification of the user, oldest first, in pages of 500 (one
+//!   message per page), all of them.
+//!
+//! A notification created just before a connect is therefore either in the flush (stored
+//! before the flush read the inbox) or pushed after it (stored later, when the user's binding
+//! and connected socket were already there); one whose push reached no socket stays
+//! undelivered and the next connect's flush brings it. An edge that emitted but died before
+//! its receipt went out makes the next connect bring it again: delivery is at least once (a
+//! push and a flush may also both reach the same socket), and `id` lets the client drop a
+//! repeat. We chose a request from the edge at connect over the presence change the edge
+//! already sends because that one is transient, sent when the binding is made (before the
+//! client is connected, so a push it causes can miss the socket), and only for an edge's
+//! first socket of the user.
 //!
 //! **Unmatch.** The conversation is closed by its owner (which tells every edge to take the
 //! sockets out of its room and forgets the contacts), then the match is marked removed, then
@@ -133,9 +153,35 @@ fn start_consumers(notifier: &Arc<Notifier>) {
         async move { inbox::handle_create(&worker, incoming).await }
     });
     let worker = notifier.clone();
-    notifier.bus.consume(queues::notifier_inbox(), ConsumeOptions::concurrent(8), move |incoming| {
+    notifier.bus.consume(queues::flush_inbox(), ConsumeOptions::concurrent(8), move |incoming| {
         let worker = worker.clone();
-        async move { inbox::handle_presence(&worker, incoming).await }
+        async move { inbox::handle_flush(&worker, incoming).await }
+    });
+    let worker = notifier.clone();
+    notifier.bus.consume(queues::delivered_notifications(), ConsumeOptions::concurrent(8), move |incoming| {
+        let worker = worker.clone();
+        async move { inbox::handle_delivered(&worker, incoming).await }
     });
     inbox::serve(notifier);
+    tokio::spawn(retire_inbox_queue(notifier.bus.clone()));
+}
+
+/// Deletes `notifier.inbox`, where earlier versions took the edges' presence changes as the
+/// signal to flush an inbox: nothing consumes it any more, and it would keep a minute of every
+/// presence change. Only when unused, so a copy of an earlier version that still reads it
+/// during a rolling update keeps it.
+async fn retire_inbox_queue(bus: switchboard::Bus) {
+    if !bus.wait_ready().await {
+        return;
+    }
+    let deleted = async {
+        let channel = bus.channel().await?;
+        let options = lapin::options::QueueDeleteOptions { if_unused: true, ..Default::default() };
+        channel.queue_delete("notifier.inbox".into(), options).await?;
+        let _ = channel.close(200, "done".into()).await;
+        Ok::<_, switchboard::bus::BusError>(())
+    };
+    if let Err(error) = deleted.await {
+        tracing::info!(%error, "kept the retired queue notifier.inbox (an earlier version still reads it?)");
+    }
 }

@@ -19,11 +19,27 @@
 //! restarts, every edge's clock starts again, so our gap is not read as the edges' silence.
 //!
 //! **Restarts and copies.** The queue has RabbitMQ's single-active-consumer: one copy works,
-//! the others stand by and take over when it goes. A copy that starts (or takes over) knows
-//! nothing, so for two report intervals it only records: no event is announced until every
-//! live edge has reported, and nobody is judged offline on partial knowledge. Users who were
-//! online before are taken as known to their contacts (no event); a user who came online
-//! during those seconds is not announced (the one event a restart can miss, never a false one).
+//! the others stand by and take over when it goes. A copy that starts or takes over knows
+//! nothing, so for two report intervals (the warm-up, until every live edge has reported)
+//! nobody is judged offline on partial knowledge, and the users the reports list are taken as
+//! known to their contacts (no event: they were online before). The broker does not tell a
+//! standby that it took over: its first input after a silence longer than a report interval
+//! is the sign (`Presence::heard`), and starts the warm-up again. During the warm-up:
+//! - an edge's change "first socket of a user opened" is news, announced at once (a user who
+//!   comes online right after the system starts is announced promptly). Should the user also
+//!   be online through an edge that has not reported yet, contacts hear `user:online` twice:
+//!   a repeat of something true, never a false event;
+//! - an edge's change "last socket closed" for a user we never heard of is taken as a user
+//!   whose contacts were told "online" by the copy before us: they go offline after the grace
+//!   period (once the warm-up is over) unless a report shows them on another edge, so a
+//!   failover does not leave them "online" for good.
+//!
+//! **New contacts.** When a conversation is created, its owner publishes `conversation.opened`
+//! with the participants (on `events.topic`, bound to this queue, so it is handled in order
+//! with the changes). Each participant who is online is announced to the others with
+//! `user:online` (addressed to them only): two online users who get a conversation (a match)
+//! learn each other's presence at once instead of at their next reconnect. A replayed creation
+//! may introduce them again (at least once, like every announcement).
 //!
 //! **Audience.** The contacts of a user (who share an open conversation) come from the owner
 //! of conversations over the bus. An announcement is published once on `user.direct`,
@@ -88,7 +104,10 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let worker = Arc::new(Worker {
         bus: process.bus.clone(),
         database,
-        state: Mutex::new(Presence::new(grace, interval * 2 + Duration::from_secs(1), Instant::now())),
+        state: Mutex::new(
+            Presence::new(grace, interval * 2 + Duration::from_secs(1), Instant::now())
+                .with_gap(interval + Duration::from_secs(1)),
+        ),
         announce,
         ack_timeout: process.config.ack_timeout(),
     });
@@ -117,6 +136,7 @@ impl Worker {
     /// handed to tasks, so the input keeps flowing.
     fn handle(self: &Arc<Self>, incoming: Incoming) -> Outcome {
         let now = Instant::now();
+        self.state().heard(now);
         let input = match incoming.decode_inbound::<PresenceInput>() {
             Ok(envelope) => envelope.data,
             Err(error) => return Outcome::DeadLetter(error.into()),
@@ -140,6 +160,7 @@ impl Worker {
                 self.state().edge_gone(stopping.edge_id, now);
                 Vec::new()
             }
+            PresenceInput::ConversationOpened(opened) => self.state().introduce(&opened.participants),
             PresenceInput::PresenceLookup(lookup) => {
                 let worker = self.clone();
                 let props = incoming.delivery.properties.clone();
@@ -210,8 +231,11 @@ impl Worker {
             Announcement::Offline { user, last_seen_at } => {
                 Announcement::Offline { user, last_seen_at: last_seen_at.trunc_subsecs(6) }
             }
+            Announcement::OnlineTo { user, at, audience } => return self.introduce(user, at, audience).await,
         };
         let (user, event, data) = match &announcement {
+            // Handled above.
+            Announcement::OnlineTo { .. } => return,
             Announcement::Online { user, at } => {
                 (user, UserOnline::NAME, serde_json::to_value(UserOnline { user_id: user.clone(), at: *at }))
             }
@@ -244,6 +268,22 @@ impl Worker {
         match deliver(&self.bus, delivery, Durability::Transient).await {
             Ok(()) => metrics::counter!("presence_announcements_total", "event" => event).increment(1),
             Err(error) => tracing::warn!(%error, event, "a presence change was not published"),
+        }
+    }
+}
+
+impl Worker {
+    /// Tells `audience` (new contacts of `user`, see [`Presence::introduce`]) that `user` is
+    /// online: the audience is known, so the user's contacts are not asked for.
+    async fn introduce(&self, user: UserId, at: DateTime<Utc>, audience: Vec<UserId>) {
+        let online = UserOnline { user_id: user, at: at.trunc_subsecs(6) };
+        let rooms = audience.into_iter().map(Room::User).collect();
+        let delivery = Deliver::server_event(rooms, UserOnline::NAME, &online, None);
+        match deliver(&self.bus, delivery, Durability::Transient).await {
+            Ok(()) => {
+                metrics::counter!("presence_announcements_total", "event" => "introduction").increment(1)
+            }
+            Err(error) => tracing::warn!(%error, "an introduction was not published"),
         }
     }
 }

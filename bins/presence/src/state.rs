@@ -18,8 +18,21 @@ use uuid::Uuid;
 /// What to tell a user's contacts.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Announcement {
-    Online { user: UserId, at: DateTime<Utc> },
-    Offline { user: UserId, last_seen_at: DateTime<Utc> },
+    Online {
+        user: UserId,
+        at: DateTime<Utc>,
+    },
+    Offline {
+        user: UserId,
+        last_seen_at: DateTime<Utc>,
+    },
+    /// `user` is online (since `at`) and `audience` has just come to share a conversation with
+    /// them: tell only those (see [`Presence::introduce`]).
+    OnlineTo {
+        user: UserId,
+        at: DateTime<Utc>,
+        audience: Vec<UserId>,
+    },
 }
 
 #[derive(Default)]
@@ -28,6 +41,8 @@ struct User {
     edges: HashSet<Uuid>,
     /// Whether contacts were told (or, at start, are taken to know) the user is online.
     announced: bool,
+    /// Since when the user is online, as far as we know (the `at` of their `user:online`).
+    online_at: Option<DateTime<Utc>>,
     /// Since when the user has had no socket anywhere (the grace period runs from here).
     gone_since: Option<(Instant, DateTime<Utc>)>,
 }
@@ -44,8 +59,16 @@ pub struct Presence {
     /// Users in their grace period: the only ones the clock has to look at.
     pending: HashSet<UserId>,
     grace: Duration,
-    /// Until then nothing is announced: the edges' reports rebuild the state first.
+    /// Until then nobody is judged offline, and users in reports are taken as known: the
+    /// edges' reports rebuild the state first.
     warm_at: Instant,
+    /// How long a warm-up lasts.
+    warm_up: Duration,
+    /// When the last input came (see [`Presence::heard`]).
+    last_input: Instant,
+    /// A silence longer than this is taken for a gap in our input (a standby that has just
+    /// taken over): the warm-up starts again.
+    gap: Duration,
 }
 
 impl Presence {
@@ -57,7 +80,31 @@ impl Presence {
             pending: HashSet::new(),
             grace,
             warm_at: now + warm_up,
+            warm_up,
+            last_input: now,
+            gap: Duration::MAX,
         }
+    }
+
+    /// Takes a silence of our input longer than `gap` for a takeover (see [`Presence::heard`]).
+    /// Set it longer than the edges' report interval: while we consume, some edge reports
+    /// within every interval.
+    pub fn with_gap(mut self, gap: Duration) -> Self {
+        self.gap = gap;
+        self
+    }
+
+    /// Every input passes here first. A copy standing by (single-active-consumer) is started
+    /// long before it takes over, and the broker does not tell it when it does: its first input
+    /// after a silence longer than `gap` is the sign. What it knows is then partial (it never
+    /// heard the inputs its predecessor took), so it warms up again, as a copy that starts does.
+    pub fn heard(&mut self, now: Instant) {
+        if now.saturating_duration_since(self.last_input) > self.gap {
+            tracing::info!("input after a silence (a takeover, or our consumer restarted): warming up again");
+            self.warm_at = self.warm_at.max(now + self.warm_up);
+            self.resume(now);
+        }
+        self.last_input = now;
     }
 
     pub fn is_warm(&self, now: Instant) -> bool {
@@ -74,7 +121,15 @@ impl Presence {
         self.users.len() - self.pending.len()
     }
 
-    /// An edge's first socket of `user` opened.
+    /// An edge's first socket of `user` opened: announced at once, also while warming up.
+    ///
+    /// A change is news: the edge saw the socket open after we (or the copy before us) were
+    /// told about the edge's other users, so the user was not online through this edge. If
+    /// they were online through another edge that has not reported to us yet (a takeover),
+    /// their contacts hear `user:online` a second time: a repeat of something true, never a
+    /// false event, and only for a user who opens a socket on a second edge in the seconds
+    /// after a takeover. Holding every announcement until the warm-up ends would instead leave
+    /// everyone who connects in those seconds unannounced for up to two report intervals.
     pub fn connected(
         &mut self,
         edge: Uuid,
@@ -82,8 +137,21 @@ impl Presence {
         now: Instant,
         at: DateTime<Utc>,
     ) -> Option<Announcement> {
+        self.arrived(edge, user, now, at, true)
+    }
+
+    /// `user` is on `edge`. `news`: we saw them arrive (a change), rather than found them in a
+    /// report, which while warming up lists users whose contacts were told long ago.
+    fn arrived(
+        &mut self,
+        edge: Uuid,
+        user: UserId,
+        now: Instant,
+        at: DateTime<Utc>,
+        news: bool,
+    ) -> Option<Announcement> {
         self.edge(edge, now).users.insert(user.clone());
-        let warm = self.is_warm(now);
+        let announce = news || self.is_warm(now);
         let state = self.users.entry(user.clone()).or_default();
         state.edges.insert(edge);
         if state.gone_since.take().is_some() {
@@ -95,17 +163,23 @@ impl Presence {
             return None;
         }
         state.announced = true;
-        // While warming up, a user may be online through an edge that has not reported yet:
-        // saying "online" could be false, so the state is only recorded.
-        warm.then_some(Announcement::Online { user, at })
+        state.online_at = Some(at);
+        announce.then_some(Announcement::Online { user, at })
     }
 
     /// An edge's last socket of `user` closed (or the edge went away).
+    ///
+    /// A user we do not know had a socket on that edge, so they were online, and the copy
+    /// before us (a takeover, a restart) told their contacts so: they are recorded as announced
+    /// and gone, and go offline after the grace period unless a report shows them on another
+    /// edge. (At worst, for a user whose `user:online` was lost too, contacts hear an offline
+    /// they did not need: true, and harmless.)
     pub fn disconnected(&mut self, edge: Uuid, user: &UserId, now: Instant, at: DateTime<Utc>) {
         if let Some(known) = self.edges.get_mut(&edge) {
             known.users.remove(user);
         }
-        let Some(state) = self.users.get_mut(user) else { return };
+        let state =
+            self.users.entry(user.clone()).or_insert_with(|| User { announced: true, ..User::default() });
         state.edges.remove(&edge);
         if state.edges.is_empty() && state.gone_since.is_none() {
             state.gone_since = Some((now, at));
@@ -132,7 +206,24 @@ impl Presence {
         for user in &gone {
             self.disconnected(edge, user, now, at);
         }
-        new.into_iter().filter_map(|user| self.connected(edge, user, now, at)).collect()
+        new.into_iter().filter_map(|user| self.arrived(edge, user, now, at, false)).collect()
+    }
+
+    /// A conversation was opened between `participants`: each of them who is online is
+    /// announced to the others, who were not their contacts when they came online.
+    pub fn introduce(&self, participants: &[UserId]) -> Vec<Announcement> {
+        participants
+            .iter()
+            .filter_map(|user| {
+                let state = self.users.get(user).filter(|u| !u.edges.is_empty() || u.announced)?;
+                let audience: Vec<UserId> = participants.iter().filter(|p| *p != user).cloned().collect();
+                Some(Announcement::OnlineTo {
+                    user: user.clone(),
+                    at: state.online_at.unwrap_or_else(Utc::now),
+                    audience,
+                })
+            })
+            .collect()
     }
 
     /// An edge said it is stopping, or stopped reporting: its users lose that edge.
@@ -245,13 +336,14 @@ mod tests {
     }
 
     #[test]
-    fn nothing_is_announced_while_warming_up_and_reports_rebuild_the_state() {
+    fn nobody_is_judged_offline_while_warming_up_and_reports_rebuild_the_state() {
         let t0 = Instant::now();
         let mut p = Presence::new(GRACE, Duration::from_secs(10), t0);
         let (e1, e2) = (Uuid::now_v7(), Uuid::now_v7());
         let a = user("a");
-        // a is on e2, which has not reported yet; a disconnects from e1.
-        assert_eq!(p.connected(e1, a.clone(), t0, Utc::now()), None);
+        // a's socket opening on e1 is news, announced at once; a is also on e2, which has not
+        // reported yet; a disconnects from e1.
+        assert!(matches!(p.connected(e1, a.clone(), t0, Utc::now()), Some(Announcement::Online { .. })));
         p.disconnected(e1, &a, t0, Utc::now());
         assert!(p.tick(t0 + Duration::from_secs(5)).is_empty(), "no judgement while warming up");
         assert!(
@@ -290,5 +382,66 @@ mod tests {
         assert!(matches!(online.as_slice(), [Announcement::Online { user, .. }] if *user == b));
         assert_eq!(p.tick(t0 + GRACE).len(), 1, "a's lost disconnect was healed");
         assert_eq!(p.online_count(), 1);
+    }
+
+    #[test]
+    fn while_warming_up_reports_are_taken_as_known_and_changes_announced() {
+        let t0 = Instant::now();
+        let mut p = Presence::new(GRACE, Duration::from_secs(10), t0);
+        let (e1, e2) = (Uuid::now_v7(), Uuid::now_v7());
+        let (a, b) = (user("a"), user("b"));
+        assert!(p.report(e1, vec![a.clone()], Duration::from_secs(5), t0).is_empty(), "a was online before");
+        let online = p.connected(e2, b.clone(), t0, Utc::now());
+        assert!(matches!(online, Some(Announcement::Online { user, .. }) if user == b), "b is news");
+        assert_eq!(p.connected(e2, a.clone(), t0, Utc::now()), None, "a is known online");
+    }
+
+    #[test]
+    fn a_takeover_forgets_nobody_who_leaves_and_judges_nobody_on_partial_knowledge() {
+        let t0 = Instant::now();
+        let warm_up = Duration::from_secs(3);
+        let mut p = Presence::new(GRACE, warm_up, t0).with_gap(Duration::from_secs(2));
+        let (e1, e2) = (Uuid::now_v7(), Uuid::now_v7());
+        let (a, b) = (user("a"), user("b"));
+        // A standby: nothing heard for a minute, then its first input is a's last socket on e1
+        // closing. a and b are unknown to it; b is also on e2, which reports a moment later.
+        let t1 = t0 + Duration::from_secs(60);
+        assert!(p.is_warm(t1));
+        p.heard(t1);
+        assert!(!p.is_warm(t1), "a takeover warms up again");
+        p.disconnected(e1, &a, t1, Utc::now());
+        p.heard(t1);
+        p.disconnected(e1, &b, t1, Utc::now());
+        assert!(p.online(&a), "in the grace period");
+        p.heard(t1 + Duration::from_secs(1));
+        p.report(e2, vec![b.clone()], Duration::from_secs(1), t1 + Duration::from_secs(1));
+        assert!(p.tick(t1 + GRACE).is_empty(), "the grace period is over, but we are warming up");
+        let offline = p.tick(t1 + warm_up);
+        assert!(
+            matches!(offline.as_slice(), [Announcement::Offline { user, .. }] if *user == a),
+            "{offline:?}"
+        );
+        assert!(p.online(&b));
+        assert_eq!(p.online_count(), 1);
+    }
+
+    #[test]
+    fn a_new_conversation_introduces_its_online_participants_to_each_other() {
+        let t0 = Instant::now();
+        let mut p = warm(t0);
+        let e = Uuid::now_v7();
+        let (a, b, c) = (user("a"), user("b"), user("c"));
+        let at = Utc::now();
+        p.connected(e, a.clone(), t0, at);
+        p.connected(e, b.clone(), t0, at);
+        let introductions = p.introduce(&[a.clone(), b.clone(), c.clone()]);
+        assert_eq!(
+            introductions,
+            vec![
+                Announcement::OnlineTo { user: a.clone(), at, audience: vec![b.clone(), c.clone()] },
+                Announcement::OnlineTo { user: b.clone(), at, audience: vec![a.clone(), c.clone()] },
+            ]
+        );
+        assert!(p.introduce(&[c.clone(), user("d")]).is_empty(), "nobody online");
     }
 }

@@ -10,7 +10,7 @@
 //! | `messages.membership`, `.contacts`, `.close`, `.sync`, `.create` | any messages worker | one request kind each |
 //! | `presence.events` | one presence worker at a time | [`PresenceInput`] |
 //! | `notifier.matches` | one notifier at a time | [`MatchEvent`] |
-//! | `notifier.notifications`, `notifier.inbox`, `notifier.list`, `notifier.read` | any notifier | one kind each |
+//! | `notifier.notifications`, `.flush`, `.delivered`, `.list`, `.read` | any notifier | one kind each |
 //! | `dead.letters` | operators | whatever could never be handled |
 
 use serde::de::DeserializeOwned;
@@ -21,10 +21,10 @@ use super::{
 };
 use crate::contract::{
     bus::{
-        CloseConversation, ContactsQuery, ConversationClosed, CreateConversation, CreateNotification,
-        Deliver, DeliverBatch, EdgeReport, EdgeStopping, MarkNotificationRead, MarkRead, MatchCreated,
-        MembershipQuery, NotificationsQuery, PresenceChange, PresenceLookup, RequestBatch, SendMessage,
-        SyncQuery, Unmatch,
+        CloseConversation, ContactsQuery, ConversationClosed, ConversationOpened, CreateConversation,
+        CreateNotification, Deliver, DeliverBatch, EdgeReport, EdgeStopping, FlushInbox,
+        MarkNotificationRead, MarkRead, MatchCreated, MembershipQuery, NotificationDelivered,
+        NotificationsQuery, PresenceChange, PresenceLookup, RequestBatch, SendMessage, SyncQuery, Unmatch,
     },
     object,
 };
@@ -75,9 +75,10 @@ inbound! {
 }
 
 inbound! {
-    /// What the presence worker reads, in order: the edges' changes, reports and stops, and the
-    /// `presence:query` requests.
-    PresenceInput { PresenceChange, EdgeReport, EdgeStopping, PresenceLookup }
+    /// What the presence worker reads, in order: the edges' changes, reports and stops, the
+    /// `presence:query` requests, and the conversations opened (whose online participants are
+    /// introduced to each other).
+    PresenceInput { PresenceChange, EdgeReport, EdgeStopping, PresenceLookup, ConversationOpened }
 }
 
 inbound! {
@@ -155,13 +156,14 @@ pub fn presence_events() -> QueueSpec {
         .carries::<EdgeReport>()
         .carries::<EdgeStopping>()
         .carries::<PresenceLookup>()
+        .carries::<ConversationOpened>()
         .single_active_consumer()
         .message_ttl_ms(60_000)
 }
 
 /// Matches and unmatches in one queue, one active consumer: handled in publish order.
 ///
-/// Declared by every process at every connection, like [`notifications`], not only by the
+/// Declared by every process at every connection, like the notifier's other work queues, not only by the
 /// notifier: the contract lets the notifier scale to zero, and a match published while no
 /// notifier ever ran must still wait in its queue.
 pub fn matches() -> QueueSpec {
@@ -176,9 +178,15 @@ pub fn notifications() -> QueueSpec {
     QueueSpec::durable("notifier.notifications").carries::<CreateNotification>()
 }
 
-/// The notifier's view of users coming online, to push what waits in their inbox.
-pub fn notifier_inbox() -> QueueSpec {
-    QueueSpec::durable("notifier.inbox").carries::<PresenceChange>().message_ttl_ms(60_000)
+/// A connect's request for the user's undelivered notifications. No expiry, and declared by
+/// every process like [`matches`]: it waits for a notifier.
+pub fn flush_inbox() -> QueueSpec {
+    QueueSpec::durable("notifier.flush").carries::<FlushInbox>()
+}
+
+/// The edges' receipts of the notifications a socket got (see [`matches`] on who declares it).
+pub fn delivered_notifications() -> QueueSpec {
+    QueueSpec::durable("notifier.delivered").carries::<NotificationDelivered>()
 }
 
 pub fn notifications_list() -> QueueSpec {
@@ -212,6 +220,15 @@ mod tests {
     fn queues_bind_the_routes_of_their_kinds() {
         let presence = presence_events();
         let keys: Vec<&str> = presence.bindings.iter().map(|(_, key)| key.as_str()).collect();
-        assert_eq!(keys, ["presence.change", "presence.report", "edge.stopping", "rpc.presence.query"]);
+        assert_eq!(
+            keys,
+            [
+                "presence.change",
+                "presence.report",
+                "edge.stopping",
+                "rpc.presence.query",
+                "conversation.opened"
+            ]
+        );
     }
 }

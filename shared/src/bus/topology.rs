@@ -45,7 +45,10 @@ pub(crate) async fn declare_exchanges(channel: &Channel, queue_type: QueueType) 
             .await?;
     }
     // The notifier's work queues, declared by every process (see `queues::matches`).
-    for queue in [super::queues::matches(), super::queues::notifications()] {
+    use super::queues;
+    for queue in
+        [queues::matches(), queues::notifications(), queues::flush_inbox(), queues::delivered_notifications()]
+    {
         queue.declare(channel, queue_type).await?;
     }
     super::dead_letter::queue().declare(channel, queue_type).await?;

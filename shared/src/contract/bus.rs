@@ -83,6 +83,9 @@ kinds! {
     MarkNotificationRead => "notification.read" on EVENTS_TOPIC "rpc.notifications.read", answered by Empty;
     ReplyBatch => "rpc.replies";
     RequestBatch => "rpc.requests";  // to the shard its items are for
+    ConversationOpened => "conversation.opened" on EVENTS_TOPIC "conversation.opened";
+    FlushInbox => "notification.flush" on EVENTS_TOPIC "notification.flush";
+    NotificationDelivered => "notification.delivered" on EVENTS_TOPIC "notification.delivered";
 }
 
 impl Routed for SendMessage {
@@ -528,6 +531,36 @@ pub struct NotificationsQuery {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MarkNotificationRead {
+    pub user_id: UserId,
+    pub id: NotificationId,
+}
+
+/// A conversation was created (or its creation asked again: at least once): `events.topic`
+/// `conversation.opened`, published by the owner of conversations once it is stored. Presence
+/// introduces the participants who are online to each other with `user:online`, since they
+/// were not each other's contacts when they came online.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConversationOpened {
+    pub conversation_id: ConversationId,
+    pub participants: Vec<UserId>,
+}
+
+/// A socket of `user_id` has connected: `events.topic` `notification.flush`, persistent and
+/// confirmed, published by the edge once the client is told it is connected. The notifier
+/// pushes every notification of the user not yet delivered, oldest first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FlushInbox {
+    pub user_id: UserId,
+}
+
+/// An edge emitted `notification:new` `id` to at least one socket of `user_id`:
+/// `events.topic` `notification.delivered`, persistent and confirmed. Only this marks a
+/// notification delivered; one never marked is pushed again at the user's next connect.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationDelivered {
     pub user_id: UserId,
     pub id: NotificationId,
 }

@@ -1,0 +1,90 @@
+//! The edge's half of the notification inbox (see `switchboard-notifier`): what makes a
+//! notification delivered at the first connect after its creation, and counted as delivered
+//! only once a socket got it.
+//!
+//! - [`flush_at_connect`]: once a client is told it is connected, the edge asks the notifier
+//!   for the user's undelivered notifications (`notification.flush`, confirmed, into a durable
+//!   queue that waits for a notifier). Asked after the connect, not when the binding is made:
+//!   what the flush pushes then finds the socket connected.
+//! - [`emit`]: a `notification:new` for a user room is emitted socket by socket, and if one
+//!   connected socket took it, the notifier hears `notification.delivered`, which alone marks
+//!   it delivered. One that reached no socket (the socket closed meanwhile, or was still being
+//!   admitted) stays for the next connect.
+
+use std::time::Duration;
+
+use crate::delivery::Deliveries;
+use socketioxide::SocketIo;
+use switchboard::{
+    Bus,
+    bus::Durability,
+    contract::{
+        NotificationId, Room, UserId,
+        bus::{Deliver, FlushInbox, NotificationDelivered},
+        server::{NotificationNew, ServerEvent},
+    },
+};
+
+/// Asks for the user's undelivered notifications, until the broker took the request or the
+/// user has no socket here any more (or the edge stops): the request must not be lost, or what
+/// waits in the inbox would wait for another connect. Asked once per user here, by the first
+/// of their sockets to connect ([`Deliveries::take_unflushed`]).
+pub async fn flush_at_connect(deliveries: &Deliveries, user: &UserId) {
+    let bus = &deliveries.bus;
+    let flush = FlushInbox { user_id: user.clone() };
+    let mut delays = switchboard::bus::backoff();
+    loop {
+        if !bus.wait_ready().await {
+            return;
+        }
+        let published = bus.publish(&flush, Durability::Confirmed).await;
+        match published {
+            Ok(()) => return,
+            Err(error) => {
+                tracing::warn!(%error, "could not ask for a user's waiting notifications; retrying")
+            }
+        }
+        tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(5))).await;
+        if !deliveries.has(&Room::User(user.clone())).await {
+            return;
+        }
+    }
+}
+
+/// Emits a delivery if it is a notifier's `notification:new` (one user room, the recipient's),
+/// socket by socket, and sends the receipt if a connected socket took it. Returns false for
+/// any other delivery, which the caller emits as usual.
+pub fn emit(io: &SocketIo, bus: &Bus, deliver: &Deliver) -> bool {
+    if deliver.event.as_str() != NotificationNew::NAME || deliver.except_socket.is_some() {
+        return false;
+    }
+    let Some((user, id)) = recipient(deliver) else { return false };
+    let room = Room::User(user.clone()).to_string();
+    let got = io
+        .to(room)
+        .sockets()
+        .into_iter()
+        .filter(|socket| socket.emit(NotificationNew::NAME, &deliver.data).is_ok())
+        .count();
+    if got > 0 {
+        let bus = bus.clone();
+        let receipt = NotificationDelivered { user_id: user, id };
+        // Off the delivery loop, which must not wait for a confirm per notification. A receipt
+        // lost here means one more delivery at the next connect.
+        tokio::spawn(async move {
+            let sent = bus.publish(&receipt, Durability::Confirmed).await;
+            if let Err(error) = sent {
+                tracing::warn!(%error, "could not report a delivered notification");
+            }
+        });
+    }
+    true
+}
+
+/// The user and notification id of a `notification:new` addressed to that user's room only.
+fn recipient(deliver: &Deliver) -> Option<(UserId, NotificationId)> {
+    let [Room::User(room_user)] = deliver.rooms.as_slice() else { return None };
+    let user: UserId = deliver.data.get("userId")?.as_str()?.parse().ok()?;
+    let id: NotificationId = deliver.data.get("id")?.as_str()?.parse().ok()?;
+    (user == *room_user).then_some((user, id))
+}
