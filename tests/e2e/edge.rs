@@ -575,6 +575,8 @@ async fn after_the_broker_closes_the_connection_the_edge_rebinds_and_delivers() 
             pids.iter().all(|pid| of(*pid)).then_some(names)
         })
         .await;
+    // Nothing was lost yet: no socket is told to catch up.
+    t.driver.no_event("alice", "sync:required", Duration::from_millis(100)).await;
     for name in &before {
         t.env.rabbit.close_connection(name).await;
     }
@@ -586,6 +588,16 @@ async fn after_the_broker_closes_the_connection_the_edge_rebinds_and_delivers() 
         (fresh && ready && t.bound("alice").await == 1 && t.bound("bob").await == 2).then_some(())
     })
     .await;
+    // What was routed to the old queues is gone with them: every socket is told to catch up,
+    // once, with the moment deliveries stopped.
+    let closed_at = chrono::Utc::now();
+    for client in ["alice", "bob", "bob-2"] {
+        let signal = t.driver.event(client, "sync:required").await;
+        let since: chrono::DateTime<chrono::Utc> =
+            signal["since"].as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{signal}"));
+        assert!(since <= closed_at, "{client}: {signal}");
+        t.driver.no_event(client, "sync:required", Duration::from_millis(300)).await;
+    }
     for (user, clients) in [("alice", vec!["alice"]), ("bob", vec!["bob", "bob-2"])] {
         let (status, _) =
             t.edges[1].post("/api/v1/emit", json!({ "userId": user, "event": "after", "data": user })).await;

@@ -341,7 +341,7 @@ async fn on_connect(socket: SocketRef, State(app): State<Arc<App>>) {
     }
     // The client is connected now: what the flush pushes finds this socket.
     if app.deliveries.take_unflushed(&client.user).await {
-        crate::inbox::flush_at_connect(&app.deliveries, &client.user).await;
+        crate::inbox::flush_inbox(&app.deliveries, &client.user).await;
     }
 }
 

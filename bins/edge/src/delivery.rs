@@ -29,7 +29,6 @@ use std::{
     collections::{HashMap, HashSet},
     str::FromStr,
     sync::Arc,
-    time::Duration,
 };
 
 use futures::StreamExt;
@@ -183,6 +182,28 @@ impl Deliveries {
             .collect()
     }
 
+    /// The queue is back after it was lost: what was routed to it meanwhile is gone (an
+    /// exclusive queue goes with the broker connection). Every socket is told `sync:required`
+    /// and catches up from its last `seq`, and every user's waiting notifications are asked for
+    /// again (one that reached no socket was never marked delivered).
+    async fn resumed(self: &Arc<Self>, io: &SocketIo, since: chrono::DateTime<chrono::Utc>) {
+        metrics::counter!("edge_deliveries_resumed_total").increment(1);
+        let users = self.users().await;
+        tracing::warn!(queue = %self.queue, %since, sockets = io.sockets().len(), "deliveries resumed; telling every socket to catch up");
+        if let Err(error) = io
+            .emit(<server::SyncRequired as server::ServerEvent>::NAME, &server::SyncRequired { since })
+            .await
+        {
+            tracing::warn!(%error, "could not tell every socket to catch up");
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            for user in users {
+                crate::inbox::flush_inbox(&this, &user).await;
+            }
+        });
+    }
+
     /// Runs the consumer until shutdown, then deletes the queue.
     pub fn start(self: &Arc<Self>, io: SocketIo, shutdown: &Shutdown) {
         let this = self.clone();
@@ -190,20 +211,24 @@ impl Deliveries {
         let tracker = shutdown.clone();
         tracker.spawn(async move {
             let mut delays = switchboard::bus::backoff();
+            // Since when deliveries may have been lost: set when the queue goes, cleared once
+            // the sockets were told.
+            let mut lost_since = None;
             loop {
                 if !this.bus.wait_ready().await {
                     break;
                 }
-                match this.consume(&io, &shutdown).await {
+                match this.consume(&io, &shutdown, &mut lost_since).await {
                     Ok(()) => break,
                     Err(error) => {
+                        lost_since.get_or_insert_with(chrono::Utc::now);
                         tracing::warn!(queue = %this.queue, %error, "delivery queue lost; re-creating it")
                     }
                 }
                 this.ready.send_replace(false);
                 this.state.lock().await.channel = None;
                 tokio::select! {
-                    _ = tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(5))) => {}
+                    _ = tokio::time::sleep(delays.next().unwrap_or(switchboard::bus::MAX_RECONNECT_DELAY)) => {}
                     _ = shutdown.triggered() => break,
                 }
             }
@@ -212,7 +237,14 @@ impl Deliveries {
     }
 
     /// One life of the queue: declare, re-bind, consume until the channel dies or shutdown.
-    async fn consume(&self, io: &SocketIo, shutdown: &Shutdown) -> Result<(), BusError> {
+    /// After a life that ended (`lost_since`), every socket is told to catch up once the queue
+    /// is back.
+    async fn consume(
+        self: &Arc<Self>,
+        io: &SocketIo,
+        shutdown: &Shutdown,
+        lost_since: &mut Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<(), BusError> {
         let channel = self.bus.channel().await?;
         channel.basic_qos(256, BasicQosOptions::default()).await?;
         let mut consumer = {
@@ -234,6 +266,9 @@ impl Deliveries {
         };
         self.ready.send_replace(true);
         tracing::info!(queue = %self.queue, "delivering");
+        if let Some(since) = lost_since.take() {
+            self.resumed(io, since).await;
+        }
         loop {
             let next = tokio::select! {
                 next = consumer.next() => next,

@@ -2,7 +2,7 @@
 //! notification delivered at the first connect after its creation, and counted as delivered
 //! only once a socket got it.
 //!
-//! - [`flush_at_connect`]: once a client is told it is connected, the edge asks the notifier
+//! - [`flush_inbox`]: once a client is told it is connected, the edge asks the notifier
 //!   for the user's undelivered notifications (`notification.flush`, confirmed, into a durable
 //!   queue that waits for a notifier). Asked after the connect, not when the binding is made:
 //!   what the flush pushes then finds the socket connected.
@@ -10,8 +10,6 @@
 //!   connected socket took it, the notifier hears `notification.delivered`, which alone marks
 //!   it delivered. One that reached no socket (the socket closed meanwhile, or was still being
 //!   admitted) stays for the next connect.
-
-use std::time::Duration;
 
 use crate::delivery::Deliveries;
 use socketioxide::SocketIo;
@@ -29,7 +27,7 @@ use switchboard::{
 /// user has no socket here any more (or the edge stops): the request must not be lost, or what
 /// waits in the inbox would wait for another connect. Asked once per user here, by the first
 /// of their sockets to connect ([`Deliveries::take_unflushed`]).
-pub async fn flush_at_connect(deliveries: &Deliveries, user: &UserId) {
+pub async fn flush_inbox(deliveries: &Deliveries, user: &UserId) {
     let bus = &deliveries.bus;
     let flush = FlushInbox { user_id: user.clone() };
     let mut delays = switchboard::bus::backoff();
@@ -44,7 +42,7 @@ pub async fn flush_at_connect(deliveries: &Deliveries, user: &UserId) {
                 tracing::warn!(%error, "could not ask for a user's waiting notifications; retrying")
             }
         }
-        tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(5))).await;
+        tokio::time::sleep(delays.next().unwrap_or(switchboard::bus::MAX_RECONNECT_DELAY)).await;
         if !deliveries.has(&Room::User(user.clone())).await {
             return;
         }

@@ -55,7 +55,7 @@ pub fn start(bus: Bus, database: Database, shutdown: Shutdown) {
                 Err(error) => tracing::warn!(%error, "shard ownership lost; starting over"),
             }
             tokio::select! {
-                _ = tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(5))) => {}
+                _ = tokio::time::sleep(delays.next().unwrap_or(switchboard::bus::MAX_RECONNECT_DELAY)) => {}
                 _ = shutdown.triggered() => return,
             }
         }
@@ -181,7 +181,7 @@ async fn consume_shard(bus: Bus, committer: Committer, shard: Shard, stop: Cance
             Err(error) => tracing::warn!(shard = shard.index(), %error, "shard consumer stopped; restarting"),
         }
         tokio::select! {
-            _ = tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(5))) => {}
+            _ = tokio::time::sleep(delays.next().unwrap_or(switchboard::bus::MAX_RECONNECT_DELAY)) => {}
             _ = stop.cancelled() => return,
         }
     }

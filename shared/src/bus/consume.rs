@@ -136,7 +136,7 @@ impl Bus {
                     Ok(()) => return,
                     Err(error) => tracing::warn!(queue = %queue.name, %error, "consumer stopped; restarting"),
                 }
-                let delay = delays.next().unwrap_or(Duration::from_secs(5));
+                let delay = delays.next().unwrap_or(super::MAX_RECONNECT_DELAY);
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = bus.shutdown().triggered() => return,

@@ -3,7 +3,7 @@
 //! What every process gets from [`Bus`]:
 //! - a **supervisor** task that keeps one connection open, declares the exchanges on every
 //!   (re)connection and publishes readiness (`/readyz` is 503 while it is down). Reconnection
-//!   backs off exponentially with jitter (100 ms up to 5 s), never spins, and stops at shutdown;
+//!   backs off exponentially with jitter (100 ms up to 1 s), never spins, and stops at shutdown;
 //! - [`Bus::publish`]: each message to the route its type declares ([`route`]), with persistent delivery with publisher confirms where durability matters,
 //!   transient and unconfirmed where it does not (typing);
 //! - [`Bus::consume`] (in [`consume`]): manual acks, bounded prefetch, queue declared on every
@@ -304,7 +304,7 @@ impl Bus {
                 }
                 Err(error) => tracing::warn!(%error, "cannot reach the broker; retrying"),
             }
-            let delay = delays.next().unwrap_or(Duration::from_secs(5));
+            let delay = delays.next().unwrap_or(MAX_RECONNECT_DELAY);
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = shutdown.triggered() => return,
@@ -346,12 +346,17 @@ async fn wait_until_lost(mut events: impl futures::Stream<Item = lapin::Event> +
     "the connection closed".to_owned()
 }
 
-/// Delays between reconnection attempts: 100 ms doubling to 5 s, with jitter so that many
-/// processes do not reconnect in step.
+/// The longest pause between two reconnection attempts.
+pub const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(1);
+
+/// Delays between reconnection attempts: 100 ms doubling to 1 s, with jitter so that many
+/// processes do not reconnect in step. At most a second, so that the bus is back within a
+/// second of the broker (issue 16: sends acked again within 2 s of its return); one attempt a
+/// second per process costs a broker that is down nothing.
 pub fn backoff() -> impl Iterator<Item = Duration> + Send {
     backon::ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(5))
+        .with_max_delay(MAX_RECONNECT_DELAY)
         .with_jitter()
         .without_max_times()
         .build()

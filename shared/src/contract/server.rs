@@ -135,6 +135,20 @@ pub struct MatchRemoved {
     pub conversation_id: ConversationId,
 }
 
+/// `sync:required`: this socket's edge lost its deliveries for a while (its queue went away
+/// with the broker, and what was routed to it meanwhile with it). Anything sent to this socket
+/// since `since` may be missing: the client catches up as after a reconnect, with
+/// `messages:sync` from the last `seq` it saw in each conversation (and `notifications:list`
+/// if it keeps a list; unread notifications are also pushed again). The socket stays
+/// connected and its rooms stay joined.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
+#[serde(rename_all = "camelCase")]
+pub struct SyncRequired {
+    /// When the edge stopped receiving deliveries.
+    pub since: DateTime<Utc>,
+}
+
 /// Makes the one list of server events below into [`ServerEvent`] implementations, [`NAMES`]
 /// and, with the `typescript` feature, the kit's typed event maps.
 macro_rules! server_events {
@@ -169,6 +183,7 @@ server_events! {
     NotificationNew => "notification:new",
     MatchNew => "match:new",
     MatchRemoved => "match:removed",
+    SyncRequired => "sync:required",
     ;
     // Bodies shared by several events, whose sender names the event.
     Typing => [Typing::START, Typing::STOP],

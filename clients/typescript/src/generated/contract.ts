@@ -150,6 +150,20 @@ export type PresenceReply = { users: { [key in UserId]: UserPresence }, };
 export type Session = { userId: UserId, serverTime: string, };
 
 /**
+ * `sync:required`: this socket's edge lost its deliveries for a while (its queue went away
+ * with the broker, and what was routed to it meanwhile with it). Anything sent to this socket
+ * since `since` may be missing: the client catches up as after a reconnect, with
+ * `messages:sync` from the last `seq` it saw in each conversation (and `notifications:list`
+ * if it keeps a list; unread notifications are also pushed again). The socket stays
+ * connected and its rooms stay joined.
+ */
+export type SyncRequired = { 
+/**
+ * When the edge stopped receiving deliveries.
+ */
+since: string, };
+
+/**
  * `typing:start` and `typing:stop` share this body; [`Typing::START`] and [`Typing::STOP`] name them.
  */
 export type Typing = { conversationId: ConversationId, userId: UserId, };
@@ -201,6 +215,7 @@ export interface ServerEvents {
   "notification:new": NotificationNew;
   "match:new": MatchNew;
   "match:removed": MatchRemoved;
+  "sync:required": SyncRequired;
   "typing:start": Typing;
   "typing:stop": Typing;
 }
@@ -229,6 +244,7 @@ export interface ServerToClientEvents {
   "notification:new": (payload: NotificationNew) => void;
   "match:new": (payload: MatchNew) => void;
   "match:removed": (payload: MatchRemoved) => void;
+  "sync:required": (payload: SyncRequired) => void;
   "typing:start": (payload: Typing) => void;
   "typing:stop": (payload: Typing) => void;
 }
@@ -257,6 +273,7 @@ export const serverEventNames = [
   "notification:new",
   "match:new",
   "match:removed",
+  "sync:required",
   "typing:start",
   "typing:stop",
 ] as const satisfies readonly (keyof ServerEvents)[];
