@@ -3,7 +3,7 @@
 //! `run(config, shutdown)`; [`Process`] is what `run` builds on: the bound listener, the bus,
 //! the database, readiness, and the one shutdown path.
 
-use std::{future::Future, net::SocketAddr, process::ExitCode};
+use std::{future::Future, net::SocketAddr, process::ExitCode, time::Duration};
 
 use axum::Router;
 use tokio::net::TcpListener;
@@ -16,6 +16,11 @@ use crate::{
     shutdown::Shutdown,
     telemetry,
 };
+
+/// The part of the grace period kept for closing the bus and the database, at most.
+const CLOSE_RESERVE: Duration = Duration::from_secs(1);
+/// How long the runtime may take to drop what still runs once `run` returned.
+const RUNTIME_STOP: Duration = Duration::from_millis(100);
 
 /// The whole of a binary's `main`: configuration, tracing, runtime, signals, exit code.
 pub fn main<F, Fut>(role: Role, run: F) -> ExitCode
@@ -43,6 +48,9 @@ where
         let shutdown = Shutdown::on_signals();
         run(config, shutdown).await
     });
+    // Work still running past the grace period (a query the database never answers) is
+    // dropped, not waited for.
+    runtime.shutdown_timeout(RUNTIME_STOP);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -135,18 +143,30 @@ impl Process {
         // websockets the edge closes itself) get the grace period, not more.
         let server = self.shutdown.spawn(async move { server.await });
         self.shutdown.triggered().await;
-        if !self.shutdown.drain(grace).await {
+        // The whole stop fits in the grace period, whatever the bus and the database do: work
+        // gets it less what closing needs, and closing (which waits for the database's
+        // connections to come back, and for the broker to answer) is cut off at its end.
+        let stopping = tokio::time::Instant::now();
+        let closing = (grace / 4).min(CLOSE_RESERVE);
+        if !self.shutdown.drain(grace - closing).await {
             tracing::warn!(
                 grace_ms = grace.as_millis() as u64,
-                "in-flight work did not finish within the grace period"
+                "in-flight work did not finish within the grace period; what it held goes back to the broker"
             );
         }
         server.abort();
-        self.bus.close().await;
-        if let Some(database) = &self.database {
-            database.close().await;
+        let left = grace.saturating_sub(stopping.elapsed()).saturating_sub(RUNTIME_STOP);
+        let closed = tokio::time::timeout(left, async {
+            self.bus.close().await;
+            if let Some(database) = &self.database {
+                database.close().await;
+            }
+        })
+        .await;
+        if closed.is_err() {
+            tracing::warn!("the bus or the database did not close in time; leaving them");
         }
-        tracing::info!("stopped");
+        tracing::info!(role = self.role.binary(), "stopped");
         Ok(())
     }
 }

@@ -89,7 +89,7 @@ async fn readiness_follows_the_broker_away_and_back() {
     }
     env.rabbit.create_vhost(&env.vhost).await;
     for process in &workers {
-        // Backoff tops out at 5 s between attempts.
+        // Backoff tops out at 1 s between attempts.
         process.wait_readyz(200, Duration::from_secs(15)).await;
     }
 }
@@ -111,6 +111,71 @@ async fn sigterm_exits_zero_within_the_grace_period() {
             async move { logged.then_some(()) }
         })
         .await;
+    }
+}
+
+#[tokio::test]
+async fn sigterm_exits_within_the_grace_period_while_a_transaction_waits_on_a_lock() {
+    // A database that does not answer (here: a row another transaction holds) must not keep a
+    // stopping worker alive: what is not done in time goes back to the queue.
+    let env = TestEnv::new().await;
+    let grace = Duration::from_millis(2000);
+    let mut worker = env.spawn_ready(Bin::Messages, &[("SHUTDOWN_GRACE_MS", "2000")]).await;
+    let edge = env.spawn_ready(Bin::Edge, &[]).await;
+    env.add_session("alice-token", "alice", chrono::Duration::hours(1)).await;
+    let conversation = env.create_conversation(&edge, &["alice", "bob"]).await;
+    let db = env.db().await;
+    let mut holder = db.begin().await.expect("a transaction");
+    sqlx::query("SELECT 1 FROM conversations WHERE id = $1::uuid FOR UPDATE")
+        .bind(&conversation)
+        .execute(&mut *holder)
+        .await
+        .expect("lock the conversation");
+    let mut driver = Driver::start().await;
+    let options = json!({ "transports": ["websocket"], "auth": { "token": "alice-token" } });
+    driver.connect("a", &edge.url(), options).await.expect("alice connects");
+    driver
+        .emit_later("a", "message:send", json!({ "conversationId": conversation, "content": "held" }))
+        .await;
+    switchboard_tests::eventually("the worker's transaction to wait on the lock", Duration::from_secs(10), || async {
+        let (waiting,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&db)
+        .await
+        .expect("pg_stat_activity");
+        (waiting > 0).then_some(())
+    })
+    .await;
+    let started = tokio::time::Instant::now();
+    worker.signal(Signal::SIGTERM);
+    let status = worker.wait_exit(grace * 3).await;
+    let took = started.elapsed();
+    assert_eq!(status.code(), Some(0), "exit status");
+    assert!(took <= grace + Duration::from_millis(300), "stopped after {took:?}, grace {grace:?}");
+    holder.rollback().await.expect("release the row");
+}
+
+#[tokio::test]
+async fn sigterm_exits_within_the_grace_period_while_the_broker_is_away() {
+    let env = TestEnv::new().await;
+    let grace = Duration::from_millis(2000);
+    let mut running = Vec::new();
+    for bin in Bin::ALL {
+        running.push(env.spawn_ready(bin, &[("SHUTDOWN_GRACE_MS", "2000")]).await);
+    }
+    // The broker closes every connection to a deleted vhost and refuses new ones.
+    env.rabbit.delete_vhost(&env.vhost).await;
+    for process in &running {
+        process.wait_readyz(503, Duration::from_secs(10)).await;
+    }
+    for process in &mut running {
+        let started = tokio::time::Instant::now();
+        process.signal(Signal::SIGTERM);
+        let status = process.wait_exit(grace * 3).await;
+        let took = started.elapsed();
+        assert_eq!(status.code(), Some(0), "{} exit status", process.bin.name());
+        assert!(took <= grace + Duration::from_millis(300), "{} stopped after {took:?}", process.bin.name());
     }
 }
 
