@@ -568,3 +568,50 @@ async fn chat_works_end_to_end_with_quorum_queues() {
         "exclusive queues stay classic: {edge_queues:?}"
     );
 }
+
+#[tokio::test]
+async fn a_command_stored_again_by_its_own_id_is_fanned_out_again() {
+    // What a worker meets after a commit whose answer was lost (a database failover): it
+    // stores the same commands again and finds them stored by their own id. Its first attempt
+    // fanned nothing out, so the recipients must get the message now. Here the same command
+    // comes twice, not as a broker redelivery: the first while bob has no socket.
+    use switchboard::{
+        bus::{Shard, topology::EVENTS_TOPIC},
+        contract::ConversationId,
+    };
+    let env = TestEnv::new().await;
+    let _worker = env.spawn_ready(Bin::Messages, &[]).await;
+    let edge = env.spawn_ready(Bin::Edge, &[]).await;
+    env.add_session("bob-token", "bob", HOUR).await;
+    let conversation = env.create_conversation(&edge, &["alice", "bob"]).await;
+    let shard = Shard::of(conversation.parse::<ConversationId>().expect("an id")).key();
+    let command = json!({
+        "v": 1, "kind": "message.send", "id": uuid::Uuid::now_v7(), "sentAt": chrono::Utc::now(),
+        "data": { "conversationId": conversation, "senderId": "alice", "content": "once",
+                  "expiresAt": chrono::Utc::now() + chrono::Duration::seconds(60) }
+    })
+    .to_string()
+    .into_bytes();
+    let db = env.db().await;
+    let stored = || async {
+        let (count,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM messages WHERE conversation_id = $1::uuid")
+                .bind(&conversation)
+                .fetch_one(&db)
+                .await
+                .expect("count");
+        count
+    };
+    env.publish_raw(EVENTS_TOPIC, &shard, "message.send", &command).await;
+    switchboard_tests::eventually("the first copy to be stored", Duration::from_secs(10), || async {
+        (stored().await == 1).then_some(())
+    })
+    .await;
+
+    let mut driver = Driver::start().await;
+    driver.connect("b", &edge.url(), as_user("bob")).await.expect("bob connects");
+    env.publish_raw(EVENTS_TOPIC, &shard, "message.send", &command).await;
+    let message = driver.event("b", "message:new").await;
+    assert_eq!((message["seq"].clone(), message["content"].clone()), (json!(1), json!("once")), "{message}");
+    assert_eq!(stored().await, 1, "stored once");
+}

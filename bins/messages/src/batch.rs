@@ -111,8 +111,8 @@ async fn park_item(
 enum SendOutcome {
     Stored(MessageNew),
     /// Already stored by an earlier delivery or an earlier command with the same
-    /// `clientMessageId`; `fan_out` when this is a broker redelivery of the same command,
-    /// whose first delivery may have died before its fan-out.
+    /// `clientMessageId`; `fan_out` when it was this same command (a redelivery, or a retry
+    /// after a commit whose answer was lost), whose fan-out may never have happened.
     Existing {
         message: MessageNew,
         fan_out: bool,
@@ -344,7 +344,6 @@ async fn store_batch(
                 // A command delivered for the first time cannot have been stored before.
                 let redelivered = command.delivery.redelivered;
                 sends.look_up_command.push(redelivered || thorough);
-                sends.redelivered.push(redelivered);
                 sends.message.push(MessageId::new().0);
             }
             Action::Read(read) => {
@@ -382,16 +381,16 @@ async fn store_batch(
         match (part.as_str(), outcome.as_deref()) {
             ("send", Some("forbidden")) => send_outcomes.push(SendOutcome::Refused(AckError::forbidden())),
             ("send", Some(outcome)) => {
-                let index = row.index();
                 let message = row.into_message().ok_or_else(|| malformed("a send without its message"))?;
                 send_outcomes.push(match outcome {
                     "stored" => SendOutcome::Stored(message),
-                    // A broker redelivery of the same command: its first delivery may have died
-                    // before its fan-out, so it is fanned out again.
-                    "redelivered" => SendOutcome::Existing {
-                        message,
-                        fan_out: sends.redelivered.get(index).copied().unwrap_or(false),
-                    },
+                    // This very command (its id) was stored before: by a delivery that died before
+                    // its fan-out (a broker redelivery), or by this worker's own earlier attempt
+                    // whose commit went through but whose answer was lost (a database failover),
+                    // after which nothing was fanned out. Either way its recipients may never
+                    // have had it, so it is fanned out again: at least once, and a client that
+                    // sees a seq twice drops the second.
+                    "redelivered" => SendOutcome::Existing { message, fan_out: true },
                     _ => SendOutcome::Existing { message, fan_out: false },
                 });
             }
@@ -448,8 +447,6 @@ struct SendColumns {
     command: Vec<Uuid>,
     look_up_command: Vec<bool>,
     message: Vec<Uuid>,
-    /// Not a column: whether each send's delivery is a broker redelivery.
-    redelivered: Vec<bool>,
 }
 
 /// One row of `switchboard_chat_batch`.
