@@ -93,6 +93,8 @@ fn markdown(doc: &Value) -> String {
     let half = chat.get("at_half").filter(|v| !v.is_null());
     let overload = chat.get("overload").filter(|v| !v.is_null());
     let recovery = chat.get("recovery").filter(|v| !v.is_null());
+    let outage = r["outage"].get("outage").filter(|v| !v.is_null());
+    let outage_run = r["outage"].pointer("/runs/0");
     let connections_19k = &r["connections-19k"];
     let fifty: Vec<&Value> = ["connections-50k-1", "connections-50k-2", "connections-50k-3"]
         .iter()
@@ -180,6 +182,39 @@ fn markdown(doc: &Value) -> String {
             "chat after the overload: p99 at half the sustained rate, ms (from 5 s after it drained)".into(),
             n(recovery.and_then(|r| f(r, "/latency/p99_ms")), 1),
             "< 50",
+        ),
+        (
+            "broker outage: seconds stopped / sends acked again after its return, s".into(),
+            outage.map_or("not run".into(), |o| {
+                format!("{} / {}", n(f(o, "/seconds"), 1), n(f(o, "/acked_again_after_s"), 2))
+            }),
+            "≤ 2 after the return",
+        ),
+        (
+            "broker outage: sends failed / of them 2 s or more after the return".into(),
+            match (outage_run, outage) {
+                (Some(run), Some(o)) => {
+                    let failed: u64 =
+                        run["errors"].as_object().map_or(0, |e| e.values().filter_map(Value::as_u64).sum());
+                    format!("{failed} / {}", o["failed_2s_after_return"].as_u64().unwrap_or(0))
+                }
+                _ => "not run".into(),
+            },
+            "0 after 2 s",
+        ),
+        (
+            "broker outage: acked messages a receiver never got (after `sync:required` catch-up) / caught up"
+                .into(),
+            match (outage_run, outage) {
+                (Some(run), Some(o)) => format!(
+                    "{} / {} ({} `sync:required`)",
+                    run["lost"].as_u64().unwrap_or(0),
+                    o["caught_up"].as_u64().unwrap_or(0),
+                    o["sync_required"].as_u64().unwrap_or(0)
+                ),
+                _ => "not run".into(),
+            },
+            "0",
         ),
         (
             "connections: edge RSS per idle connection at 19k on one edge, KiB".into(),

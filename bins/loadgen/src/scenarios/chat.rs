@@ -81,6 +81,19 @@ pub struct ChatArgs {
     pub overload: Option<f64>,
     #[arg(long, default_value_t = 20.0)]
     pub overload_seconds: f64,
+    /// A broker outage of this many seconds during the run: `--outage-stop` runs
+    /// `--outage-at` seconds into the measured run, `--outage-start` this long after it
+    /// returned. Receivers catch up on `sync:required`, so `lost` counts what a client that
+    /// follows the contract never gets.
+    #[arg(long)]
+    pub outage_seconds: Option<f64>,
+    /// Seconds into the measured run at which the outage begins.
+    #[arg(long, default_value_t = 5.0)]
+    pub outage_at: f64,
+    #[arg(long, default_value = "rabbitmqctl stop_app")]
+    pub outage_stop: String,
+    #[arg(long, default_value = "rabbitmqctl start_app")]
+    pub outage_start: String,
 }
 
 /// One measured run.
@@ -137,6 +150,25 @@ pub struct Report {
     /// From `--overload`: half the sustained rate again, measured from 5 s after the overload's
     /// last answer and delivery.
     pub recovery: Option<Run>,
+    /// From `--outage-seconds`: how the run went through the broker's outage.
+    pub outage: Option<Outage>,
+}
+
+/// A broker outage during a run (issue 16's target: sends acked again within 2 s of the
+/// broker's return, and nothing acknowledged missed).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Outage {
+    /// How long the broker was stopped (from the stop command's return to the start command's).
+    pub seconds: f64,
+    /// From the broker's return (the start command returned) to the first acknowledgement of a
+    /// send made after it.
+    pub acked_again_after_s: Option<f64>,
+    /// Sends made 2 s or more after the broker's return that failed.
+    pub failed_2s_after_return: u64,
+    /// `sync:required` events the receivers got, and the messages their catch-up fetched that
+    /// had not arrived live.
+    pub sync_required: u64,
+    pub caught_up: u64,
 }
 
 /// What one conversation's receiver and sender have seen.
@@ -160,6 +192,13 @@ struct Shared {
     latency: Mutex<Recorder>,
     ack_latency: Mutex<Recorder>,
     errors: Mutex<HashMap<String, u64>>,
+    /// `measure::now_micros` when the broker came back from an outage; 0 before.
+    returned_at: AtomicU64,
+    /// The earliest answer to a send made after `returned_at`; `u64::MAX` until one.
+    first_ack_after_return: AtomicU64,
+    failed_2s_after_return: AtomicU64,
+    sync_required: AtomicU64,
+    caught_up: AtomicU64,
 }
 
 pub async fn run(args: ChatArgs) -> anyhow::Result<Report> {
@@ -179,16 +218,35 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<Report> {
     // receiver sits on another edge than its sender, so every message crosses edges.
     eprintln!("chat: connecting {} receivers and {} senders", ids.len(), ids.len());
     let receivers_users: Vec<String> = pairs.iter().map(|(_, b)| b.clone()).collect();
+    // A receiver told `sync:required` catches its conversation up (below), as the contract asks.
+    let (catch_up, mut to_catch_up) = tokio::sync::mpsc::unbounded_channel::<usize>();
     let receivers = connect_all(&system, &receivers_users, 64, |i| {
         let conversation = conversations[i].clone();
         let shared = shared.clone();
-        Arc::new(move |event: &str, data: &RawValue| {
-            if event == "message:new" {
-                on_message(&shared, &conversation, data);
+        let catch_up = catch_up.clone();
+        Arc::new(move |event: &str, data: &RawValue| match event {
+            "message:new" => on_message(&shared, &conversation, data),
+            "sync:required" => {
+                shared.sync_required.fetch_add(1, Relaxed);
+                let _ = catch_up.send(i);
             }
+            _ => {}
         })
     })
     .await?;
+    let receivers = Arc::new(receivers);
+    let catching_up = {
+        let (receivers, conversations, ids, shared) =
+            (receivers.clone(), conversations.clone(), ids.clone(), shared.clone());
+        tokio::spawn(async move {
+            while let Some(i) = to_catch_up.recv().await {
+                let (socket, conversation) = (&receivers[i], &conversations[i]);
+                if let Err(error) = fetch_missed(socket, &ids[i], conversation, &shared).await {
+                    eprintln!("chat: a catch-up failed: {error:#}");
+                }
+            }
+        })
+    };
     let senders_users: Vec<String> = pairs.iter().map(|(a, _)| a.clone()).collect();
     let senders = futures::future::try_join_all(
         senders_users.iter().enumerate().map(|(i, user)| system.connect(i + 1, user, noop())),
@@ -219,6 +277,7 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<Report> {
         at_half: None,
         overload: None,
         recovery: None,
+        outage: None,
     };
     let rabbit = args.rabbitmq_api.as_deref().map(broker::Management::parse).transpose()?;
     let database = args.database_url.as_deref().map(Database::new);
@@ -265,15 +324,104 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<Report> {
             report.overload = Some(overload);
             report.recovery = Some(recovery);
         }
+    } else if let Some(seconds) = args.outage_seconds {
+        let load = args.rate.map_or(Load::Window(args.window), Load::Rate);
+        let outage = async {
+            tokio::time::sleep(Duration::from_secs_f64(args.warmup + args.outage_at)).await;
+            outage(&args, seconds, &shared).await
+        };
+        let (run, seconds) =
+            tokio::join!(measure_run(&args, &senders, &conversations, &shared, load, counters), outage);
+        let returned = shared.returned_at.load(Relaxed);
+        let first = shared.first_ack_after_return.load(Relaxed);
+        report.outage = Some(Outage {
+            seconds: seconds?,
+            acked_again_after_s: (returned > 0 && first != u64::MAX)
+                .then(|| first.saturating_sub(returned) as f64 / 1e6),
+            failed_2s_after_return: shared.failed_2s_after_return.load(Relaxed),
+            sync_required: shared.sync_required.load(Relaxed),
+            caught_up: shared.caught_up.load(Relaxed),
+        });
+        runs.push(run?);
     } else {
         let load = args.rate.map_or(Load::Window(args.window), Load::Rate);
         runs.push(measure_run(&args, &senders, &conversations, &shared, load, counters).await?);
     }
     report.runs = runs;
+    catching_up.abort();
     for socket in receivers.iter().chain(senders.iter().map(|s| &s.socket)) {
         socket.close();
     }
     Ok(report)
+}
+
+/// Stops the broker for `seconds` with the configured commands; returns how long it was down.
+async fn outage(args: &ChatArgs, seconds: f64, shared: &Shared) -> anyhow::Result<f64> {
+    let run = |command: &str| {
+        let command = command.to_owned();
+        async move {
+            let status = tokio::process::Command::new("sh").arg("-c").arg(&command).status().await?;
+            anyhow::ensure!(status.success(), "`{command}` failed: {status}");
+            Ok(())
+        }
+    };
+    eprintln!("chat: stopping the broker for {seconds} s");
+    run(&args.outage_stop).await?;
+    let stopped = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    run(&args.outage_start).await?;
+    shared.returned_at.store(measure::now_micros(), Relaxed);
+    eprintln!("chat: the broker is back");
+    Ok(stopped.elapsed().as_secs_f64())
+}
+
+/// A receiver's catch-up after `sync:required`: every message of its conversation, page by
+/// page, counted as delivered (what had not arrived live counts as caught up).
+async fn fetch_missed(
+    socket: &Socket,
+    conversation_id: &str,
+    conversation: &Mutex<Conversation>,
+    shared: &Shared,
+) -> anyhow::Result<()> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Page {
+        success: bool,
+        #[serde(default)]
+        messages: Vec<Synced>,
+        #[serde(default)]
+        has_more: bool,
+    }
+    #[derive(Deserialize)]
+    struct Synced {
+        id: String,
+        seq: u64,
+    }
+    let mut after = 0;
+    loop {
+        let reply = socket
+            .ask(
+                "messages:sync",
+                &json!({ "conversationId": conversation_id, "afterSeq": after, "limit": 200 }),
+            )
+            .await?;
+        let page: Page = serde_json::from_str(&reply).context("a messages:sync reply")?;
+        anyhow::ensure!(page.success, "messages:sync failed: {reply}");
+        {
+            let mut c = conversation.lock().expect("not poisoned");
+            for message in &page.messages {
+                if c.delivered.insert(message.id.clone()) {
+                    shared.caught_up.fetch_add(1, Relaxed);
+                    shared.delivered.fetch_add(1, Relaxed);
+                }
+                c.last_seq = c.last_seq.max(message.seq);
+                after = message.seq;
+            }
+        }
+        if !page.has_more || page.messages.is_empty() {
+            return Ok(());
+        }
+    }
 }
 
 fn noop() -> crate::sio::OnEvent {
@@ -343,8 +491,12 @@ impl Sender {
             message_id: Option<String>,
             error: Option<Value>,
         }
+        let returned = self.shared.returned_at.load(Relaxed);
         let code = match reply.as_deref().map(serde_json::from_str::<Ack>) {
             Ok(Ok(Ack { success: true, message_id: Some(id), .. })) => {
+                if returned > 0 && sent >= returned {
+                    self.shared.first_ack_after_return.fetch_min(answered, Relaxed);
+                }
                 self.conversation.lock().expect("not poisoned").acked.insert(id);
                 self.shared.acked.fetch_add(1, Relaxed);
                 if self.shared.measuring.load(Relaxed) {
@@ -358,6 +510,9 @@ impl Sender {
             Ok(Err(_)) => "malformed".to_owned(),
             Err(_) => "disconnected".to_owned(),
         };
+        if returned > 0 && sent >= returned + 2_000_000 {
+            self.shared.failed_2s_after_return.fetch_add(1, Relaxed);
+        }
         *self.shared.errors.lock().expect("not poisoned").entry(code).or_default() += 1;
     }
 
@@ -570,6 +725,9 @@ fn reset(shared: &Shared, conversations: &[Arc<Mutex<Conversation>>]) {
     *shared.latency.lock().expect("not poisoned") = Recorder::default();
     *shared.ack_latency.lock().expect("not poisoned") = Recorder::default();
     shared.errors.lock().expect("not poisoned").clear();
+    shared.returned_at.store(0, Relaxed);
+    shared.first_ack_after_return.store(u64::MAX, Relaxed);
+    shared.failed_2s_after_return.store(0, Relaxed);
     for conversation in conversations {
         let mut c = conversation.lock().expect("not poisoned");
         c.acked.clear();
