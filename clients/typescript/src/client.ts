@@ -5,8 +5,11 @@
 // - sendMessage retries an outcome-unknown failure with the same clientMessageId, which the
 //   contract makes safe (the server stores the message once and answers the original id);
 // - after a reconnect, every joined conversation is joined again (rooms belong to a socket) and
-//   caught up with messages:sync from the last seq seen, so listeners of message:new get what
-//   was sent while the network was down, once each and in seq order.
+//   every conversation it knows is caught up with messages:sync from the last seq seen, so
+//   listeners of message:new get what was sent while the network was down, once each and in seq
+//   order. The same catch-up (without joining: the socket kept its rooms) runs on sync:required,
+//   the edge's word that its deliveries were lost for a while, and for one conversation when a
+//   gap in its seqs does not close within a grace period.
 
 import { io, type ManagerOptions, type Socket, type SocketOptions } from "socket.io-client";
 
@@ -56,6 +59,13 @@ export interface ConnectOptions {
   sendAttempts?: number;
   /** The wait before the first retry, doubled for each further one; default 250 ms. */
   retryDelayMs?: number;
+  /**
+   * How long a gap in a conversation's seqs may stay open before the client fetches the missing
+   * messages with messages:sync; default 1000 ms. Messages behind the gap wait meanwhile. The
+   * wait is there because a gap is not always a loss: the ack of this socket's own message can
+   * come before another user's earlier message reaches it.
+   */
+  gapGraceMs?: number;
   /** Any other socket.io-client option (transports, reconnection delays, ...). */
   socket?: Partial<ManagerOptions & SocketOptions>;
 }
@@ -86,21 +96,36 @@ export class SwitchboardClient {
   private readonly ackTimeoutMs: number;
   private readonly sendAttempts: number;
   private readonly retryDelayMs: number;
+  private readonly gapGraceMs: number;
   /** The application's message:new listeners: fed by live events and by catch-up syncs. */
   private readonly messageListeners = new Set<(message: MessageNew) => void>();
   private readonly connectionListeners = new Set<(connected: boolean) => void>();
   /** Conversations joined through this client: joined again and caught up after a reconnect. */
   private readonly joined = new Set<ConversationId>();
-  /** What this client has seen of each conversation (messages also arrive without joining). */
+  /**
+   * What this client has seen of each conversation. Messages arrive for every conversation of
+   * the user, joined or not, so this also names the conversations a catch-up covers.
+   */
   private readonly seen = new Map<ConversationId, SeenSeqs>();
-  /** Live messages held back while their conversation catches up, so order is kept. */
-  private readonly catchingUp = new Map<ConversationId, MessageNew[]>();
+  /**
+   * Live messages not handed to the listeners yet, so that they get each conversation in seq
+   * order: those behind a gap, and all of a conversation's while it catches up.
+   */
+  private readonly held = new Map<ConversationId, MessageNew[]>();
+  /**
+   * Conversations catching up now. A second request while one runs (a reconnect, another
+   * sync:required) sets `again`: what the running one fetched may predate the loss.
+   */
+  private readonly catchingUp = new Map<ConversationId, { join: boolean; again: boolean }>();
+  /** A pending gap check per conversation: the gap is closed once `contiguous` reaches `upTo`. */
+  private readonly gapChecks = new Map<ConversationId, { timer: ReturnType<typeof setTimeout>; upTo: number }>();
   private connectedBefore = false;
 
   constructor(options: ConnectOptions) {
     this.ackTimeoutMs = options.ackTimeoutMs ?? 10_000;
     this.sendAttempts = Math.max(1, options.sendAttempts ?? 4);
     this.retryDelayMs = options.retryDelayMs ?? 250;
+    this.gapGraceMs = options.gapGraceMs ?? 1_000;
     this.socket = io(options.url, {
       ...options.socket,
       autoConnect: options.autoConnect ?? true,
@@ -112,9 +137,18 @@ export class SwitchboardClient {
       const reconnected = this.connectedBefore;
       this.connectedBefore = true;
       this.connectionChanged(true);
-      if (reconnected) void this.catchUp();
+      if (reconnected) void this.catchUp(true);
     });
-    this.socket.on("disconnect", () => this.connectionChanged(false));
+    this.socket.on("disconnect", () => {
+      // The catch-up after the reconnect covers every gap; a check firing while offline could
+      // only give up on it.
+      for (const id of [...this.gapChecks.keys()]) this.cancelGapCheck(id);
+      this.connectionChanged(false);
+    });
+    // The socket stayed connected and kept its rooms, but what was sent to it since `since` may
+    // be lost. The application hears the event too (`on("sync:required", ...)`), to refresh
+    // anything else it keeps, such as a notifications list.
+    this.socket.on("sync:required", () => void this.catchUp(false));
   }
 
   get connected(): boolean {
@@ -200,6 +234,7 @@ export class SwitchboardClient {
         // Our own messages never come back as message:new to this socket: count them as seen so
         // a catch-up does not hand them to the listeners.
         this.seenOf(conversationId).addOwn(reply.seq);
+        this.advanced(conversationId);
         return { ...reply, clientMessageId };
       }
       if (!RETRYABLE.has(reply.error.code) || attempt >= this.sendAttempts) {
@@ -219,7 +254,10 @@ export class SwitchboardClient {
     // meanwhile must join it again.
     const wasJoined = this.joined.has(conversationId);
     this.joined.add(conversationId);
-    if (options.afterSeq !== undefined) this.seenOf(conversationId).start(options.afterSeq);
+    if (options.afterSeq !== undefined) {
+      this.seenOf(conversationId).start(options.afterSeq);
+      this.advanced(conversationId);
+    }
     const reply = await this.emit("conversation:join", { conversationId });
     if (!reply.success && !wasJoined) this.joined.delete(conversationId);
     return reply;
@@ -270,6 +308,8 @@ export class SwitchboardClient {
     const seen = this.seenOf(conversationId);
     seen.start(afterSeq);
     for (const message of messages) seen.add(message.seq);
+    // The caller has these now: held ones among them are dropped, later ones may be in order.
+    this.advanced(conversationId);
     return { success: true, messages };
   }
 
@@ -289,13 +329,22 @@ export class SwitchboardClient {
     return seen;
   }
 
+  /**
+   * A live message:new. Delivered at once when it is the next seq; held while its conversation
+   * catches up, or while a message before it is missing. A gap is not always a loss (see
+   * gapGraceMs), so it gets a grace period before a catch-up fetches what is missing.
+   */
   private received(message: MessageNew): void {
-    const held = this.catchingUp.get(message.conversationId);
-    if (held) {
-      held.push(message);
-      return;
+    const id = message.conversationId;
+    const seen = this.seenOf(id);
+    if (seen.has(message.seq)) return;
+    if (this.catchingUp.has(id) || !seen.isNext(message.seq)) {
+      this.hold(message);
+    } else {
+      this.deliver(message);
+      this.releaseInOrder(id);
     }
-    this.deliver(message);
+    this.watchGap(id);
   }
 
   /** Hands a message to the listeners unless it was seen already. */
@@ -304,32 +353,129 @@ export class SwitchboardClient {
     for (const listener of [...this.messageListeners]) listener(message);
   }
 
-  /** After a reconnect: join every joined conversation again and fetch what was missed. */
-  private async catchUp(): Promise<void> {
-    await Promise.all([...this.joined].map((id) => this.catchUpOne(id)));
+  private hold(message: MessageNew): void {
+    const held = this.held.get(message.conversationId);
+    if (held === undefined) this.held.set(message.conversationId, [message]);
+    else held.push(message);
   }
 
-  private async catchUpOne(conversationId: ConversationId): Promise<void> {
-    if (this.catchingUp.has(conversationId)) return;
-    this.catchingUp.set(conversationId, []);
+  /** Delivers the held messages that are next in seq order now; drops those seen meanwhile. */
+  private releaseInOrder(conversationId: ConversationId): void {
+    const held = this.held.get(conversationId);
+    if (held === undefined) return;
+    const seen = this.seenOf(conversationId);
+    held.sort((a, b) => a.seq - b.seq);
+    while (held.length > 0) {
+      const first = held[0]!;
+      if (!seen.has(first.seq) && !seen.isNext(first.seq)) break;
+      held.shift();
+      this.deliver(first);
+    }
+    if (held.length === 0) this.held.delete(conversationId);
+  }
+
+  /** After a catch-up: delivers every held message in seq order, even past a gap it could not fill. */
+  private releaseAll(conversationId: ConversationId): void {
+    const held = this.held.get(conversationId);
+    if (held === undefined) return;
+    this.held.delete(conversationId);
+    for (const message of held.sort((a, b) => a.seq - b.seq)) this.deliver(message);
+  }
+
+  /** Something other than a live message moved a conversation on (own ack, `afterSeq`, sync). */
+  private advanced(conversationId: ConversationId): void {
+    this.releaseInOrder(conversationId);
+    this.watchGap(conversationId);
+  }
+
+  /**
+   * The highest seq known of a conversation, seen or held, when a message below it is missing.
+   * Own acks count: if another user's earlier message never comes, it is missing all the same.
+   */
+  private gapBelow(conversationId: ConversationId): number | undefined {
+    const seen = this.seen.get(conversationId);
+    if (seen?.contiguous === undefined) return undefined;
+    const highest = Math.max(seen.gapBelow() ?? 0, ...(this.held.get(conversationId) ?? []).map((m) => m.seq));
+    return highest > seen.contiguous ? highest : undefined;
+  }
+
+  /**
+   * Starts the grace period of a gap, if there is one and nothing watches it yet. When it ends,
+   * the conversation catches up (without joining) unless everything up to the seq that showed the
+   * gap has come; a gap that opened later gets a grace period of its own.
+   */
+  private watchGap(conversationId: ConversationId): void {
+    if (!this.socket.connected || this.catchingUp.has(conversationId) || this.gapChecks.has(conversationId)) return;
+    const upTo = this.gapBelow(conversationId);
+    if (upTo === undefined) return;
+    const timer = setTimeout(() => {
+      this.gapChecks.delete(conversationId);
+      this.releaseInOrder(conversationId);
+      const contiguous = this.seen.get(conversationId)?.contiguous;
+      if (contiguous !== undefined && contiguous < upTo) void this.catchUpOne(conversationId, false);
+      else this.watchGap(conversationId);
+    }, this.gapGraceMs);
+    this.gapChecks.set(conversationId, { timer, upTo });
+  }
+
+  private cancelGapCheck(conversationId: ConversationId): void {
+    clearTimeout(this.gapChecks.get(conversationId)?.timer);
+    this.gapChecks.delete(conversationId);
+  }
+
+  /**
+   * Catches up every conversation this client knows: the joined ones, and those it has seen
+   * messages of without joining (message:new comes for all of the user's conversations). After a
+   * reconnect the joined ones are joined again first: rooms belong to the old socket. After
+   * sync:required they are not: the socket kept its rooms.
+   */
+  private async catchUp(reconnected: boolean): Promise<void> {
+    const ids = new Set(this.joined);
+    // Without a starting point there is nothing to catch up from (only own messages were seen).
+    for (const [id, seen] of this.seen) if (seen.contiguous !== undefined) ids.add(id);
+    await Promise.all([...ids].map((id) => this.catchUpOne(id, reconnected && this.joined.has(id))));
+  }
+
+  /**
+   * Fetches what one conversation missed, from the last contiguous seq, holding its live
+   * messages meanwhile and delivering them after, so the listeners get seq order.
+   */
+  private async catchUpOne(conversationId: ConversationId, join: boolean): Promise<void> {
+    const running = this.catchingUp.get(conversationId);
+    if (running !== undefined) {
+      running.again = true;
+      running.join ||= join;
+      return;
+    }
+    const state = { join, again: false };
+    this.catchingUp.set(conversationId, state);
+    this.cancelGapCheck(conversationId);
     try {
-      for (let attempt = 1; this.socket.connected && this.joined.has(conversationId); attempt++) {
-        const outcome = await this.fetchMissed(conversationId);
-        // Forbidden: the conversation was closed (an unmatch) while we were away.
-        if (outcome === "forbidden") this.joined.delete(conversationId);
-        if (outcome !== "retry" || attempt >= this.sendAttempts) break;
-        await sleep(this.retryDelayMs * 2 ** (attempt - 1));
-      }
+      do {
+        const joinNow = state.join;
+        state.join = state.again = false;
+        for (let attempt = 1; this.socket.connected && this.knows(conversationId); attempt++) {
+          const outcome = await this.fetchMissed(conversationId, joinNow);
+          // Forbidden: the conversation was closed (an unmatch) while we were away.
+          if (outcome === "forbidden") this.forget(conversationId);
+          if (outcome !== "retry" || attempt >= this.sendAttempts) break;
+          await sleep(this.retryDelayMs * 2 ** (attempt - 1));
+        }
+      } while (state.again && this.socket.connected);
     } finally {
-      const held = this.catchingUp.get(conversationId) ?? [];
       this.catchingUp.delete(conversationId);
-      for (const message of held.sort((a, b) => a.seq - b.seq)) this.deliver(message);
+      // Offline, messages past the gap stay held: the catch-up after the reconnect fills the gap
+      // and releases them in order. Connected, this was the last try: deliver what we have.
+      if (this.socket.connected) this.releaseAll(conversationId);
+      else this.releaseInOrder(conversationId);
     }
   }
 
-  private async fetchMissed(conversationId: ConversationId): Promise<"done" | "retry" | "forbidden"> {
-    const joined = await this.emit("conversation:join", { conversationId });
-    if (!joined.success) return joined.error.code === "forbidden" ? "forbidden" : "retry";
+  private async fetchMissed(conversationId: ConversationId, join: boolean): Promise<"done" | "retry" | "forbidden"> {
+    if (join && this.joined.has(conversationId)) {
+      const joined = await this.emit("conversation:join", { conversationId });
+      if (!joined.success) return joined.error.code === "forbidden" ? "forbidden" : "retry";
+    }
     let after = this.seen.get(conversationId)?.contiguous ?? 0;
     for (;;) {
       const page = await this.emit("messages:sync", { conversationId, afterSeq: after });
@@ -338,8 +484,27 @@ export class SwitchboardClient {
         this.deliver(message);
         after = message.seq;
       }
+      // Held live messages that are next now need not wait for the last page.
+      this.releaseInOrder(conversationId);
       if (!page.hasMore || page.messages.length === 0) return "done";
     }
+  }
+
+  /** Whether a catch-up still concerns this conversation (it was not forgotten meanwhile). */
+  private knows(conversationId: ConversationId): boolean {
+    return this.joined.has(conversationId) || this.seen.has(conversationId);
+  }
+
+  /**
+   * Stops catching up a conversation the server refuses: it was closed. What was held came from
+   * the server before that, so it is delivered first (delivering records seqs, which would
+   * otherwise bring the conversation back).
+   */
+  private forget(conversationId: ConversationId): void {
+    this.releaseAll(conversationId);
+    this.joined.delete(conversationId);
+    this.seen.delete(conversationId);
+    this.cancelGapCheck(conversationId);
   }
 
   private connectionChanged(connected: boolean): void {
@@ -361,6 +526,16 @@ export class SwitchboardClient {
 class SeenSeqs {
   contiguous: number | undefined;
   private readonly above = new Set<number>();
+
+  /** Whether `seq` can be delivered now: nothing before it is missing (or no start is known). */
+  isNext(seq: number): boolean {
+    return this.contiguous === undefined || seq === this.contiguous + 1;
+  }
+
+  /** The highest seq seen, if a gap below it is still open. */
+  gapBelow(): number | undefined {
+    return this.above.size === 0 ? undefined : Math.max(...this.above);
+  }
 
   /** Sets the starting point if none is known yet. */
   start(afterSeq: number): void {
@@ -388,7 +563,7 @@ class SeenSeqs {
     this.advance();
   }
 
-  private has(seq: number): boolean {
+  has(seq: number): boolean {
     return (this.contiguous !== undefined && seq <= this.contiguous) || this.above.has(seq);
   }
 

@@ -50,6 +50,11 @@ export async function until(what: string, check: () => boolean, timeoutMs = 5_00
   }
 }
 
+/** Waits `ms`: for checks that something did NOT happen within a time. */
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
 /** A message:new payload with the given seq. */
 export function message(conversationId: string, seq: number) {
   return {
