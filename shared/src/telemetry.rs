@@ -12,10 +12,17 @@ use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 use crate::config::LogFormat;
 
+/// Silences lapin's log line for returned messages (see [`init_tracing`]).
+const QUIET_RETURNS: &str = "lapin::returned_messages=error";
+
 /// Installs the global tracing subscriber. Call once, first thing in `main`.
 pub fn init_tracing(format: Option<LogFormat>) {
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,lapin=warn,socketioxide=warn,engineioxide=warn"));
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,lapin=warn,socketioxide=warn,engineioxide=warn"))
+        // lapin warns about every message the broker returns, with its whole body (user content)
+        // as bytes; a return is normal here (a notification for a user with no socket), and the
+        // bus handles and counts it (`bus_returned_total`), so that warning is never shown.
+        .add_directive(QUIET_RETURNS.parse().expect("a valid directive"));
     let format =
         format.unwrap_or(if std::io::stderr().is_terminal() { LogFormat::Pretty } else { LogFormat::Json });
     let registry = tracing_subscriber::registry().with(filter);

@@ -927,3 +927,28 @@ async fn a_client_that_leaves_while_being_admitted_leaves_no_binding_behind() {
     let metrics = edge.get("/metrics").await.1;
     assert!(metrics.lines().any(|l| l == "edge_sockets_connected 0"), "{metrics}");
 }
+
+#[tokio::test]
+async fn a_request_nobody_serves_is_answered_unavailable_and_counted_not_logged_with_its_body() {
+    // No messages worker ever ran: no queue serves membership, and the broker returns the
+    // mandatory request. lapin would warn with the whole body; the bus counts it instead.
+    let env = TestEnv::new().await;
+    let edge = env.spawn_ready(Bin::Edge, &[("RUST_LOG", "info")]).await;
+    sessions(&env, &["alice"]).await;
+    let mut driver = Driver::start().await;
+    let options = json!({ "transports": ["websocket"], "auth": { "token": "alice-token" } });
+    driver.connect("a", &edge.url(), options).await.expect("alice connects");
+    let conversation = uuid::Uuid::now_v7();
+    let reply = driver.emit_ack("a", "conversation:join", json!({ "conversationId": conversation })).await;
+    assert_eq!(reply["error"]["code"], "unavailable", "{reply}");
+    let metrics = edge.get("/metrics").await.1;
+    let returned: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("bus_returned_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(returned, 1.0, "{metrics}");
+    let logs = edge.logs().join("\n");
+    assert!(!logs.contains("returned us a message"), "lapin's warning is shown: {logs}");
+    assert!(!logs.contains(&conversation.to_string()), "the body reached the log: {logs}");
+}

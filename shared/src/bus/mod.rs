@@ -253,7 +253,14 @@ impl Bus {
                 return Ok(true);
             }
             return match confirm.await {
-                Ok(Confirmation::Ack(returned)) => Ok(returned.is_none()),
+                Ok(Confirmation::Ack(None)) => Ok(true),
+                Ok(Confirmation::Ack(Some(returned))) => {
+                    // Mandatory and routed nowhere: the caller decides (a notification waits
+                    // for the user's next connect). Worth a count, not a warning.
+                    tracing::debug!(exchange, routing_key, kind = ?returned.properties.kind(), "the broker returned a message no queue took");
+                    metrics::counter!("bus_returned_total", "exchange" => exchange.to_owned()).increment(1);
+                    Ok(false)
+                }
                 Ok(Confirmation::NotRequested) => Ok(true),
                 Ok(Confirmation::Nack(_)) => Err(BusError::Nacked),
                 Err(error) => {

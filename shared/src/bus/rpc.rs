@@ -394,7 +394,10 @@ pub(super) async fn publish_request_message(
     metrics::counter!("bus_published_total", "exchange" => route.exchange).increment(1);
     match confirm.await? {
         Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
-        Confirmation::Ack(Some(_)) => Err(BusError::Unavailable(format!("nothing serves {}", route.key))),
+        Confirmation::Ack(Some(_)) => {
+            metrics::counter!("bus_returned_total", "exchange" => route.exchange).increment(1);
+            Err(BusError::Unavailable(format!("nothing serves {}", route.key)))
+        }
         Confirmation::Nack(_) => Err(BusError::Nacked),
     }
 }
