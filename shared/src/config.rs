@@ -49,6 +49,8 @@ pub const KEYS: &[&str] = &[
     "AUTH_JWT_SECRET",
     "AUTH_JWT_AUDIENCE",
     "AUTH_CACHE_TTL_MS",
+    "AUTH_REFUSAL_TTL_MS",
+    "AUTH_LOOKUPS_IN_FLIGHT",
     "ALLOWED_ORIGINS",
     "RATE_LIMIT_PER_SEC",
     "RATE_LIMIT_BURST",
@@ -140,8 +142,15 @@ pub struct Config {
     /// (or none). Read through [`Config::jwt_audiences`].
     #[serde(deserialize_with = "optional_text")]
     pub auth_jwt_audience: Option<String>,
-    /// How long a successful session lookup is cached by the edge. Refusals are never cached.
+    /// How long a successful session lookup is cached by the edge.
     pub auth_cache_ttl_ms: u64,
+    /// How long the edge remembers a token it found no session for (unknown or expired), so
+    /// that trying it again costs no query; `0` remembers none. A session created for that
+    /// token within this time is refused until it passes.
+    pub auth_refusal_ttl_ms: u64,
+    /// The most session queries one edge runs at once. Handshakes that arrive while all are
+    /// running wait, and are looked up together by the next query.
+    pub auth_lookups_in_flight: u32,
     /// Comma-separated origins, or `*`.
     #[serde(deserialize_with = "text")]
     pub allowed_origins: String,
@@ -194,6 +203,8 @@ impl Default for Config {
             auth_jwt_secret: None,
             auth_jwt_audience: None,
             auth_cache_ttl_ms: 30_000,
+            auth_refusal_ttl_ms: 5_000,
+            auth_lookups_in_flight: 4,
             allowed_origins: "*".into(),
             rate_limit_per_sec: 20,
             rate_limit_burst: 40,
@@ -312,6 +323,7 @@ impl Config {
             ("CHAT_INFLIGHT_PER_SHARD", u64::from(self.chat_inflight_per_shard)),
             ("CONNECT_TIMEOUT_MS", self.connect_timeout_ms),
             ("MAX_SOCKETS_PER_USER", u64::from(self.max_sockets_per_user)),
+            ("AUTH_LOOKUPS_IN_FLIGHT", u64::from(self.auth_lookups_in_flight)),
             ("SHUTDOWN_GRACE_MS", self.shutdown_grace_ms),
             ("PRESENCE_REPORT_INTERVAL_MS", self.presence_report_interval_ms),
         ] {
@@ -394,6 +406,10 @@ impl Config {
                 keys.expose().split(',').map(str::trim).filter(|k| !k.is_empty()).map(Secret::new).collect()
             })
             .unwrap_or_default()
+    }
+
+    pub fn auth_refusal_ttl(&self) -> Duration {
+        Duration::from_millis(self.auth_refusal_ttl_ms)
     }
 
     pub fn ack_timeout(&self) -> Duration {
@@ -704,6 +720,19 @@ mod tests {
             assert!(origins.allows(None));
             jail.set_env("ALLOWED_ORIGINS", "app.example.com");
             assert_eq!(load(Role::Edge).expect_err("must fail").variable, "ALLOWED_ORIGINS");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn session_lookups_are_bounded_and_refusals_remembered_by_default() {
+        Jail::expect_with(|jail| {
+            let c = load(Role::Edge).expect("valid");
+            assert_eq!((c.auth_refusal_ttl_ms, c.auth_lookups_in_flight), (5_000, 4));
+            jail.set_env("AUTH_REFUSAL_TTL_MS", "0");
+            assert_eq!(load(Role::Edge).expect("0 remembers no refusal").auth_refusal_ttl_ms, 0);
+            jail.set_env("AUTH_LOOKUPS_IN_FLIGHT", "0");
+            assert_eq!(load(Role::Edge).expect_err("must fail").variable, "AUTH_LOOKUPS_IN_FLIGHT");
             Ok(())
         });
     }

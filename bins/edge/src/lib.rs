@@ -3,7 +3,8 @@
 //!
 //! Following a connection through the modules:
 //! - [`origin`]: the handshake's `Origin` check, before Socket.IO sees the request;
-//! - [`auth`]: who is connecting (cookie, `auth.token`, bearer; database or JWT);
+//! - [`auth`]: who is connecting (cookie, `auth.token`, bearer; database or JWT), with
+//!   [`lookups`] bounding and batching the session queries;
 //! - [`connection`]: admit or refuse, bind the user's deliveries, `session`, clean-up;
 //! - [`events`]: client events, one module per family, behind one ack/validation wrapper;
 //! - [`admission`]: how many chat commands may wait for a shard before new ones are refused;
@@ -23,6 +24,7 @@ pub mod connection;
 pub mod delivery;
 pub mod events;
 pub mod ingress;
+pub mod lookups;
 pub mod origin;
 pub mod presence;
 
