@@ -54,6 +54,10 @@ pub const KEYS: &[&str] = &[
     "ALLOWED_ORIGINS",
     "RATE_LIMIT_PER_SEC",
     "RATE_LIMIT_BURST",
+    "USER_RATE_LIMIT_PER_SEC",
+    "USER_RATE_LIMIT_BURST",
+    "HANDSHAKE_RATE_PER_SEC",
+    "HANDSHAKE_BURST",
     "MAX_FRAME_BYTES",
     "ACK_TIMEOUT_MS",
     "CHAT_INFLIGHT_PER_SHARD",
@@ -157,6 +161,19 @@ pub struct Config {
 
     pub rate_limit_per_sec: u32,
     pub rate_limit_burst: u32,
+    /// Events per second shared by all of one user's sockets on one edge; unset is four
+    /// sockets' worth (4 x `RATE_LIMIT_PER_SEC`), `0` turns the per-user budget off. Read
+    /// through [`Config::user_rate_limit`].
+    pub user_rate_limit_per_sec: Option<u32>,
+    /// The burst of that budget; unset is 4 x `RATE_LIMIT_BURST`.
+    pub user_rate_limit_burst: Option<u32>,
+    /// Engine.IO handshakes plus Socket.IO CONNECTs per second from one client address (an
+    /// IPv6 address counts by its /64); past it a handshake gets HTTP 429 and a CONNECT
+    /// `connect_error` `rate_limited`. `0` turns the limit off (behind a proxy every client
+    /// has the proxy's address: see the README).
+    pub handshake_rate_per_sec: u32,
+    /// The burst of that budget.
+    pub handshake_burst: u32,
     pub max_frame_bytes: u64,
     pub ack_timeout_ms: u64,
     /// Admission control: the chat commands (`message:send`, `message:read`) one edge keeps
@@ -208,6 +225,10 @@ impl Default for Config {
             allowed_origins: "*".into(),
             rate_limit_per_sec: 20,
             rate_limit_burst: 40,
+            user_rate_limit_per_sec: None,
+            user_rate_limit_burst: None,
+            handshake_rate_per_sec: 200,
+            handshake_burst: 1_000,
             max_frame_bytes: 65_536,
             ack_timeout_ms: 5_000,
             chat_inflight_per_shard: 64,
@@ -406,6 +427,19 @@ impl Config {
                 keys.expose().split(',').map(str::trim).filter(|k| !k.is_empty()).map(Secret::new).collect()
             })
             .unwrap_or_default()
+    }
+
+    /// The per-user event budget as (per second, burst); `None` when it is off.
+    pub fn user_rate_limit(&self) -> Option<(u32, u32)> {
+        let per_second = self.user_rate_limit_per_sec.unwrap_or(self.rate_limit_per_sec.saturating_mul(4));
+        let burst = self.user_rate_limit_burst.unwrap_or(self.rate_limit_burst.saturating_mul(4));
+        (per_second > 0).then_some((per_second, burst.max(1)))
+    }
+
+    /// The per-address handshake budget as (per second, burst); `None` when it is off.
+    pub fn handshake_limit(&self) -> Option<(u32, u32)> {
+        (self.handshake_rate_per_sec > 0)
+            .then_some((self.handshake_rate_per_sec, self.handshake_burst.max(1)))
     }
 
     pub fn auth_refusal_ttl(&self) -> Duration {
@@ -733,6 +767,27 @@ mod tests {
             assert_eq!(load(Role::Edge).expect("0 remembers no refusal").auth_refusal_ttl_ms, 0);
             jail.set_env("AUTH_LOOKUPS_IN_FLIGHT", "0");
             assert_eq!(load(Role::Edge).expect_err("must fail").variable, "AUTH_LOOKUPS_IN_FLIGHT");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn connection_budgets_have_defaults_and_zero_turns_them_off() {
+        Jail::expect_with(|jail| {
+            let c = load(Role::Edge).expect("valid");
+            assert_eq!(c.handshake_limit(), Some((200, 1_000)));
+            // Unset, the per-user budget is four sockets' worth, and follows the per-socket one.
+            assert_eq!(c.user_rate_limit(), Some((80, 160)));
+            jail.set_env("RATE_LIMIT_PER_SEC", "1000");
+            jail.set_env("RATE_LIMIT_BURST", "2000");
+            assert_eq!(load(Role::Edge).expect("valid").user_rate_limit(), Some((4000, 8000)));
+            jail.set_env("USER_RATE_LIMIT_PER_SEC", "30");
+            jail.set_env("USER_RATE_LIMIT_BURST", "60");
+            assert_eq!(load(Role::Edge).expect("valid").user_rate_limit(), Some((30, 60)));
+            jail.set_env("USER_RATE_LIMIT_PER_SEC", "0");
+            jail.set_env("HANDSHAKE_RATE_PER_SEC", "0");
+            let c = load(Role::Edge).expect("valid");
+            assert_eq!((c.user_rate_limit(), c.handshake_limit()), (None, None));
             Ok(())
         });
     }

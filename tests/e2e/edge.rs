@@ -1050,3 +1050,107 @@ async fn a_refused_token_is_remembered_so_trying_it_again_costs_no_query() {
     assert_eq!(driver.event("nope", "session").await["userId"], "carol");
     assert_eq!(metric(&edge, "edge_session_lookups_total").await, Some(2.0));
 }
+
+#[tokio::test]
+async fn handshakes_and_connects_from_one_address_share_a_budget() {
+    let env = TestEnv::new().await;
+    let edge = env.spawn_ready(Bin::Edge, &[("HANDSHAKE_RATE_PER_SEC", "1"), ("HANDSHAKE_BURST", "3")]).await;
+    sessions(&env, &["alice"]).await;
+    // A handshake and a CONNECT: two of three.
+    let mut ws = raw_engine_io(&edge).await;
+    send_connect(&mut ws, &token("alice")).await;
+    assert!(connect_answer(&mut ws).await.is_ok());
+    // The third handshake passes; its CONNECT finds the budget spent, before any lookup.
+    let mut second = raw_engine_io(&edge).await;
+    send_connect(&mut second, &token("alice")).await;
+    assert_eq!(connect_answer(&mut second).await, Err("rate_limited".into()));
+    // And a handshake now is answered 429 before Socket.IO sees it.
+    let handshake = format!("{}/socket.io/?EIO=4&transport=polling", edge.url());
+    let refused = reqwest::get(&handshake).await.expect("an answer");
+    assert_eq!(refused.status().as_u16(), 429);
+    assert_eq!(refused.headers().get("retry-after").map(|v| v.as_bytes()), Some(&b"1"[..]));
+    assert_eq!(
+        refused.json::<Value>().await.expect("JSON"),
+        json!({ "error": { "code": "rate_limited", "message": "too many connection attempts from this address" } })
+    );
+    // Another address has a budget of its own.
+    let elsewhere = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .expect("a client");
+    let open = elsewhere.get(&handshake).send().await.expect("an answer");
+    assert_eq!(open.status().as_u16(), 200);
+    assert!(open.text().await.expect("a body").starts_with("0{"), "an engine.io open packet");
+    // The budget comes back at HANDSHAKE_RATE_PER_SEC.
+    eventually("the budget to refill", Duration::from_secs(5), || async {
+        (reqwest::get(&handshake).await.ok()?.status().as_u16() == 200).then_some(())
+    })
+    .await;
+    let metrics = edge.get("/metrics").await.1;
+    assert!(
+        metrics.lines().any(|l| l == r#"edge_connect_refused_total{reason="rate_limited"} 1"#),
+        "{metrics}"
+    );
+    // The connected socket is untouched.
+    drop(second);
+    send_event(&mut ws, 1, "conversation:leave", json!({ "conversationId": uuid::Uuid::now_v7() })).await;
+    assert_eq!(ack_of(&mut ws, 1).await, json!({ "success": true }));
+}
+
+/// Emits `event` with ack id `id` on a raw, connected websocket.
+async fn send_event(ws: &mut RawSocket, id: u64, event: &str, payload: Value) {
+    use futures::SinkExt;
+    let packet = format!("42{id}{}", json!([event, payload]));
+    ws.send(tokio_tungstenite::tungstenite::Message::text(packet)).await.expect("event sent");
+}
+
+/// The reply of the ack numbered `id` on a raw websocket.
+async fn ack_of(ws: &mut RawSocket, id: u64) -> Value {
+    let prefix = format!("43{id}[");
+    let packet = next_packet(ws, |p| p.starts_with(&prefix)).await;
+    let replies: Value = serde_json::from_str(&packet[prefix.len() - 1..]).expect("JSON replies");
+    replies[0].clone()
+}
+
+#[tokio::test]
+async fn one_users_sockets_share_an_event_budget_on_an_edge() {
+    let env = TestEnv::new().await;
+    let edge = env
+        .spawn_ready(
+            Bin::Edge,
+            &[
+                ("RATE_LIMIT_PER_SEC", "5"),
+                ("RATE_LIMIT_BURST", "10"),
+                ("USER_RATE_LIMIT_PER_SEC", "1"),
+                ("USER_RATE_LIMIT_BURST", "12"),
+            ],
+        )
+        .await;
+    sessions(&env, &["alice", "bob"]).await;
+    let mut driver = Driver::start().await;
+    for (client, user) in [("a1", "alice"), ("a2", "alice"), ("b", "bob")] {
+        driver.connect(client, &edge.url(), as_user(user, "websocket")).await.expect("connects");
+    }
+    let leave = json!({ "conversationId": uuid::Uuid::now_v7() });
+    let codes = |replies: Vec<Value>| -> Vec<String> {
+        replies
+            .iter()
+            .map(|r| if r["success"] == true { "ok" } else { r["error"]["code"].as_str().unwrap_or("?") })
+            .map(str::to_owned)
+            .collect()
+    };
+    let mut replies = Vec::new();
+    for _ in 0..10 {
+        replies.push(driver.emit_ack("a1", "conversation:leave", leave.clone()).await);
+    }
+    // One socket's burst, within the user's.
+    assert_eq!(codes(replies), ["ok"; 10]);
+    // The user's second socket has a burst of its own, but the user's budget has two left.
+    let mut replies = Vec::new();
+    for _ in 0..5 {
+        replies.push(driver.emit_ack("a2", "conversation:leave", leave.clone()).await);
+    }
+    assert_eq!(codes(replies), ["ok", "ok", "rate_limited", "rate_limited", "rate_limited"]);
+    // Another user is not affected.
+    assert_eq!(driver.emit_ack("b", "conversation:leave", leave.clone()).await, json!({ "success": true }));
+}
