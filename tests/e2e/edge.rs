@@ -1154,3 +1154,19 @@ async fn one_users_sockets_share_an_event_budget_on_an_edge() {
     // Another user is not affected.
     assert_eq!(driver.emit_ack("b", "conversation:leave", leave.clone()).await, json!({ "success": true }));
 }
+
+#[tokio::test]
+async fn an_event_sent_the_moment_connect_arrives_is_answered() {
+    let env = TestEnv::new().await;
+    let edge = env.spawn_ready(Bin::Edge, &[]).await;
+    sessions(&env, &["alice"]).await;
+    // The client answers CONNECT at once with an event, before the edge's own task for the
+    // new socket (`on_connect`) has surely run; many times, since it is a race.
+    for i in 0..50 {
+        let mut ws = raw_engine_io(&edge).await;
+        send_connect(&mut ws, &token("alice")).await;
+        assert!(connect_answer(&mut ws).await.is_ok(), "try {i}");
+        send_event(&mut ws, 7, "conversation:leave", json!({ "conversationId": uuid::Uuid::now_v7() })).await;
+        assert_eq!(ack_of(&mut ws, 7).await, json!({ "success": true }), "try {i}");
+    }
+}
