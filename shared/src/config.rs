@@ -49,9 +49,15 @@ pub const KEYS: &[&str] = &[
     "AUTH_JWT_SECRET",
     "AUTH_JWT_AUDIENCE",
     "AUTH_CACHE_TTL_MS",
+    "AUTH_REFUSAL_TTL_MS",
+    "AUTH_LOOKUPS_IN_FLIGHT",
     "ALLOWED_ORIGINS",
     "RATE_LIMIT_PER_SEC",
     "RATE_LIMIT_BURST",
+    "USER_RATE_LIMIT_PER_SEC",
+    "USER_RATE_LIMIT_BURST",
+    "HANDSHAKE_RATE_PER_SEC",
+    "HANDSHAKE_BURST",
     "MAX_FRAME_BYTES",
     "ACK_TIMEOUT_MS",
     "CHAT_INFLIGHT_PER_SHARD",
@@ -140,14 +146,34 @@ pub struct Config {
     /// (or none). Read through [`Config::jwt_audiences`].
     #[serde(deserialize_with = "optional_text")]
     pub auth_jwt_audience: Option<String>,
-    /// How long a successful session lookup is cached by the edge. Refusals are never cached.
+    /// How long a successful session lookup is cached by the edge.
     pub auth_cache_ttl_ms: u64,
+    /// How long the edge remembers a token it found no session for (unknown or expired), so
+    /// that trying it again costs no query; `0` remembers none. A session created for that
+    /// token within this time is refused until it passes.
+    pub auth_refusal_ttl_ms: u64,
+    /// The most session queries one edge runs at once. Handshakes that arrive while all are
+    /// running wait, and are looked up together by the next query.
+    pub auth_lookups_in_flight: u32,
     /// Comma-separated origins, or `*`.
     #[serde(deserialize_with = "text")]
     pub allowed_origins: String,
 
     pub rate_limit_per_sec: u32,
     pub rate_limit_burst: u32,
+    /// Events per second shared by all of one user's sockets on one edge; unset is four
+    /// sockets' worth (4 x `RATE_LIMIT_PER_SEC`), `0` turns the per-user budget off. Read
+    /// through [`Config::user_rate_limit`].
+    pub user_rate_limit_per_sec: Option<u32>,
+    /// The burst of that budget; unset is 4 x `RATE_LIMIT_BURST`.
+    pub user_rate_limit_burst: Option<u32>,
+    /// Engine.IO handshakes plus Socket.IO CONNECTs per second from one client address (an
+    /// IPv6 address counts by its /64); past it a handshake gets HTTP 429 and a CONNECT
+    /// `connect_error` `rate_limited`. `0` turns the limit off (behind a proxy every client
+    /// has the proxy's address: see the README).
+    pub handshake_rate_per_sec: u32,
+    /// The burst of that budget.
+    pub handshake_burst: u32,
     pub max_frame_bytes: u64,
     pub ack_timeout_ms: u64,
     /// Admission control: the chat commands (`message:send`, `message:read`) one edge keeps
@@ -194,9 +220,15 @@ impl Default for Config {
             auth_jwt_secret: None,
             auth_jwt_audience: None,
             auth_cache_ttl_ms: 30_000,
+            auth_refusal_ttl_ms: 5_000,
+            auth_lookups_in_flight: 4,
             allowed_origins: "*".into(),
             rate_limit_per_sec: 20,
             rate_limit_burst: 40,
+            user_rate_limit_per_sec: None,
+            user_rate_limit_burst: None,
+            handshake_rate_per_sec: 200,
+            handshake_burst: 1_000,
             max_frame_bytes: 65_536,
             ack_timeout_ms: 5_000,
             chat_inflight_per_shard: 64,
@@ -312,6 +344,7 @@ impl Config {
             ("CHAT_INFLIGHT_PER_SHARD", u64::from(self.chat_inflight_per_shard)),
             ("CONNECT_TIMEOUT_MS", self.connect_timeout_ms),
             ("MAX_SOCKETS_PER_USER", u64::from(self.max_sockets_per_user)),
+            ("AUTH_LOOKUPS_IN_FLIGHT", u64::from(self.auth_lookups_in_flight)),
             ("SHUTDOWN_GRACE_MS", self.shutdown_grace_ms),
             ("PRESENCE_REPORT_INTERVAL_MS", self.presence_report_interval_ms),
         ] {
@@ -394,6 +427,23 @@ impl Config {
                 keys.expose().split(',').map(str::trim).filter(|k| !k.is_empty()).map(Secret::new).collect()
             })
             .unwrap_or_default()
+    }
+
+    /// The per-user event budget as (per second, burst); `None` when it is off.
+    pub fn user_rate_limit(&self) -> Option<(u32, u32)> {
+        let per_second = self.user_rate_limit_per_sec.unwrap_or(self.rate_limit_per_sec.saturating_mul(4));
+        let burst = self.user_rate_limit_burst.unwrap_or(self.rate_limit_burst.saturating_mul(4));
+        (per_second > 0).then_some((per_second, burst.max(1)))
+    }
+
+    /// The per-address handshake budget as (per second, burst); `None` when it is off.
+    pub fn handshake_limit(&self) -> Option<(u32, u32)> {
+        (self.handshake_rate_per_sec > 0)
+            .then_some((self.handshake_rate_per_sec, self.handshake_burst.max(1)))
+    }
+
+    pub fn auth_refusal_ttl(&self) -> Duration {
+        Duration::from_millis(self.auth_refusal_ttl_ms)
     }
 
     pub fn ack_timeout(&self) -> Duration {
@@ -704,6 +754,40 @@ mod tests {
             assert!(origins.allows(None));
             jail.set_env("ALLOWED_ORIGINS", "app.example.com");
             assert_eq!(load(Role::Edge).expect_err("must fail").variable, "ALLOWED_ORIGINS");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn session_lookups_are_bounded_and_refusals_remembered_by_default() {
+        Jail::expect_with(|jail| {
+            let c = load(Role::Edge).expect("valid");
+            assert_eq!((c.auth_refusal_ttl_ms, c.auth_lookups_in_flight), (5_000, 4));
+            jail.set_env("AUTH_REFUSAL_TTL_MS", "0");
+            assert_eq!(load(Role::Edge).expect("0 remembers no refusal").auth_refusal_ttl_ms, 0);
+            jail.set_env("AUTH_LOOKUPS_IN_FLIGHT", "0");
+            assert_eq!(load(Role::Edge).expect_err("must fail").variable, "AUTH_LOOKUPS_IN_FLIGHT");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn connection_budgets_have_defaults_and_zero_turns_them_off() {
+        Jail::expect_with(|jail| {
+            let c = load(Role::Edge).expect("valid");
+            assert_eq!(c.handshake_limit(), Some((200, 1_000)));
+            // Unset, the per-user budget is four sockets' worth, and follows the per-socket one.
+            assert_eq!(c.user_rate_limit(), Some((80, 160)));
+            jail.set_env("RATE_LIMIT_PER_SEC", "1000");
+            jail.set_env("RATE_LIMIT_BURST", "2000");
+            assert_eq!(load(Role::Edge).expect("valid").user_rate_limit(), Some((4000, 8000)));
+            jail.set_env("USER_RATE_LIMIT_PER_SEC", "30");
+            jail.set_env("USER_RATE_LIMIT_BURST", "60");
+            assert_eq!(load(Role::Edge).expect("valid").user_rate_limit(), Some((30, 60)));
+            jail.set_env("USER_RATE_LIMIT_PER_SEC", "0");
+            jail.set_env("HANDSHAKE_RATE_PER_SEC", "0");
+            let c = load(Role::Edge).expect("valid");
+            assert_eq!((c.user_rate_limit(), c.handshake_limit()), (None, None));
             Ok(())
         });
     }

@@ -71,10 +71,8 @@ async fn database_sessions_from_cookie_auth_token_or_bearer_and_refusals() {
     // The cookie wins over auth.token: a bad cookie is not rescued by a good auth.token.
     let both = json!({ "transports": ["websocket"], "extraHeaders": { "cookie": "sid=nope" }, "auth": { "token": "valid" } });
     assert_eq!(driver.connect("both", &url, both).await, Err("unauthorized".into()));
-    // A refusal is not cached: the session created now is accepted at once.
-    env.add_session("nope", "carol", HOUR).await;
-    let retry = json!({ "transports": ["websocket"], "auth": { "token": "nope" } });
-    assert!(driver.connect("retry", &url, retry).await.is_ok());
+    // A refusal is remembered for a while: see
+    // `a_refused_token_is_remembered_so_trying_it_again_costs_no_query`.
 }
 
 #[tokio::test]
@@ -782,10 +780,11 @@ async fn backend_event_names_past_the_servers_own_share_one_metric_series() {
     bus.close().await;
 }
 
+/// A raw Engine.IO websocket (see [`raw_engine_io`]).
+type RawSocket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
 /// The edge's Engine.IO websocket, opened without Socket.IO: its `open` packet read, nothing sent.
-async fn raw_engine_io(
-    edge: &Running,
-) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+async fn raw_engine_io(edge: &Running) -> RawSocket {
     use futures::StreamExt;
     let url = format!("{}/socket.io/?EIO=4&transport=websocket", edge.url().replacen("http", "ws", 1));
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("a websocket");
@@ -796,11 +795,7 @@ async fn raw_engine_io(
 
 /// How long until the server closes `ws` (its Engine.IO `close` packet, a websocket close or
 /// the end of the stream), reading whatever else it sends meanwhile.
-async fn closed_after(
-    ws: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
-    started: std::time::Instant,
-    limit: Duration,
-) -> Duration {
+async fn closed_after(ws: &mut RawSocket, started: std::time::Instant, limit: Duration) -> Duration {
     use futures::StreamExt;
     loop {
         match tokio::time::timeout(limit.saturating_sub(started.elapsed()), ws.next()).await {
@@ -951,4 +946,264 @@ async fn a_request_nobody_serves_is_answered_unavailable_and_counted_not_logged_
     let logs = edge.logs().join("\n");
     assert!(!logs.contains("returned us a message"), "lapin's warning is shown: {logs}");
     assert!(!logs.contains(&conversation.to_string()), "the body reached the log: {logs}");
+}
+
+/// Sends a Socket.IO CONNECT to namespace `/` with `auth.token` on a raw Engine.IO websocket.
+async fn send_connect(ws: &mut RawSocket, token: &str) {
+    use futures::SinkExt;
+    let packet = format!("40{}", json!({ "token": token }));
+    ws.send(tokio_tungstenite::tungstenite::Message::text(packet)).await.expect("CONNECT sent");
+}
+
+/// The next Socket.IO packet on a raw websocket that `wanted` accepts (pings are answered,
+/// other packets skipped), within 10 s.
+async fn next_packet(ws: &mut RawSocket, wanted: impl Fn(&str) -> bool) -> String {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let message = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("a packet within 10 s")
+            .expect("the socket is open")
+            .expect("readable");
+        let Message::Text(text) = message else { continue };
+        if text.as_str() == "2" {
+            ws.send(Message::text("3")).await.expect("pong sent");
+        } else if wanted(text.as_str()) {
+            return text.as_str().to_owned();
+        }
+    }
+}
+
+/// The answer to the CONNECT sent on `ws`: `Ok(sid)` for CONNECT, `Err(message)` for
+/// CONNECT_ERROR.
+async fn connect_answer(ws: &mut RawSocket) -> Result<String, String> {
+    let packet = next_packet(ws, |p| p.starts_with("40") || p.starts_with("44")).await;
+    let body: Value = serde_json::from_str(&packet[2..]).expect("JSON after the packet type");
+    if packet.starts_with("40") {
+        Ok(body["sid"].as_str().expect("a sid").to_owned())
+    } else {
+        Err(body["message"].as_str().expect("a message").to_owned())
+    }
+}
+
+/// The value of the series `name` (with its labels, as printed) in the edge's `/metrics`.
+async fn metric(edge: &Running, name: &str) -> Option<f64> {
+    let metrics = edge.get("/metrics").await.1;
+    metrics.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn handshakes_that_arrive_during_a_session_lookup_share_the_next_query() {
+    let env = TestEnv::new().await;
+    // One query at a time, and the first one (for `slow-token`) takes a while, so the
+    // handshakes behind it wait together.
+    let slow = "SELECT user_id, expires_at FROM sessions, \
+                pg_sleep(CASE WHEN $1 = 'slow-token' THEN 2 ELSE 0 END) \
+                WHERE token = $1 AND expires_at > now()";
+    let edge =
+        env.spawn_ready(Bin::Edge, &[("AUTH_SESSION_QUERY", slow), ("AUTH_LOOKUPS_IN_FLIGHT", "1")]).await;
+    env.add_session("slow-token", "slow", HOUR).await;
+    const WAITING: usize = 10;
+    for i in 0..WAITING {
+        env.add_session(&format!("u{i}-token"), &format!("u{i}"), HOUR).await;
+    }
+    let mut first = raw_engine_io(&edge).await;
+    send_connect(&mut first, "slow-token").await;
+    eventually("the first lookup to start", Duration::from_secs(5), || async {
+        (metric(&edge, "edge_session_lookups_total").await == Some(1.0)).then_some(())
+    })
+    .await;
+    let mut others = Vec::new();
+    for i in 0..WAITING {
+        let mut ws = raw_engine_io(&edge).await;
+        send_connect(&mut ws, &format!("u{i}-token")).await;
+        others.push(ws);
+    }
+    // All of them wait: the one query slot is taken.
+    eventually("every other handshake to wait for a lookup", Duration::from_secs(5), || async {
+        (metric(&edge, "edge_session_lookups_waiting").await == Some(WAITING as f64)).then_some(())
+    })
+    .await;
+    assert!(connect_answer(&mut first).await.is_ok());
+    for (i, ws) in others.iter_mut().enumerate() {
+        assert!(connect_answer(ws).await.is_ok(), "u{i}");
+        let session = next_packet(ws, |p| p.starts_with(r#"42["session""#)).await;
+        assert!(session.contains(&format!(r#""userId":"u{i}""#)), "{session}");
+    }
+    // Eleven handshakes, two queries: the first alone, the ten others together.
+    assert_eq!(metric(&edge, "edge_session_lookups_total").await, Some(2.0));
+    assert_eq!(metric(&edge, "edge_session_lookup_tokens_total").await, Some(1.0 + WAITING as f64));
+    assert_eq!(metric(&edge, "edge_session_lookups_waiting").await, Some(0.0));
+}
+
+#[tokio::test]
+async fn a_session_query_that_cannot_be_batched_is_run_once_per_token() {
+    let env = TestEnv::new().await;
+    // A data-modifying WITH may only stand at the top of a statement, so this query cannot
+    // run inside the batched one.
+    let touching = "WITH seen AS (UPDATE sessions SET expires_at = expires_at \
+                    WHERE token = $1 AND expires_at > now() RETURNING user_id, expires_at) \
+                    SELECT user_id, expires_at FROM seen";
+    let edge = env.spawn_ready(Bin::Edge, &[("AUTH_SESSION_QUERY", touching)]).await;
+    sessions(&env, &["alice", "bob"]).await;
+    let mut driver = Driver::start().await;
+    for user in ["alice", "bob"] {
+        driver.connect(user, &edge.url(), as_user(user, "websocket")).await.expect("connects");
+        assert_eq!(driver.event(user, "session").await["userId"], user);
+    }
+    let nope = json!({ "transports": ["websocket"], "auth": { "token": "nope" } });
+    assert_eq!(driver.connect("nope", &edge.url(), nope).await, Err("unauthorized".into()));
+    // The batched statement once (refused), then each token alone.
+    assert_eq!(metric(&edge, "edge_session_lookups_total").await, Some(4.0));
+    let warned = edge.logs().iter().filter(|l| l.contains("cannot be run for many tokens at once")).count();
+    assert_eq!(warned, 1, "{:#?}", edge.logs());
+}
+
+#[tokio::test]
+async fn a_refused_token_is_remembered_so_trying_it_again_costs_no_query() {
+    let env = TestEnv::new().await;
+    let edge = env.spawn_ready(Bin::Edge, &[("AUTH_REFUSAL_TTL_MS", "1500")]).await;
+    let url = edge.url();
+    let nope = json!({ "transports": ["websocket"], "auth": { "token": "nope" } });
+    let mut driver = Driver::start().await;
+    for i in 0..5 {
+        assert_eq!(driver.connect("nope", &url, nope.clone()).await, Err("unauthorized".into()), "try {i}");
+    }
+    assert_eq!(metric(&edge, "edge_session_lookups_total").await, Some(1.0));
+    assert_eq!(metric(&edge, "edge_session_refusals_remembered_total").await, Some(4.0));
+    // A session created for that token now is refused until the refusal is forgotten, then
+    // accepted.
+    env.add_session("nope", "carol", HOUR).await;
+    assert_eq!(driver.connect("nope", &url, nope.clone()).await, Err("unauthorized".into()));
+    assert_eq!(metric(&edge, "edge_session_lookups_total").await, Some(1.0));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while let Err(refused) = driver.connect("nope", &url, nope.clone()).await {
+        assert_eq!(refused, "unauthorized");
+        assert!(tokio::time::Instant::now() < deadline, "still refused after 5 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(driver.event("nope", "session").await["userId"], "carol");
+    assert_eq!(metric(&edge, "edge_session_lookups_total").await, Some(2.0));
+}
+
+#[tokio::test]
+async fn handshakes_and_connects_from_one_address_share_a_budget() {
+    let env = TestEnv::new().await;
+    let edge = env.spawn_ready(Bin::Edge, &[("HANDSHAKE_RATE_PER_SEC", "1"), ("HANDSHAKE_BURST", "3")]).await;
+    sessions(&env, &["alice"]).await;
+    // A handshake and a CONNECT: two of three.
+    let mut ws = raw_engine_io(&edge).await;
+    send_connect(&mut ws, &token("alice")).await;
+    assert!(connect_answer(&mut ws).await.is_ok());
+    // The third handshake passes; its CONNECT finds the budget spent, before any lookup.
+    let mut second = raw_engine_io(&edge).await;
+    send_connect(&mut second, &token("alice")).await;
+    assert_eq!(connect_answer(&mut second).await, Err("rate_limited".into()));
+    // And a handshake now is answered 429 before Socket.IO sees it.
+    let handshake = format!("{}/socket.io/?EIO=4&transport=polling", edge.url());
+    let refused = reqwest::get(&handshake).await.expect("an answer");
+    assert_eq!(refused.status().as_u16(), 429);
+    assert_eq!(refused.headers().get("retry-after").map(|v| v.as_bytes()), Some(&b"1"[..]));
+    assert_eq!(
+        refused.json::<Value>().await.expect("JSON"),
+        json!({ "error": { "code": "rate_limited", "message": "too many connection attempts from this address" } })
+    );
+    // Another address has a budget of its own.
+    let elsewhere = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .expect("a client");
+    let open = elsewhere.get(&handshake).send().await.expect("an answer");
+    assert_eq!(open.status().as_u16(), 200);
+    assert!(open.text().await.expect("a body").starts_with("0{"), "an engine.io open packet");
+    // The budget comes back at HANDSHAKE_RATE_PER_SEC.
+    eventually("the budget to refill", Duration::from_secs(5), || async {
+        (reqwest::get(&handshake).await.ok()?.status().as_u16() == 200).then_some(())
+    })
+    .await;
+    let metrics = edge.get("/metrics").await.1;
+    assert!(
+        metrics.lines().any(|l| l == r#"edge_connect_refused_total{reason="rate_limited"} 1"#),
+        "{metrics}"
+    );
+    // The connected socket is untouched.
+    drop(second);
+    send_event(&mut ws, 1, "conversation:leave", json!({ "conversationId": uuid::Uuid::now_v7() })).await;
+    assert_eq!(ack_of(&mut ws, 1).await, json!({ "success": true }));
+}
+
+/// Emits `event` with ack id `id` on a raw, connected websocket.
+async fn send_event(ws: &mut RawSocket, id: u64, event: &str, payload: Value) {
+    use futures::SinkExt;
+    let packet = format!("42{id}{}", json!([event, payload]));
+    ws.send(tokio_tungstenite::tungstenite::Message::text(packet)).await.expect("event sent");
+}
+
+/// The reply of the ack numbered `id` on a raw websocket.
+async fn ack_of(ws: &mut RawSocket, id: u64) -> Value {
+    let prefix = format!("43{id}[");
+    let packet = next_packet(ws, |p| p.starts_with(&prefix)).await;
+    let replies: Value = serde_json::from_str(&packet[prefix.len() - 1..]).expect("JSON replies");
+    replies[0].clone()
+}
+
+#[tokio::test]
+async fn one_users_sockets_share_an_event_budget_on_an_edge() {
+    let env = TestEnv::new().await;
+    let edge = env
+        .spawn_ready(
+            Bin::Edge,
+            &[
+                ("RATE_LIMIT_PER_SEC", "5"),
+                ("RATE_LIMIT_BURST", "10"),
+                ("USER_RATE_LIMIT_PER_SEC", "1"),
+                ("USER_RATE_LIMIT_BURST", "12"),
+            ],
+        )
+        .await;
+    sessions(&env, &["alice", "bob"]).await;
+    let mut driver = Driver::start().await;
+    for (client, user) in [("a1", "alice"), ("a2", "alice"), ("b", "bob")] {
+        driver.connect(client, &edge.url(), as_user(user, "websocket")).await.expect("connects");
+    }
+    let leave = json!({ "conversationId": uuid::Uuid::now_v7() });
+    let codes = |replies: Vec<Value>| -> Vec<String> {
+        replies
+            .iter()
+            .map(|r| if r["success"] == true { "ok" } else { r["error"]["code"].as_str().unwrap_or("?") })
+            .map(str::to_owned)
+            .collect()
+    };
+    let mut replies = Vec::new();
+    for _ in 0..10 {
+        replies.push(driver.emit_ack("a1", "conversation:leave", leave.clone()).await);
+    }
+    // One socket's burst, within the user's.
+    assert_eq!(codes(replies), ["ok"; 10]);
+    // The user's second socket has a burst of its own, but the user's budget has two left.
+    let mut replies = Vec::new();
+    for _ in 0..5 {
+        replies.push(driver.emit_ack("a2", "conversation:leave", leave.clone()).await);
+    }
+    assert_eq!(codes(replies), ["ok", "ok", "rate_limited", "rate_limited", "rate_limited"]);
+    // Another user is not affected.
+    assert_eq!(driver.emit_ack("b", "conversation:leave", leave.clone()).await, json!({ "success": true }));
+}
+
+#[tokio::test]
+async fn an_event_sent_the_moment_connect_arrives_is_answered() {
+    let env = TestEnv::new().await;
+    let edge = env.spawn_ready(Bin::Edge, &[]).await;
+    sessions(&env, &["alice"]).await;
+    // The client answers CONNECT at once with an event, before the edge's own task for the
+    // new socket (`on_connect`) has surely run; many times, since it is a race.
+    for i in 0..50 {
+        let mut ws = raw_engine_io(&edge).await;
+        send_connect(&mut ws, &token("alice")).await;
+        assert!(connect_answer(&mut ws).await.is_ok(), "try {i}");
+        send_event(&mut ws, 7, "conversation:leave", json!({ "conversationId": uuid::Uuid::now_v7() })).await;
+        assert_eq!(ack_of(&mut ws, 7).await, json!({ "success": true }), "try {i}");
+    }
 }

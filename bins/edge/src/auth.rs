@@ -10,17 +10,30 @@
 //! table: for `AUTH_CACHE_TTL_MS`, and never past the session's own expiry when the query
 //! returns it as a second column (the default query does), so an expired session is refused
 //! at once. The cache holds at most [`CACHE_CAPACITY`] sessions, evicting the least used.
-//! Refusals are never cached: a user who logs in a moment after a refused attempt gets in at
-//! once.
+//!
+//! Refusals are remembered too, for `AUTH_REFUSAL_TTL_MS` (5 s; `0` turns it off): a token
+//! the query found no session for is refused again without a query, so repeating a made-up
+//! or expired token costs the database nothing. At most [`REFUSAL_CAPACITY`] are kept, each
+//! as a keyed 64-bit hash of the token, so a flood of long made-up tokens costs no more
+//! memory than short ones. The price: a session created for a token in the moments after
+//! that token was refused is refused until the refusal is forgotten (a host application
+//! issues a token before handing it out, so this only shows with a lagging replica).
+//!
+//! What is left goes to [`crate::lookups`]: a bounded number of queries at once, shared by the
+//! handshakes that arrive together.
 
-use std::time::{Duration, Instant};
+use std::{
+    hash::{BuildHasher, RandomState},
+    time::{Duration, Instant},
+};
 
 use axum::http::{HeaderMap, header};
 use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
-use sqlx::Row;
 use switchboard::{Config, config::AuthMode, contract::UserId, db::Database};
+
+use crate::lookups::{Found, Lookups};
 
 /// Why a handshake was refused. Logged, never shown to the client (who sees `unauthorized`).
 #[derive(Debug, thiserror::Error)]
@@ -41,12 +54,26 @@ pub struct Authenticator {
 }
 
 enum Method {
-    Database { database: Database, query: String, ttl: Duration, cache: moka::sync::Cache<String, Cached> },
-    Jwt { key: DecodingKey, validation: Validation },
+    Database {
+        lookups: Lookups,
+        ttl: Duration,
+        cache: moka::sync::Cache<String, Cached>,
+        /// Tokens found to have no session, by [`Authenticator::refusal_key`]; `None` when
+        /// `AUTH_REFUSAL_TTL_MS` is 0.
+        refused: Option<moka::sync::Cache<u64, ()>>,
+        hasher: RandomState,
+    },
+    Jwt {
+        key: DecodingKey,
+        validation: Validation,
+    },
 }
 
 /// The most sessions the cache holds; past it the least used go first.
 pub const CACHE_CAPACITY: u64 = 100_000;
+
+/// The most refused tokens remembered; past it the least used go first.
+pub const REFUSAL_CAPACITY: u64 = 100_000;
 
 /// A session found in the database, and when the cache must forget it.
 #[derive(Clone)]
@@ -73,13 +100,19 @@ impl Authenticator {
     pub fn new(config: &Config, database: Option<Database>) -> anyhow::Result<Self> {
         let method = match (config.auth_mode, database) {
             (AuthMode::Database, Some(database)) => Method::Database {
-                database,
-                query: config.auth_session_query.clone(),
+                lookups: Lookups::start(database, &config.auth_session_query, config.auth_lookups_in_flight),
                 ttl: Duration::from_millis(config.auth_cache_ttl_ms),
                 cache: moka::sync::Cache::builder()
                     .max_capacity(CACHE_CAPACITY)
                     .expire_after(UntilExpiry)
                     .build(),
+                refused: (config.auth_refusal_ttl_ms > 0).then(|| {
+                    moka::sync::Cache::builder()
+                        .max_capacity(REFUSAL_CAPACITY)
+                        .time_to_live(config.auth_refusal_ttl())
+                        .build()
+                }),
+                hasher: RandomState::new(),
             },
             (AuthMode::Database, None) => anyhow::bail!("database auth mode needs the database"),
             (AuthMode::Jwt, _) => {
@@ -122,23 +155,28 @@ impl Authenticator {
                     .parse()
                     .map_err(|e: switchboard::contract::ids::InvalidId| Refusal::InvalidToken(e.0))
             }
-            Method::Database { database, query, ttl, cache } => {
+            Method::Database { lookups, ttl, cache, refused, hasher } => {
                 // `get` never returns an entry past its expiry.
                 if let Some(found) = cache.get(token) {
                     return Ok(found.user);
                 }
-                let row = sqlx::query(sqlx::AssertSqlSafe(query.as_str()))
-                    .bind(token)
-                    .fetch_optional(database.pool())
-                    .await
-                    .map_err(|e| Refusal::Unavailable(e.to_string()))?
-                    .ok_or(Refusal::UnknownSession)?;
-                let user: UserId = row
-                    .try_get::<String, _>(0)
+                let key = hasher.hash_one(token);
+                if refused.as_ref().is_some_and(|refused| refused.contains_key(&key)) {
+                    metrics::counter!("edge_session_refusals_remembered_total").increment(1);
+                    return Err(Refusal::UnknownSession);
+                }
+                let found = lookups.find(token).await.map_err(|e| Refusal::Unavailable(e.to_string()))?;
+                let Some(Found { user_id, expires_at }) = found else {
+                    if let Some(refused) = refused {
+                        refused.insert(key, ());
+                    }
+                    return Err(Refusal::UnknownSession);
+                };
+                let user: UserId = user_id
                     .map_err(|e| Refusal::InvalidToken(format!("the session's user id: {e}")))?
                     .parse()
                     .map_err(|e| Refusal::InvalidToken(format!("the session's user id: {e}")))?;
-                let until = Instant::now() + remaining(&row, *ttl);
+                let until = Instant::now() + remaining(expires_at, *ttl);
                 cache.insert(token.to_owned(), Cached { user: user.clone(), until });
                 Ok(user)
             }
@@ -166,12 +204,10 @@ fn jwt_validation(audiences: &[String]) -> Validation {
     validation
 }
 
-/// How long a session found in `row` may be cached: `ttl`, or less when the query's second
-/// column says the session expires sooner. A query that returns only the user id (an
-/// operator's own) gets `ttl`.
-fn remaining(row: &sqlx::postgres::PgRow, ttl: Duration) -> Duration {
-    let expires_at =
-        (row.len() > 1).then(|| row.try_get::<Option<DateTime<Utc>>, _>(1).ok().flatten()).flatten();
+/// How long a session found may be cached: `ttl`, or less when the query's second column
+/// says the session expires sooner. A query that returns only the user id (an operator's own)
+/// gets `ttl`.
+fn remaining(expires_at: Option<DateTime<Utc>>, ttl: Duration) -> Duration {
     match expires_at {
         Some(at) => (at - Utc::now()).to_std().unwrap_or_default().min(ttl),
         None => ttl,

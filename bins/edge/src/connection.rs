@@ -10,7 +10,11 @@
 //!
 //! Before authentication a connection costs little and not for long: binary packets (which
 //! the contract does not use) close it at once instead of being gathered, and one that has
-//! not sent its CONNECT within `CONNECT_TIMEOUT_MS` is closed. After it, one user has at most
+//! not sent its CONNECT within `CONNECT_TIMEOUT_MS` is closed. Handshakes and CONNECTs from
+//! one client address share a budget (`HANDSHAKE_RATE_PER_SEC`, see [`crate::limits`]): past
+//! it a handshake gets HTTP 429 and a CONNECT `rate_limited`, before any session lookup; and
+//! the lookups themselves are bounded and shared ([`crate::lookups`]), a refused token
+//! remembered ([`crate::auth`]). After authentication, one user has at most
 //! `MAX_SOCKETS_PER_USER` sockets on an edge, and a client that leaves while it is being
 //! admitted leaves nothing behind (see `release`).
 
@@ -52,6 +56,10 @@ pub enum ConnectRefused {
     /// The user already has `MAX_SOCKETS_PER_USER` sockets on this edge.
     #[error("too_many_connections")]
     TooManyConnections,
+    /// The client's address has spent its budget of handshakes and CONNECTs
+    /// (`HANDSHAKE_RATE_PER_SEC` / `HANDSHAKE_BURST`); retrying a second later may work.
+    #[error("rate_limited")]
+    RateLimited,
 }
 
 /// What the edge knows about one connected socket, kept in its extensions.
@@ -228,7 +236,8 @@ pub fn build(app: Arc<App>) -> (axum::Router, SocketIo) {
     io.ns("/", on_connect.with(admit));
     let router = axum::Router::new()
         .route_service("/socket.io/", service)
-        .layer(axum::middleware::map_request(detach_request_head));
+        .layer(axum::middleware::map_request(detach_request_head))
+        .layer(axum::middleware::from_fn_with_state(app.limits.clone(), crate::limits::check_handshake));
     (router, io)
 }
 
@@ -268,6 +277,13 @@ async fn admit(
     State(app): State<Arc<App>>,
     TryData(handshake): TryData<HandshakeAuth>,
 ) -> Result<(), ConnectRefused> {
+    if let Some(peer) = crate::limits::peer(&socket.req_parts().extensions)
+        && !app.limits.allow_handshake(peer)
+    {
+        tracing::info!(%peer, "refused a connection: too many attempts from its address");
+        metrics::counter!("edge_connect_refused_total", "reason" => "rate_limited").increment(1);
+        return Err(ConnectRefused::RateLimited);
+    }
     let auth_token = handshake.ok().and_then(|h| h.token);
     let token = app.auth.token(&socket.req_parts().headers, auth_token.as_deref());
     let user = match app.auth.authenticate(token).await {

@@ -3,7 +3,10 @@
 //!
 //! Following a connection through the modules:
 //! - [`origin`]: the handshake's `Origin` check, before Socket.IO sees the request;
-//! - [`auth`]: who is connecting (cookie, `auth.token`, bearer; database or JWT);
+//! - [`limits`]: budgets shared by many connections: handshakes per client address, events
+//!   per user;
+//! - [`auth`]: who is connecting (cookie, `auth.token`, bearer; database or JWT), with
+//!   [`lookups`] bounding and batching the session queries;
 //! - [`connection`]: admit or refuse, bind the user's deliveries, `session`, clean-up;
 //! - [`events`]: client events, one module per family, behind one ack/validation wrapper;
 //! - [`admission`]: how many chat commands may wait for a shard before new ones are refused;
@@ -12,6 +15,15 @@
 //!   notifications a socket got;
 //! - [`ingress`]: `/api/v1/*` for backends;
 //! - [`presence`]: what this edge tells the presence worker about its users.
+//!
+//! What a connection may cost before it is authenticated, and what bounds it: a handshake
+//! without CONNECT lives `CONNECT_TIMEOUT_MS`; binary packets close it; handshakes and
+//! CONNECTs per client address are budgeted (`HANDSHAKE_RATE_PER_SEC` / `HANDSHAKE_BURST`,
+//! [`limits`]); session queries run `AUTH_LOOKUPS_IN_FLIGHT` at a time, shared by the
+//! handshakes that wait ([`lookups`]); a refused token is refused again without a query for
+//! `AUTH_REFUSAL_TTL_MS` ([`auth`]). After it: `MAX_SOCKETS_PER_USER` sockets per user, and
+//! events budgeted per socket (`RATE_LIMIT_PER_SEC` / `RATE_LIMIT_BURST`) and per user across
+//! their sockets (`USER_RATE_LIMIT_PER_SEC` / `USER_RATE_LIMIT_BURST`).
 //!
 //! Shutdown (SIGTERM): the HTTP server stops accepting, the bus hears that this edge's users
 //! are leaving (`edge.stopping`), every socket is closed, the queue is deleted, and the process
@@ -26,6 +38,8 @@ pub mod delivery;
 pub mod events;
 pub mod inbox;
 pub mod ingress;
+pub mod limits;
+pub mod lookups;
 pub mod origin;
 pub mod presence;
 
@@ -39,7 +53,7 @@ use switchboard::{
     service::Process,
 };
 
-use crate::{admission::Admission, auth::Authenticator, delivery::Deliveries};
+use crate::{admission::Admission, auth::Authenticator, delivery::Deliveries, limits::Limits};
 
 /// What every handler of the edge shares.
 pub struct App {
@@ -49,6 +63,8 @@ pub struct App {
     pub deliveries: Arc<Deliveries>,
     pub ingress_keys: Vec<Secret>,
     pub admission: Admission,
+    /// Handshakes per client address and events per user (see [`limits`]).
+    pub limits: Arc<Limits>,
     /// One batcher per chat shard (index = shard): every chat command of this edge to that
     /// shard goes through it, in the order the sockets' turns let them in.
     pub shards: Vec<RequestBatcher>,
@@ -73,10 +89,12 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         bus: process.bus.clone(),
         deliveries: deliveries.clone(),
         admission: Admission::new(process.config.chat_inflight_per_shard),
+        limits: Arc::new(Limits::new(&process.config)),
         shards: Shard::all()
             .map(|shard| process.bus.request_batcher(Route::shard(shard), process.config.ack_timeout()))
             .collect(),
     });
+    app.limits.start(&process.shutdown);
     let (socket_io, io) = connection::build(app.clone());
     deliveries.start(io.clone(), &process.shutdown);
     presence::start(

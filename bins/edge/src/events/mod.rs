@@ -2,7 +2,8 @@
 //! turns a handler's result into the contract's acknowledgement.
 //!
 //! A family registers its events with [`on`]. Before a handler runs, the wrapper applies the
-//! socket's rate limit (`rate_limited`), parses the payload into its contract type (`invalid`,
+//! socket's rate limit and then its user's budget on this edge (`rate_limited` either way;
+//! see [`crate::limits`]), parses the payload into its contract type (`invalid`,
 //! with the reason; a payload must be a JSON object, see `switchboard::contract::object`), and
 //! bounds the handler by `ACK_TIMEOUT_MS` (`timeout`). Whatever happens,
 //! bad input never closes the socket and never reaches another user, and a handler cannot
@@ -111,7 +112,7 @@ where
                 let started = Instant::now();
                 metrics::counter!("edge_events_in_total", "event" => event).increment(1);
                 let Some(client) = socket.extensions.get::<Arc<Client>>() else { return };
-                let result = if !client.allow_event() {
+                let result = if !client.allow_event() || !app.limits.allow_user_event(&client.user) {
                     Err(AckError::rate_limited())
                 } else {
                     match data
@@ -150,9 +151,12 @@ fn reply<R: Serialize>(event: &'static str, ack: AckSender, result: &Result<R, A
 }
 
 /// Any event no family handles: `invalid` if the client asked for an ack, ignored otherwise.
-async fn unknown_event(socket: SocketRef, Event(name): Event, ack: AckSender) {
+async fn unknown_event(socket: SocketRef, Event(name): Event, ack: AckSender, State(app): State<Arc<App>>) {
     metrics::counter!("edge_events_in_total", "event" => "unknown").increment(1);
-    let limited = socket.extensions.get::<Arc<Client>>().is_some_and(|c| !c.allow_event());
+    let limited = socket
+        .extensions
+        .get::<Arc<Client>>()
+        .is_some_and(|c| !c.allow_event() || !app.limits.allow_user_event(&c.user));
     let error = if limited {
         AckError::rate_limited()
     } else {
