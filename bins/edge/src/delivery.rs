@@ -41,7 +41,7 @@ use socketioxide::{SocketIo, socket::Sid};
 use switchboard::{
     Bus, Shutdown,
     bus::{
-        BusError, Envelope, Route,
+        BusError, Envelope, Route, in_time,
         queues::{self, EdgeInbound},
     },
     contract::{Room, UserId, bus::Deliver, server},
@@ -154,14 +154,16 @@ impl Deliveries {
         }
         if let Some(channel) = state.channel.clone() {
             let Route { exchange, key, .. } = Route::room(room);
-            let unbound = channel
-                .queue_unbind(
+            let unbound = in_time(
+                "unbinding a room",
+                channel.queue_unbind(
                     self.queue.as_str().into(),
                     exchange.into(),
                     key.as_ref().into(),
                     FieldTable::default(),
-                )
-                .await;
+                ),
+            )
+            .await;
             if let Err(error) = unbound {
                 // The channel died: the re-bind after reconnection only binds rooms still counted.
                 tracing::warn!(%room, %error, "could not unbind a room");
@@ -246,21 +248,23 @@ impl Deliveries {
         lost_since: &mut Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<(), BusError> {
         let channel = self.bus.channel().await?;
-        channel.basic_qos(256, BasicQosOptions::default()).await?;
+        in_time("setting the prefetch", channel.basic_qos(256, BasicQosOptions::default())).await?;
         let mut consumer = {
             let mut state = self.state.lock().await;
             self.bus.declare(&channel, &queues::edge(&self.queue)).await?;
             for room in state.counts.keys() {
                 bind(&channel, &self.queue, room).await?;
             }
-            let consumer = channel
-                .basic_consume(
+            let consumer = in_time(
+                "consuming",
+                channel.basic_consume(
                     self.queue.as_str().into(),
                     "".into(),
                     BasicConsumeOptions::default(),
                     FieldTable::default(),
-                )
-                .await?;
+                ),
+            )
+            .await?;
             state.channel = Some(channel.clone());
             consumer
         };
@@ -294,18 +298,16 @@ impl Deliveries {
                             crate::events::conversations::closed(io, self, closed.conversation_id).await
                         }
                     }
-                    delivery.acker.ack(BasicAckOptions::default()).await
+                    in_time("acknowledging", delivery.acker.ack(BasicAckOptions::default())).await
                 }
                 // Never deliverable: parked, then acknowledged, so the queue goes on. If the
                 // broker cannot take it now, the channel is gone and the delivery with it.
                 Err(error) => {
                     self.bus.dead_letter(&self.queue, &delivery, &error.into()).await?;
-                    delivery.acker.ack(BasicAckOptions::default()).await
+                    in_time("acknowledging", delivery.acker.ack(BasicAckOptions::default())).await
                 }
             };
-            if let Err(error) = settled {
-                return Err(error.into());
-            }
+            settled?;
         }
         self.stop(&channel).await;
         Ok(())
@@ -317,9 +319,11 @@ impl Deliveries {
         state.closing = true;
         state.channel = None;
         self.ready.send_replace(false);
-        if let Err(error) =
-            channel.queue_delete(self.queue.as_str().into(), QueueDeleteOptions::default()).await
-        {
+        let deleted = in_time(
+            "deleting the queue",
+            channel.queue_delete(self.queue.as_str().into(), QueueDeleteOptions::default()),
+        );
+        if let Err(error) = deleted.await {
             tracing::warn!(queue = %self.queue, %error, "could not delete the delivery queue");
         }
     }
@@ -327,16 +331,14 @@ impl Deliveries {
 
 async fn bind(channel: &Channel, queue: &str, room: &Room) -> Result<(), BusError> {
     let Route { exchange, key, .. } = Route::room(room);
-    channel
-        .queue_bind(
-            queue.into(),
-            exchange.into(),
-            key.as_ref().into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    Ok(())
+    let bound = channel.queue_bind(
+        queue.into(),
+        exchange.into(),
+        key.as_ref().into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    );
+    in_time("binding a room", bound).await
 }
 
 /// Emits one delivery, published at `sent_at`, to the local sockets of its rooms, and hands the

@@ -17,7 +17,7 @@ use lapin::{Acker, options::BasicAckOptions};
 use sqlx::{Connection, PgConnection};
 use switchboard::{
     Bus, Shutdown,
-    bus::{BusError, Shard, queues, retry_in_place},
+    bus::{BusError, Shard, in_time, queues, retry_in_place},
     db::Database,
 };
 use tokio::task::JoinHandle;
@@ -212,8 +212,8 @@ async fn consume_once(
                     // Shutdown: what is not done goes back to the queue.
                     break Ok(());
                 }
-                if let Err(error) = acker.ack(BasicAckOptions { multiple: true }).await {
-                    break Err(error.into());
+                if let Err(error) = in_time("acknowledging", acker.ack(BasicAckOptions { multiple: true })).await {
+                    break Err(error);
                 }
             }
             // Given back or shutting down: no more deliveries are taken, and the batches in

@@ -19,7 +19,7 @@ use lapin::{
 use tokio::sync::Semaphore;
 
 use super::{
-    Bus, BusError, BusMessage, DecodeError, Envelope, Inbound, Poison,
+    BROKER_CALL_TIMEOUT, Bus, BusError, BusMessage, DecodeError, Envelope, Inbound, Poison, in_time,
     topology::{self, Lifetime, QueueSpec},
 };
 
@@ -154,8 +154,14 @@ impl Bus {
         prefetch: u16,
     ) -> Result<(lapin::Channel, lapin::Consumer), BusError> {
         let mut channel = self.channel().await?;
-        channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
-        if let Err(error) = queue.declare(&channel, self.inner.queue_type).await {
+        in_time("setting the prefetch", channel.basic_qos(prefetch, BasicQosOptions::default())).await?;
+        let declared =
+            tokio::time::timeout(BROKER_CALL_TIMEOUT, queue.declare(&channel, self.inner.queue_type))
+                .await
+                .map_err(|_| {
+                BusError::Unavailable("the broker did not answer in time (declaring a queue)".into())
+            })?;
+        if let Err(error) = declared {
             if queue.lifetime != Lifetime::Durable || !topology::is_inequivalent(&error) {
                 return Err(error.into());
             }
@@ -168,17 +174,19 @@ impl Bus {
                  To get them, delete the queue once it is empty (it is declared again at once)"
             );
             channel = self.channel().await?;
-            channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
-            queue.declare_existing(&channel).await?;
+            in_time("setting the prefetch", channel.basic_qos(prefetch, BasicQosOptions::default())).await?;
+            in_time("declaring a queue", queue.declare_existing(&channel)).await?;
         }
-        let consumer = channel
-            .basic_consume(
+        let consumer = in_time(
+            "consuming",
+            channel.basic_consume(
                 queue.name.as_str().into(),
                 "".into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
-            )
-            .await?;
+            ),
+        )
+        .await?;
         tracing::debug!(queue = %queue.name, "consuming");
         Ok((channel, consumer))
     }
@@ -238,16 +246,17 @@ impl Bus {
                 let settled = match outcome {
                     Some(Outcome::DeadLetter(poison)) => {
                         match bus.dead_letter(&queue_name, &incoming.delivery, &poison).await {
-                            Ok(()) => acker.ack(BasicAckOptions::default()).await,
+                            Ok(()) => in_time("acknowledging", acker.ack(BasicAckOptions::default())).await,
                             // The broker is away: unacknowledged, the delivery comes back and
                             // is parked then.
                             Err(error) => {
                                 tracing::warn!(queue = %queue_name, %error, "could not park a message");
-                                acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await
+                                let requeue = BasicNackOptions { requeue: true, ..Default::default() };
+                                in_time("refusing", acker.nack(requeue)).await
                             }
                         }
                     }
-                    Some(_) => acker.ack(BasicAckOptions::default()).await,
+                    Some(_) => in_time("acknowledging", acker.ack(BasicAckOptions::default())).await,
                     None => Ok(true),
                 };
                 if let Err(error) = settled {

@@ -59,6 +59,25 @@ use crate::{
     shutdown::Shutdown,
 };
 
+/// The longest any one call to the broker may take (opening a channel, a declaration, a
+/// publish and its confirm, a consume). A connection can die without lapin noticing at once,
+/// and a broker that is still starting can take a connection and not answer on it; a call
+/// waiting on such a connection would wait for ever and hold up everything behind it (the
+/// publisher's lock, a consumer's restart). Past this it fails as `Unavailable`, and the
+/// caller's retry gets a fresh channel.
+pub const BROKER_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs one call to the broker within [`BROKER_CALL_TIMEOUT`].
+pub async fn in_time<T, E: Into<BusError>>(
+    what: &str,
+    call: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, BusError> {
+    match tokio::time::timeout(BROKER_CALL_TIMEOUT, call).await {
+        Ok(result) => result.map_err(Into::into),
+        Err(_) => Err(BusError::Unavailable(format!("the broker did not answer in time ({what})"))),
+    }
+}
+
 /// Whether a publish must survive a broker restart and be confirmed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Durability {
@@ -165,13 +184,13 @@ impl Bus {
     /// Declares a queue and its bindings with this installation's queue type
     /// (`RABBITMQ_QUEUE_TYPE`).
     pub async fn declare(&self, channel: &Channel, queue: &QueueSpec) -> Result<(), BusError> {
-        Ok(queue.declare(channel, self.inner.queue_type).await?)
+        in_time("declaring a queue", queue.declare(channel, self.inner.queue_type)).await
     }
 
     /// A fresh channel on a pooled connection.
     pub async fn channel(&self) -> Result<Channel, BusError> {
         let connection = self.inner.pool.get().await?;
-        Ok(connection.create_channel().await?)
+        in_time("opening a channel", connection.create_channel()).await
     }
 
     /// Publishes `message` to its route ([`Routed`]). With [`Durability::Confirmed`] this
@@ -227,15 +246,17 @@ impl Bus {
         loop {
             attempt += 1;
             let channel = self.publisher().await?;
-            let sent = channel
-                .basic_publish(
+            let sent = in_time(
+                "publishing",
+                channel.basic_publish(
                     exchange.into(),
                     routing_key.into(),
                     BasicPublishOptions { mandatory, ..Default::default() },
                     body,
                     properties.clone(),
-                )
-                .await;
+                ),
+            )
+            .await;
             let confirm = match sent {
                 Ok(confirm) => confirm,
                 Err(error) => {
@@ -245,14 +266,14 @@ impl Bus {
                     }
                     metrics::counter!("bus_publish_errors_total", "exchange" => exchange.to_owned())
                         .increment(1);
-                    return Err(error.into());
+                    return Err(error);
                 }
             };
             metrics::counter!("bus_published_total", "exchange" => exchange.to_owned()).increment(1);
             if durability == Durability::Transient {
                 return Ok(true);
             }
-            return match confirm.await {
+            return match in_time("waiting for a confirm", confirm).await {
                 Ok(Confirmation::Ack(None)) => Ok(true),
                 Ok(Confirmation::Ack(Some(returned))) => {
                     // Mandatory and routed nowhere: the caller decides (a notification waits
@@ -265,7 +286,7 @@ impl Bus {
                 Ok(Confirmation::Nack(_)) => Err(BusError::Nacked),
                 Err(error) => {
                     self.forget_publisher(&channel).await;
-                    Err(error.into())
+                    Err(error)
                 }
             };
         }
@@ -277,7 +298,7 @@ impl Bus {
             return Ok(channel.clone());
         }
         let channel = self.channel().await?;
-        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        in_time("confirm mode", channel.confirm_select(ConfirmSelectOptions::default())).await?;
         *slot = Some(channel.clone());
         Ok(channel)
     }
@@ -294,7 +315,13 @@ impl Bus {
         let shutdown = self.inner.shutdown.clone();
         let mut delays = backoff();
         loop {
-            match self.connect_and_declare().await {
+            // Bounded as a whole: a broker that takes the connection but does not answer on it
+            // (still starting) is tried again, not waited for.
+            let attempt = tokio::time::timeout(BROKER_CALL_TIMEOUT * 2, self.connect_and_declare());
+            let connected = attempt.await.unwrap_or_else(|_| {
+                Err(BusError::Unavailable("the broker did not answer in time (connecting)".into()))
+            });
+            match connected {
                 Ok(events) => {
                     delays = backoff();
                     tracing::info!("connected to the broker");
@@ -328,7 +355,7 @@ impl Bus {
         let channel = connection.create_channel().await?;
         topology::declare_exchanges(&channel, self.inner.queue_type).await?;
         // Closing the channel is tidy but not needed: a failure here changes nothing.
-        let _ = channel.close(200, "declared".into()).await;
+        let _ = in_time("closing a channel", channel.close(200, "declared".into())).await;
         Ok(events)
     }
 
@@ -337,7 +364,7 @@ impl Bus {
     pub async fn close(&self) {
         self.inner.pool.close();
         if let Some(channel) = self.inner.publisher.lock().await.take() {
-            let _ = channel.close(200, "shutdown".into()).await;
+            let _ = in_time("closing a channel", channel.close(200, "shutdown".into())).await;
         }
         self.inner.ready.send_replace(false);
     }

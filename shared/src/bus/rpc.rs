@@ -32,7 +32,7 @@ use uuid::Uuid;
 
 use super::{
     Bus, BusError, BusMessage, Durability, Envelope, Outcome, Poison, Route, Routed, consume::ConsumeOptions,
-    topology::QueueSpec,
+    in_time, topology::QueueSpec,
 };
 use crate::{
     contract::{
@@ -182,15 +182,17 @@ impl Bus {
             return Ok((channel.clone(), pending.clone()));
         }
         let channel = self.channel().await?;
-        channel.confirm_select(ConfirmSelectOptions::default()).await?;
-        let mut replies = channel
-            .basic_consume(
+        in_time("confirm mode", channel.confirm_select(ConfirmSelectOptions::default())).await?;
+        let mut replies = in_time(
+            "consuming replies",
+            channel.basic_consume(
                 DIRECT_REPLY_TO.into(),
                 "".into(),
                 BasicConsumeOptions { no_ack: true, ..Default::default() },
                 FieldTable::default(),
-            )
-            .await?;
+            ),
+        )
+        .await?;
         let pending: Pending = Arc::default();
         let routes = pending.clone();
         tokio::spawn(async move {
@@ -382,17 +384,28 @@ pub(super) async fn publish_request_message(
     properties: BasicProperties,
 ) -> Result<(), BusError> {
     debug_assert!(route.also.is_empty(), "a request goes to one queue");
-    let confirm = channel
-        .basic_publish(
-            route.exchange.into(),
-            route.key.as_ref().into(),
-            BasicPublishOptions { mandatory: true, ..Default::default() },
-            body,
-            properties,
-        )
-        .await?;
+    let publish = channel.basic_publish(
+        route.exchange.into(),
+        route.key.as_ref().into(),
+        BasicPublishOptions { mandatory: true, ..Default::default() },
+        body,
+        properties,
+    );
+    let confirmed = async { publish.await?.await };
+    let confirmation = match in_time("publishing a request", confirmed).await {
+        Ok(confirmation) => confirmation,
+        Err(error) => {
+            // A channel that does not answer is closed (in the background: closing may not be
+            // answered either), so the next request opens a fresh one.
+            let stale = channel.clone();
+            tokio::spawn(
+                async move { in_time("closing a channel", stale.close(200, "no answer".into())).await },
+            );
+            return Err(error);
+        }
+    };
     metrics::counter!("bus_published_total", "exchange" => route.exchange).increment(1);
-    match confirm.await? {
+    match confirmation {
         Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
         Confirmation::Ack(Some(_)) => {
             metrics::counter!("bus_returned_total", "exchange" => route.exchange).increment(1);
