@@ -190,7 +190,19 @@ impl Bus {
     /// A fresh channel on a pooled connection.
     pub async fn channel(&self) -> Result<Channel, BusError> {
         let connection = self.inner.pool.get().await?;
-        in_time("opening a channel", connection.create_channel()).await
+        match in_time("opening a channel", connection.create_channel()).await {
+            Ok(channel) => Ok(channel),
+            Err(error) => {
+                // A connection that cannot open a channel in time is of no use to anyone, yet
+                // says it is connected, so the pool would hand it out again: it leaves the pool
+                // (and is closed in the background), and the next call makes a fresh one.
+                let stale = deadpool_lapin::Object::take(connection);
+                tokio::spawn(async move {
+                    in_time("closing a connection", stale.close(320, "unresponsive".into())).await
+                });
+                Err(error)
+            }
+        }
     }
 
     /// Publishes `message` to its route ([`Routed`]). With [`Durability::Confirmed`] this
@@ -352,8 +364,22 @@ impl Bus {
         let connection = self.inner.pool.get().await?;
         let events: std::pin::Pin<Box<dyn futures::Stream<Item = lapin::Event> + Send>> =
             Box::pin(connection.events_listener());
-        let channel = connection.create_channel().await?;
-        topology::declare_exchanges(&channel, self.inner.queue_type).await?;
+        let declared = async {
+            let channel = connection.create_channel().await?;
+            topology::declare_exchanges(&channel, self.inner.queue_type).await?;
+            Ok::<_, lapin::Error>(channel)
+        };
+        let channel = match in_time("declaring the exchanges", declared).await {
+            Ok(channel) => channel,
+            Err(error) => {
+                // As in `channel`: an unresponsive connection leaves the pool.
+                let stale = deadpool_lapin::Object::take(connection);
+                tokio::spawn(async move {
+                    in_time("closing a connection", stale.close(320, "unresponsive".into())).await
+                });
+                return Err(error);
+            }
+        };
         // Closing the channel is tidy but not needed: a failure here changes nothing.
         let _ = in_time("closing a channel", channel.close(200, "declared".into())).await;
         Ok(events)
