@@ -4,7 +4,8 @@
 //! - [`config`]: configuration (contract section 2);
 //! - [`bus`]: RabbitMQ: topology, publishing with confirms, consuming, request/reply;
 //! - [`db`]: the PostgreSQL pool and migrations;
-//! - [`health`], [`telemetry`], [`shutdown`], [`service`]: what every process runs on.
+//! - [`health`], [`telemetry`], [`shutdown`], [`service`]: what every process runs on;
+//! - `reference` (feature `typescript`): the generator of `docs/reference.md`.
 //!
 //! Backends written in Rust use this crate to reach users without the HTTP hop (contract
 //! section 6).
@@ -17,6 +18,8 @@ pub mod config;
 pub mod contract;
 pub mod db;
 pub mod health;
+#[cfg(feature = "typescript")]
+pub mod reference;
 pub mod service;
 pub mod shutdown;
 pub mod sync;
