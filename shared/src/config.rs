@@ -1,4 +1,4 @@
-//! Configuration, exactly as in contract section 2.
+//! Configuration, exactly as in docs/reference.md, Configuration.
 //!
 //! Every binary reads the same [`Config`]: built-in defaults, then an optional TOML file
 //! (`SWITCHBOARD_CONFIG`, else `switchboard.toml` when it exists), then environment variables,
@@ -26,7 +26,7 @@ pub const EXIT_CONFIG: i32 = 64;
 /// with it anyone can sign in as anyone.
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
 
-/// Every variable of contract section 2 plus our own operational ones. Also the list of keys
+/// Every variable of docs/reference.md, Configuration plus our own operational ones. Also the list of keys
 /// the environment provider looks at, so an unrelated variable such as `PATH` is never read.
 /// (`SWITCHBOARD_CONFIG` and `RUST_LOG` are read too, outside this list.)
 pub const KEYS: &[&str] = &[
@@ -306,12 +306,12 @@ pub enum Role {
     Messages,
     Presence,
     Notifier,
-    /// A host application's backend using this crate to publish (contract section 6).
+    /// A host application's backend using this crate to publish (docs/reference.md, Ingress).
     Backend,
 }
 
 impl Role {
-    /// The binary's name, as in contract section 1.
+    /// The binary's name, as in docs/reference.md, Processes.
     pub fn binary(self) -> &'static str {
         match self {
             Role::Edge => "switchboard-edge",
@@ -333,7 +333,7 @@ impl Role {
     }
 }
 
-/// The whole configuration. Field names are the variables of contract section 2 in lower case.
+/// The whole configuration. Field names are the variables of docs/reference.md, Configuration in lower case.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -352,7 +352,7 @@ pub struct Config {
     pub rabbitmq_queue_type: QueueType,
 
     pub database_url: Secret,
-    /// Apply pending migrations at start (contract section 7).
+    /// Apply pending migrations at start (docs/reference.md, Operations and metrics).
     pub database_migrate: bool,
     pub database_max_connections: u32,
 
@@ -508,7 +508,7 @@ impl ConfigError {
     }
 }
 
-/// Which origins may open a socket (contract section 2, `ALLOWED_ORIGINS`).
+/// Which origins may open a socket (docs/reference.md, Configuration, `ALLOWED_ORIGINS`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AllowedOrigins {
     Any,

@@ -1,4 +1,4 @@
-//! Client-to-server events (contract section 4): each payload and its success reply.
+//! Client-to-server events (docs/reference.md, Client events): each payload and its success reply.
 //!
 //! Payload types validate while they deserialize, so a handler that receives one can trust it.
 //! Unknown fields are ignored, so clients may send more than we read.
@@ -31,7 +31,7 @@ macro_rules! client_events {
     };
 }
 
-// Every client event (contract section 4): name, payload, success reply.
+// Every client event (docs/reference.md, Client events): name, payload, success reply.
 client_events! {
     MESSAGE_SEND = "message:send": MessageSend => MessageSent,
     MESSAGE_READ = "message:read": MessageRead => Empty,

@@ -1,4 +1,4 @@
-//! Server-to-client events (contract section 5). Each type knows its event name through
+//! Server-to-client events (docs/reference.md, Server events). Each type knows its event name through
 //! [`ServerEvent`], so an emit can never pair a payload with the wrong name.
 
 use chrono::{DateTime, Utc};
@@ -173,7 +173,7 @@ macro_rules! server_events {
             const NAME: &'static str = $name;
         })*
 
-        /// Every server event's name: the events of contract section 5 the system itself emits.
+        /// Every server event's name: the events of docs/reference.md, Server events the system itself emits.
         pub const NAMES: &[&str] = &[$($name,)* $($($shared_name,)+)*];
 
         /// Hands each server event's name and payload type to `sink`.
@@ -185,7 +185,7 @@ macro_rules! server_events {
     };
 }
 
-// Every server event (contract section 5) with its payload.
+// Every server event (docs/reference.md, Server events) with its payload.
 server_events! {
     Session => "session",
     MessageNew => "message:new",
@@ -201,7 +201,7 @@ server_events! {
     Typing => [Typing::START, Typing::STOP],
 }
 
-/// `name` as one of [`NAMES`], or `None` for a name only a backend uses (contract section 6:
+/// `name` as one of [`NAMES`], or `None` for a name only a backend uses (docs/reference.md, Ingress:
 /// any event a backend emits). Gives a metric label from a bounded set whatever name a
 /// backend picks.
 pub fn known(name: &str) -> Option<&'static str> {
