@@ -1,4 +1,4 @@
-//! Reaching users from a Rust backend without the HTTP hop (contract section 6).
+//! Reaching users from a Rust backend without the HTTP hop (docs/reference.md, Ingress).
 //!
 //! ```no_run
 //! use switchboard::{Bus, Config, Role, Shutdown, backend};
@@ -145,7 +145,7 @@ pub async fn deliver_routed(bus: &Bus, deliver: &Deliver) -> Result<bool, BusErr
     bus.publish_routed(deliver).await
 }
 
-/// Creates a conversation and returns its id once it is stored (contract section 6). With a
+/// Creates a conversation and returns its id once it is stored (docs/reference.md, Ingress). With a
 /// `match_id`, the same match always gives the same conversation. Waits at most `timeout`;
 /// `RequestError::Timeout` means it may or may not exist.
 pub async fn create_conversation(
@@ -157,7 +157,7 @@ pub async fn create_conversation(
     Ok(created.conversation_id)
 }
 
-/// Announces a match (contract section 6): the notifier makes one conversation between the
+/// Announces a match (docs/reference.md, Ingress): the notifier makes one conversation between the
 /// two users and a `match` notification for each, however often the same `match_id` comes.
 pub async fn publish_match(
     bus: &Bus,

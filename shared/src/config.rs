@@ -1,4 +1,4 @@
-//! Configuration, exactly as in contract section 2.
+//! Configuration, exactly as in docs/reference.md, Configuration.
 //!
 //! Every binary reads the same [`Config`]: built-in defaults, then an optional TOML file
 //! (`SWITCHBOARD_CONFIG`, else `switchboard.toml` when it exists), then environment variables,
@@ -26,7 +26,7 @@ pub const EXIT_CONFIG: i32 = 64;
 /// with it anyone can sign in as anyone.
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
 
-/// Every variable of contract section 2 plus our own operational ones. Also the list of keys
+/// Every variable of docs/reference.md, Configuration plus our own operational ones. Also the list of keys
 /// the environment provider looks at, so an unrelated variable such as `PATH` is never read.
 /// (`SWITCHBOARD_CONFIG` and `RUST_LOG` are read too, outside this list.)
 pub const KEYS: &[&str] = &[
@@ -70,6 +70,234 @@ pub const KEYS: &[&str] = &[
     "LOG_FORMAT",
 ];
 
+/// One setting as operators read about it: `docs/reference.md` (Configuration) is generated
+/// from [`SETTINGS`], and a test checks it against [`KEYS`], [`Config::default`] and the
+/// README's table. Data only: nothing here is read while parsing.
+#[derive(Clone, Copy, Debug)]
+pub struct Setting {
+    /// The environment variable (in lower case, the TOML key).
+    pub key: &'static str,
+    /// The default as Markdown: one value in backticks when it is [`Config::default`]'s own,
+    /// otherwise words (computed, or unset).
+    pub default: &'static str,
+    /// Which processes read it.
+    pub used_by: &'static str,
+    /// What it does, as Markdown.
+    pub meaning: &'static str,
+}
+
+const fn setting(
+    key: &'static str,
+    default: &'static str,
+    used_by: &'static str,
+    meaning: &'static str,
+) -> Setting {
+    Setting { key, default, used_by, meaning }
+}
+
+/// Every key of [`KEYS`], in the same order, with its default and meaning.
+pub const SETTINGS: &[Setting] = &[
+    setting("RABBITMQ_HOST", "`127.0.0.1`", "all", "The RabbitMQ host."),
+    setting("RABBITMQ_PORT", "`5672`", "all", "The RabbitMQ AMQP port."),
+    setting("RABBITMQ_USERNAME", "`guest`", "all", "The RabbitMQ user."),
+    setting("RABBITMQ_PASSWORD", "`guest`", "all", "The RabbitMQ password (a secret: never logged)."),
+    setting("RABBITMQ_VHOST", "`/`", "all", "The RabbitMQ virtual host."),
+    setting(
+        "RABBITMQ_PREFETCH",
+        "`64`",
+        "all",
+        "Unacknowledged deliveries one consumer may hold at once (AMQP `basic.qos`); at least 1.",
+    ),
+    setting(
+        "RABBITMQ_QUEUE_TYPE",
+        "`classic`",
+        "all",
+        "How durable queues are declared: `classic`, or `quorum` for a RabbitMQ cluster (replicated). \
+         Every process of one installation must agree.",
+    ),
+    setting(
+        "DATABASE_URL",
+        "`postgres://localhost/switchboard`",
+        "workers; the edge in `database` auth mode",
+        "A `postgres://` or `postgresql://` URL (a secret: it may carry a password).",
+    ),
+    setting(
+        "DATABASE_MIGRATE",
+        "`true`",
+        "workers",
+        "Apply the pending migrations of `migrations/` at start (safe when many copies start at once).",
+    ),
+    setting(
+        "DATABASE_MAX_CONNECTIONS",
+        "`10`",
+        "workers; the edge in `database` auth mode",
+        "Size of the connection pool; at least 1.",
+    ),
+    setting("LISTEN_HOST", "`0.0.0.0`", "all", "The address the HTTP listener binds to."),
+    setting(
+        "WEBSOCKET_PORT",
+        "`3001`",
+        "edge",
+        "The edge's one port: Socket.IO, the ingress, health and metrics. `0` picks a free port and logs it.",
+    ),
+    setting(
+        "METRICS_PORT",
+        "`9101` / `9102` / `9103`",
+        "messages / presence / notifier",
+        "A worker's port for `/healthz`, `/readyz` and `/metrics`; unset is the binary's default.",
+    ),
+    setting("AUTH_MODE", "`database`", "edge", "How sessions are checked: `database` or `jwt`."),
+    setting(
+        "AUTH_COOKIE_NAME",
+        "`session_token`",
+        "edge",
+        "The cookie the session token is read from first (then `auth.token`, then `Authorization: Bearer`).",
+    ),
+    setting(
+        "AUTH_SESSION_QUERY",
+        "`SELECT user_id, expires_at FROM sessions WHERE token = $1 AND expires_at > now()`",
+        "edge, `database` mode",
+        "Takes the token as `$1` and returns the user id; a second column, when present, is the \
+         session's expiry, past which the edge's cache forgets it.",
+    ),
+    setting(
+        "AUTH_JWT_SECRET",
+        "none (required in `jwt` mode)",
+        "edge, `jwt` mode",
+        "HS256 key of at least 32 bytes (shorter stops the edge at start); claim `sub` = user id, \
+         `exp` required, `nbf` checked when present (5 s leeway).",
+    ),
+    setting(
+        "AUTH_JWT_AUDIENCE",
+        "none (any `aud`, or none)",
+        "edge, `jwt` mode",
+        "Comma-separated audiences; when set, a token's `aud` must name one of them.",
+    ),
+    setting(
+        "AUTH_CACHE_TTL_MS",
+        "`30000`",
+        "edge",
+        "How long a successful session lookup is cached, at most (never past the session's expiry; \
+         100,000 sessions at most).",
+    ),
+    setting(
+        "AUTH_REFUSAL_TTL_MS",
+        "`5000`",
+        "edge, `database` mode",
+        "How long a token the query found no session for is refused again without a query (100,000 \
+         at most); a session created for that token meanwhile is refused until then. `0` turns it off.",
+    ),
+    setting(
+        "AUTH_LOOKUPS_IN_FLIGHT",
+        "`4`",
+        "edge, `database` mode",
+        "The most session queries at once; handshakes that arrive while all are running wait and are \
+         looked up together, by one query.",
+    ),
+    setting(
+        "ALLOWED_ORIGINS",
+        "`*`",
+        "edge",
+        "Comma-separated origins; a handshake whose `Origin` is present and not listed gets 403, listed \
+         ones get CORS headers with credentials. `*` lets any origin in without credentials (the \
+         edge warns at start).",
+    ),
+    setting(
+        "RATE_LIMIT_PER_SEC",
+        "`20`",
+        "edge",
+        "Events per second per socket; past it an event is answered `rate_limited`.",
+    ),
+    setting("RATE_LIMIT_BURST", "`40`", "edge", "The burst of the per-socket budget."),
+    setting(
+        "USER_RATE_LIMIT_PER_SEC",
+        "4 x `RATE_LIMIT_PER_SEC` (`80`)",
+        "edge",
+        "Events per second shared by all of one user's sockets on one edge, after the socket's own \
+         limit; past it an event is answered `rate_limited` and has no effect. `0` turns it off.",
+    ),
+    setting(
+        "USER_RATE_LIMIT_BURST",
+        "4 x `RATE_LIMIT_BURST` (`160`)",
+        "edge",
+        "The burst of the per-user budget.",
+    ),
+    setting(
+        "HANDSHAKE_RATE_PER_SEC",
+        "`200`",
+        "edge",
+        "Engine.IO handshakes plus Socket.IO `CONNECT`s per second per client address (IPv6 by /64). \
+         Past it a handshake gets HTTP 429 and a `CONNECT` gets `connect_error` `rate_limited`. \
+         `0` turns it off (do so behind a proxy, and limit at the proxy).",
+    ),
+    setting("HANDSHAKE_BURST", "`1000`", "edge", "The burst of the per-address budget."),
+    setting(
+        "MAX_FRAME_BYTES",
+        "`65536`",
+        "edge",
+        "The largest Engine.IO packet accepted; a larger one closes that connection only.",
+    ),
+    setting(
+        "ACK_TIMEOUT_MS",
+        "`5000`",
+        "edge",
+        "The longest wait for a worker before answering `timeout` (HTTP 504 on the ingress).",
+    ),
+    setting(
+        "CHAT_INFLIGHT_PER_SHARD",
+        "`64`",
+        "edge",
+        "Chat commands (`message:send`, `message:read`) waiting for an answer per shard (16 shards); \
+         past it a command is answered `unavailable` at once and has no effect.",
+    ),
+    setting(
+        "CONNECT_TIMEOUT_MS",
+        "`10000`",
+        "edge",
+        "How long a new connection may take to send its Socket.IO `CONNECT` (with its credentials) \
+         before it is closed.",
+    ),
+    setting(
+        "MAX_SOCKETS_PER_USER",
+        "`32`",
+        "edge",
+        "The most sockets one user may have on one edge; past it a connection gets `connect_error` \
+         `too_many_connections`.",
+    ),
+    setting(
+        "SHUTDOWN_GRACE_MS",
+        "`10000`",
+        "all",
+        "The whole stop after SIGTERM fits in this time: in-flight work is finished or handed back, \
+         then the process exits 0.",
+    ),
+    setting(
+        "INGRESS_API_KEYS",
+        "none (ingress disabled)",
+        "edge",
+        "Comma-separated bearer keys for `/api/v1/*` (secrets).",
+    ),
+    setting(
+        "PRESENCE_OFFLINE_GRACE_MS",
+        "`2000`",
+        "presence",
+        "A user whose last socket closed is announced offline only if no socket opens within this time.",
+    ),
+    setting(
+        "PRESENCE_REPORT_INTERVAL_MS",
+        "`5000`",
+        "edge and presence",
+        "How often each edge reports its users to presence; an edge silent for three intervals is \
+         taken for dead. Edges and presence workers must agree.",
+    ),
+    setting(
+        "LOG_FORMAT",
+        "`pretty` on a terminal, else `json`",
+        "all",
+        "`pretty` or `json`; the level comes from `RUST_LOG`.",
+    ),
+];
+
 /// Which process is loading the configuration: decides the default `METRICS_PORT` and which
 /// settings are required.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,12 +306,12 @@ pub enum Role {
     Messages,
     Presence,
     Notifier,
-    /// A host application's backend using this crate to publish (contract section 6).
+    /// A host application's backend using this crate to publish (docs/reference.md, Ingress).
     Backend,
 }
 
 impl Role {
-    /// The binary's name, as in contract section 1.
+    /// The binary's name, as in docs/reference.md, Processes.
     pub fn binary(self) -> &'static str {
         match self {
             Role::Edge => "switchboard-edge",
@@ -105,7 +333,7 @@ impl Role {
     }
 }
 
-/// The whole configuration. Field names are the variables of contract section 2 in lower case.
+/// The whole configuration. Field names are the variables of docs/reference.md, Configuration in lower case.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -124,7 +352,7 @@ pub struct Config {
     pub rabbitmq_queue_type: QueueType,
 
     pub database_url: Secret,
-    /// Apply pending migrations at start (contract section 7).
+    /// Apply pending migrations at start (docs/reference.md, Operations and metrics).
     pub database_migrate: bool,
     pub database_max_connections: u32,
 
@@ -280,7 +508,7 @@ impl ConfigError {
     }
 }
 
-/// Which origins may open a socket (contract section 2, `ALLOWED_ORIGINS`).
+/// Which origins may open a socket (docs/reference.md, Configuration, `ALLOWED_ORIGINS`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AllowedOrigins {
     Any,
@@ -636,6 +864,42 @@ mod tests {
             assert_eq!(c.amqp_uri().expose(), "amqp://guest:guest@127.0.0.1:5672/%2F");
             Ok(())
         });
+    }
+
+    /// The documented settings (docs/reference.md) are exactly the keys read, in their order,
+    /// and a default shown as one value is the one the code uses; any other default (computed,
+    /// or unset) is unset in [`Config::default`].
+    #[test]
+    fn settings_document_every_key_and_its_default() {
+        let documented: Vec<&str> = SETTINGS.iter().map(|s| s.key).collect();
+        assert_eq!(documented, KEYS, "SETTINGS must list every key of KEYS, in the same order");
+        let defaults = serde_json::to_value(Config::default()).expect("serializes");
+        for setting in SETTINGS {
+            let actual = &defaults[setting.key.to_ascii_lowercase()];
+            let single = setting.default.len() > 2
+                && setting.default.starts_with('`')
+                && setting.default.ends_with('`')
+                && setting.default.matches('`').count() == 2;
+            if single {
+                let shown = setting.default.trim_matches('`');
+                let actual = match actual {
+                    serde_json::Value::String(text) => text.clone(),
+                    other => other.to_string(),
+                };
+                assert_eq!(
+                    shown, actual,
+                    "{}: the documented default differs from Config::default()",
+                    setting.key
+                );
+            } else {
+                assert!(
+                    actual.is_null(),
+                    "{}: documented as {:?} but Config::default() sets {actual}",
+                    setting.key,
+                    setting.default
+                );
+            }
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The database pool and migrations.
 //!
 //! The pool connects lazily: a process whose database is down at start still starts, reports
-//! not ready, and keeps trying in the background (contract section 7). Once the database
+//! not ready, and keeps trying in the background (docs/reference.md, Operations and metrics). Once the database
 //! answers, pending migrations from `migrations/` are applied (unless `DATABASE_MIGRATE=false`).
 //! sqlx's migrator holds a Postgres advisory lock while it works, so many copies starting at
 //! once apply each migration exactly once and the others wait, then find nothing to do.

@@ -1,4 +1,4 @@
-//! `/healthz`, `/readyz` and `/metrics` (contract section 7), served by every process: on
+//! `/healthz`, `/readyz` and `/metrics` (docs/reference.md, Operations and metrics), served by every process: on
 //! `WEBSOCKET_PORT` by the edge, next to Socket.IO, and on `METRICS_PORT` by the workers.
 //!
 //! `/healthz` answers 200 while the process runs. `/readyz` runs every readiness check and is

@@ -1,13 +1,14 @@
 //! Switchboard's shared library: everything two binaries would otherwise write twice.
 //!
 //! - [`contract`]: the event payloads and bus message bodies of `CONTRACT.md`, defined once;
-//! - [`config`]: configuration (contract section 2);
+//! - [`config`]: configuration (docs/reference.md, Configuration);
 //! - [`bus`]: RabbitMQ: topology, publishing with confirms, consuming, request/reply;
 //! - [`db`]: the PostgreSQL pool and migrations;
-//! - [`health`], [`telemetry`], [`shutdown`], [`service`]: what every process runs on.
+//! - [`health`], [`telemetry`], [`shutdown`], [`service`]: what every process runs on;
+//! - `reference` (feature `typescript`): the generator of `docs/reference.md`.
 //!
-//! Backends written in Rust use this crate to reach users without the HTTP hop (contract
-//! section 6).
+//! Backends written in Rust use this crate to reach users without the HTTP hop (docs/reference.md,
+//! Ingress).
 
 #![forbid(unsafe_code)]
 
@@ -17,6 +18,8 @@ pub mod config;
 pub mod contract;
 pub mod db;
 pub mod health;
+#[cfg(feature = "typescript")]
+pub mod reference;
 pub mod service;
 pub mod shutdown;
 pub mod sync;

@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 TOOLS = Path(sys.executable).parent
 BINARIES = ("switchboard-edge", "switchboard-messages", "switchboard-presence", "switchboard-notifier")
-# The port variable of each binary (contract section 2).
+# The port variable of each binary (docs/reference.md, Configuration).
 PORT_VARIABLE = {b: ("WEBSOCKET_PORT" if b == "switchboard-edge" else "METRICS_PORT") for b in BINARIES}
 KEDA_API = "keda.sh/v1alpha1"
 CLUSTER_SCOPED = {
@@ -355,7 +355,7 @@ def secret_data(obj: dict) -> dict[str, str]:
 
 
 def check_values(values: dict[str, str], where: str, report: Report) -> None:
-    """The values whose form contract section 2 fixes. (The binaries check everything at start
+    """The values whose form docs/reference.md, Configuration fixes. (The binaries check everything at start
     and exit 64 naming the variable; this catches the common slips before a deploy.)"""
     for name, value in values.items():
         if re.search(r"(_PORT|_MS)$", name) and not re.fullmatch(r"[0-9]+", value):

@@ -1,4 +1,4 @@
-//! The AsyncAPI document of the bus, `docs/asyncapi.yaml` (contract section 1), stays in step
+//! The AsyncAPI document of the bus, `docs/asyncapi.yaml` (docs/reference.md, Processes), stays in step
 //! with the code: the official parser (`tests/node/asyncapi-check.mjs`) finds no error in it,
 //! it documents exactly the message kinds of `switchboard::contract::bus::KINDS`, and its
 //! channels cover the exchanges of `switchboard::bus::topology` and the route of every kind.

@@ -99,7 +99,7 @@ fn check_variables(summary: &Value, problems: &mut Vec<String>) {
         if !KEYS.contains(&variable) && !OTHER_VARIABLES.contains(&variable) {
             problems.push(format!(
                 "{variable} is set for a Switchboard process, which reads no such variable (set in {}). \
-                 Use a name of switchboard::config::KEYS (shared/src/config.rs, contract section 2) or \
+                 Use a name of switchboard::config::KEYS (shared/src/config.rs, docs/reference.md, Configuration) or \
                  remove it",
                 summary["env_where"][variable]
             ));

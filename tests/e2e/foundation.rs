@@ -24,7 +24,7 @@ async fn every_binary_becomes_ready_and_serves_health_and_metrics() {
         let build_info = format!("switchboard_build_info{{binary=\"{}\"", process.bin.name());
         assert!(metrics.contains(&build_info), "{} metrics lack {build_info}: {metrics}", process.bin.name());
     }
-    // The exchanges of contract section 1 exist, declared by the processes themselves.
+    // The exchanges of docs/reference.md, Processes exist, declared by the processes themselves.
     let exchanges = env.rabbit.exchanges(&env.vhost).await;
     for name in ["user.direct", "events.topic", "presence.fanout"] {
         assert!(exchanges.iter().any(|e| e == name), "{name} missing from {exchanges:?}");

@@ -12,4 +12,5 @@ mod loadgen;
 mod matches;
 mod overload;
 mod presence;
+mod reference;
 mod typescript;

@@ -1,4 +1,4 @@
-//! Who is connecting (contract section 3).
+//! Who is connecting (docs/reference.md, Connecting).
 //!
 //! The token comes from, in order: the `AUTH_COOKIE_NAME` cookie, the handshake's
 //! `auth.token`, an `Authorization: Bearer` header. In `database` mode it is looked up with

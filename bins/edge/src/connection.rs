@@ -1,4 +1,4 @@
-//! Admitting a socket and letting it go (contract section 3).
+//! Admitting a socket and letting it go (docs/reference.md, Connecting).
 //!
 //! The connect middleware runs before the client is told it is connected: it authenticates
 //! (a refusal becomes `connect_error` `unauthorized`; the reason is logged, never sent), then

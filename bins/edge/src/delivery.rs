@@ -1,4 +1,4 @@
-//! Delivery to this edge's sockets (contract sections 3 and 5).
+//! Delivery to this edge's sockets (docs/reference.md, Connecting and Server events).
 //!
 //! Each edge process has its own queue, `edge.<edge id>`, exclusive to its connection: when
 //! the edge dies, the broker deletes the queue and every binding with it, so a crashed or
@@ -358,7 +358,7 @@ async fn emit(io: &SocketIo, bus: &Bus, mut deliver: Deliver, sent_at: chrono::D
             tracing::debug!(%error, event = %deliver.event, "a socket could not take a delivery");
         }
     }
-    // Backends may emit any name (contract section 6): one series per name would grow the
+    // Backends may emit any name (docs/reference.md, Ingress): one series per name would grow the
     // metrics without bound, so names that are not the server's own share one series.
     let label = server::known(deliver.event.as_str()).unwrap_or("other");
     metrics::counter!("edge_events_out_total", "event" => label).increment(1);

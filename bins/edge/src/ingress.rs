@@ -1,4 +1,4 @@
-//! The HTTP ingress for backends (contract section 6), on the edge's port under `/api/v1/`.
+//! The HTTP ingress for backends (docs/reference.md, Ingress), on the edge's port under `/api/v1/`.
 //!
 //! Every route needs `Authorization: Bearer <one of INGRESS_API_KEYS>` (401 otherwise; with no
 //! keys configured the ingress is disabled and everything is 401). Bodies are parsed into the

@@ -1,5 +1,5 @@
 //! `switchboard-edge`: the Socket.IO server for clients (websocket and long-polling), the HTTP
-//! ingress for backends, and health and metrics, all on `WEBSOCKET_PORT` (contract section 1).
+//! ingress for backends, and health and metrics, all on `WEBSOCKET_PORT` (docs/reference.md, Processes).
 //!
 //! Following a connection through the modules:
 //! - [`origin`]: the handshake's `Origin` check, before Socket.IO sees the request;

@@ -1,4 +1,4 @@
-//! The `Origin` check on Socket.IO handshakes (contract section 2, `ALLOWED_ORIGINS`).
+//! The `Origin` check on Socket.IO handshakes (docs/reference.md, Configuration, `ALLOWED_ORIGINS`).
 //!
 //! Cookie authentication makes cross-site socket hijacking the main web risk: a page on
 //! another site can open a socket that carries our user's cookie. Browsers always send

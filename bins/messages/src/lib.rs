@@ -1,5 +1,5 @@
 //! `switchboard-messages` owns conversations and messages: membership, persistence, history,
-//! read receipts, and the fan-out of `message:new` (contract sections 1, 4 and 5).
+//! read receipts, and the fan-out of `message:new` (docs/reference.md, Processes, Client events and Server events).
 //!
 //! # The design, and the guarantees it gives
 //!

@@ -1,6 +1,6 @@
 //! `switchboard-notifier` owns matches and notifications: it turns `match.created` into a
 //! conversation and notifications, delivers them, and keeps them for users who are offline
-//! (contract sections 1, 5 and 6).
+//! (docs/reference.md, Processes, Server events and Ingress).
 //!
 //! # How it works
 //!

@@ -1,5 +1,5 @@
 //! `switchboard-presence` aggregates every edge's connections into online/offline per user and
-//! answers presence queries (contract sections 1, 4 and 5).
+//! answers presence queries (docs/reference.md, Processes, Client events and Server events).
 //!
 //! # How it works
 //!

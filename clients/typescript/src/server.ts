@@ -1,6 +1,6 @@
 // The server-side emitter for Node backends: the calls API routes of the system we replace
 // made (emitToUser, emitToRoom), plus matches, conversations and notifications, over the edge's
-// HTTP ingress (contract section 6, `Authorization: Bearer <INGRESS_API_KEYS entry>`).
+// HTTP ingress (docs/reference.md, Ingress, `Authorization: Bearer <INGRESS_API_KEYS entry>`).
 //
 // Each call resolves once the edge has done what the contract promises for a success (the bus
 // confirmed the message, or the conversation is stored) and rejects with an IngressError

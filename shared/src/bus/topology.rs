@@ -1,4 +1,4 @@
-//! The bus topology: the exchanges, and how a queue is declared (contract section 1; each
+//! The bus topology: the exchanges, and how a queue is declared (docs/reference.md, Processes; each
 //! message's route is in [`route`](super::route), each queue in [`queues`](super::queues);
 //! the AsyncAPI document in `docs/asyncapi.yaml` describes the same for other languages).
 //!
@@ -24,7 +24,7 @@ pub const EVENTS_TOPIC: &str = "events.topic";
 /// Presence changes, to every edge.
 pub const PRESENCE_FANOUT: &str = "presence.fanout";
 
-/// The exchanges of contract section 1, and where messages that can never be handled are
+/// The exchanges of docs/reference.md, Processes, and where messages that can never be handled are
 /// parked ([`dead_letter`](super::dead_letter)).
 pub const EXCHANGES: &[(&str, ExchangeKind)] = &[
     (USER_DIRECT, ExchangeKind::Direct),

@@ -1,4 +1,4 @@
-//! The acknowledgement every client event gets (contract section 4): `{ success: true, ...reply }`
+//! The acknowledgement every client event gets (docs/reference.md, Client events): `{ success: true, ...reply }`
 //! or `{ success: false, error: { code, message } }`.
 
 use serde::{Deserialize, Serialize};

@@ -242,7 +242,7 @@ pub struct Deliver {
 }
 
 impl Deliver {
-    /// One of the server's own events (the names of contract section 5) for `rooms`.
+    /// One of the server's own events (the names of docs/reference.md, Server events) for `rooms`.
     pub fn server_event(
         rooms: Vec<Room>,
         event: &'static str,
@@ -349,7 +349,7 @@ pub struct CreateConversation {
 }
 
 impl CreateConversation {
-    /// Most participants of one conversation (contract section 6).
+    /// Most participants of one conversation (docs/reference.md, Ingress).
     pub const MAX_PARTICIPANTS: usize = 100;
 
     /// The contract's rule: 2 to 100 distinct participants. Checked by the ingress (a 400
@@ -428,7 +428,7 @@ pub struct PresenceLookup {
     pub user_ids: Vec<UserId>,
 }
 
-/// Two users matched (contract section 6): `events.topic` `match.created`, persistent. Every
+/// Two users matched (docs/reference.md, Ingress): `events.topic` `match.created`, persistent. Every
 /// way in (ingress, the Rust library, AMQP) publishes this; the notifier makes the
 /// conversation and the notifications, once per `match_id`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

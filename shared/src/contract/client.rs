@@ -1,4 +1,4 @@
-//! Client-to-server events (contract section 4): each payload and its success reply.
+//! Client-to-server events (docs/reference.md, Client events): each payload and its success reply.
 //!
 //! Payload types validate while they deserialize, so a handler that receives one can trust it.
 //! Unknown fields are ignored, so clients may send more than we read.
@@ -31,7 +31,7 @@ macro_rules! client_events {
     };
 }
 
-// Every client event (contract section 4): name, payload, success reply.
+// Every client event (docs/reference.md, Client events): name, payload, success reply.
 client_events! {
     MESSAGE_SEND = "message:send": MessageSend => MessageSent,
     MESSAGE_READ = "message:read": MessageRead => Empty,
@@ -111,7 +111,9 @@ pub struct MessageSend {
 #[serde(rename_all = "camelCase")]
 pub struct MessageSent {
     pub message_id: MessageId,
+    /// Its place in the conversation: 1, 2, 3, ... with no gaps.
     pub seq: i64,
+    /// When it was stored.
     pub created_at: DateTime<Utc>,
 }
 
@@ -138,7 +140,9 @@ pub struct ConversationRef {
 #[serde(rename_all = "camelCase")]
 pub struct MessagesSync {
     pub conversation_id: ConversationId,
+    /// The last `seq` the client has; 0 for everything.
     pub after_seq: u64,
+    /// At least 1; 50 when absent, 200 at most (more counts as 200).
     #[serde(default, deserialize_with = "page_limit")]
     #[cfg_attr(feature = "typescript", ts(optional))]
     pub limit: Option<u32>,
@@ -166,7 +170,9 @@ fn page_limit<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::
 #[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 #[serde(rename_all = "camelCase")]
 pub struct MessagesPage {
+    /// Ascending by `seq`.
     pub messages: Vec<MessageNew>,
+    /// Whether messages after this page exist.
     pub has_more: bool,
 }
 
@@ -193,6 +199,7 @@ fn presence_ids<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<UserId>, D
 #[serde(rename_all = "camelCase")]
 pub struct UserPresence {
     pub online: bool,
+    /// When the user was last seen going offline; null if never.
     pub last_seen_at: Option<DateTime<Utc>>,
 }
 
@@ -208,10 +215,12 @@ pub struct PresenceReply {
 #[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 #[serde(rename_all = "camelCase")]
 pub struct NotificationsList {
+    /// Only the notifications not read yet; false when absent.
     // Absent means false: optional for the client.
     #[serde(default)]
     #[cfg_attr(feature = "typescript", ts(as = "Option<bool>", optional))]
     pub unread_only: bool,
+    /// At least 1; 50 when absent, 200 at most (more counts as 200).
     #[serde(default, deserialize_with = "page_limit")]
     #[cfg_attr(feature = "typescript", ts(optional))]
     pub limit: Option<u32>,

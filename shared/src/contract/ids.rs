@@ -128,7 +128,7 @@ minted_id!(
     NotificationId
 );
 
-/// A Socket.IO room as the contract names them (section 6): every socket of a user, or the
+/// A Socket.IO room as the contract names them (docs/reference.md, Ingress): every socket of a user, or the
 /// sockets that joined a conversation.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Room {

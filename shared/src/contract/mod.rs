@@ -1,8 +1,8 @@
-//! The contract's types, defined once (contract sections 3 to 6).
+//! The contract's types, defined once (docs/reference.md, Connecting, Client events, Server events and Ingress).
 //!
 //! - [`ids`]: the identifiers, validated when they are parsed;
-//! - [`client`]: what a client sends and what its acknowledgement carries (section 4);
-//! - [`server`]: what the server pushes to sockets (section 5);
+//! - [`client`]: what a client sends and what its acknowledgement carries (docs/reference.md, Client events);
+//! - [`server`]: what the server pushes to sockets (docs/reference.md, Server events);
 //! - [`object`]: payloads are JSON objects: the one way outside input is decoded;
 //! - [`text`]: the rules for text people write (message content, notifications);
 //! - [`ack`]: the success/failure envelope of every acknowledgement and its error codes;

@@ -1,4 +1,4 @@
-//! Payloads are JSON objects (contract sections 4 and 6): the one way every client payload,
+//! Payloads are JSON objects (docs/reference.md, Client events and Ingress): the one way every client payload,
 //! ingress body and bus body is decoded.
 //!
 //! serde's derived `Deserialize` for a struct also accepts a sequence of its fields in order,

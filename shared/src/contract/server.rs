@@ -1,4 +1,4 @@
-//! Server-to-client events (contract section 5). Each type knows its event name through
+//! Server-to-client events (docs/reference.md, Server events). Each type knows its event name through
 //! [`ServerEvent`], so an emit can never pair a payload with the wrong name.
 
 use chrono::{DateTime, Utc};
@@ -21,6 +21,7 @@ pub trait ServerEvent: Serialize {
 #[serde(rename_all = "camelCase")]
 pub struct Session {
     pub user_id: UserId,
+    /// The server's clock when the socket connected.
     pub server_time: DateTime<Utc>,
 }
 
@@ -32,8 +33,11 @@ pub struct MessageNew {
     pub id: MessageId,
     pub conversation_id: ConversationId,
     pub sender_id: UserId,
+    /// The text as stored (trimmed).
     pub content: String,
+    /// Its place in the conversation: 1, 2, 3, ... with no gaps and no repeats.
     pub seq: i64,
+    /// When it was stored.
     pub created_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "typescript", ts(optional))]
@@ -47,6 +51,7 @@ pub struct MessageNew {
 pub struct MessageReadEvent {
     pub conversation_id: ConversationId,
     pub message_id: MessageId,
+    /// Who read.
     pub user_id: UserId,
     pub read_at: DateTime<Utc>,
 }
@@ -71,6 +76,7 @@ impl Typing {
 #[serde(rename_all = "camelCase")]
 pub struct UserOnline {
     pub user_id: UserId,
+    /// When the user's first socket connected.
     pub at: DateTime<Utc>,
 }
 
@@ -80,6 +86,7 @@ pub struct UserOnline {
 #[serde(rename_all = "camelCase")]
 pub struct UserOffline {
     pub user_id: UserId,
+    /// When the user's last socket closed.
     pub last_seen_at: DateTime<Utc>,
 }
 
@@ -89,13 +96,16 @@ pub struct UserOffline {
 #[serde(rename_all = "camelCase")]
 pub struct NotificationNew {
     pub id: NotificationId,
+    /// What kind of notification: `match`, or any type a backend chose.
     #[serde(rename = "type")]
     pub kind: String,
     pub title: String,
     pub message: String,
     /// The recipient.
     pub user_id: UserId,
+    /// When it was created.
     pub timestamp: DateTime<Utc>,
+    /// Whatever the sender attached; for type `match`, a `MatchNotificationData`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "typescript", ts(optional))]
     pub data: Option<serde_json::Value>,
@@ -121,7 +131,9 @@ pub struct MatchNotificationData {
 #[serde(rename_all = "camelCase")]
 pub struct MatchNew {
     pub match_id: MatchId,
+    /// The other person.
     pub user_id: UserId,
+    /// The conversation the match opened between the two.
     pub conversation_id: ConversationId,
     pub created_at: DateTime<Utc>,
 }
@@ -161,7 +173,7 @@ macro_rules! server_events {
             const NAME: &'static str = $name;
         })*
 
-        /// Every server event's name: the events of contract section 5 the system itself emits.
+        /// Every server event's name: the events of docs/reference.md, Server events the system itself emits.
         pub const NAMES: &[&str] = &[$($name,)* $($($shared_name,)+)*];
 
         /// Hands each server event's name and payload type to `sink`.
@@ -173,7 +185,7 @@ macro_rules! server_events {
     };
 }
 
-// Every server event (contract section 5) with its payload.
+// Every server event (docs/reference.md, Server events) with its payload.
 server_events! {
     Session => "session",
     MessageNew => "message:new",
@@ -189,7 +201,7 @@ server_events! {
     Typing => [Typing::START, Typing::STOP],
 }
 
-/// `name` as one of [`NAMES`], or `None` for a name only a backend uses (contract section 6:
+/// `name` as one of [`NAMES`], or `None` for a name only a backend uses (docs/reference.md, Ingress:
 /// any event a backend emits). Gives a metric label from a bounded set whatever name a
 /// backend picks.
 pub fn known(name: &str) -> Option<&'static str> {

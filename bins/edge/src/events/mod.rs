@@ -1,4 +1,4 @@
-//! Client events (contract section 4): one module per event family, and the one place that
+//! Client events (docs/reference.md, Client events): one module per event family, and the one place that
 //! turns a handler's result into the contract's acknowledgement.
 //!
 //! A family registers its events with [`on`]. Before a handler runs, the wrapper applies the

@@ -49,7 +49,15 @@ export type MatchId = string;
 /**
  * `match:new`: `user_id` is the other person.
  */
-export type MatchNew = { matchId: MatchId, userId: UserId, conversationId: ConversationId, createdAt: string, };
+export type MatchNew = { matchId: MatchId, 
+/**
+ * The other person.
+ */
+userId: UserId, 
+/**
+ * The conversation the match opened between the two.
+ */
+conversationId: ConversationId, createdAt: string, };
 
 /**
  * `data` of a notification of type `match`.
@@ -69,7 +77,19 @@ export type MessageId = string;
 /**
  * `message:new`; also the element of a `messages:sync` page.
  */
-export type MessageNew = { id: MessageId, conversationId: ConversationId, senderId: UserId, content: string, seq: number, createdAt: string, clientMessageId?: ClientMessageId, };
+export type MessageNew = { id: MessageId, conversationId: ConversationId, senderId: UserId, 
+/**
+ * The text as stored (trimmed).
+ */
+content: string, 
+/**
+ * Its place in the conversation: 1, 2, 3, ... with no gaps and no repeats.
+ */
+seq: number, 
+/**
+ * When it was stored.
+ */
+createdAt: string, clientMessageId?: ClientMessageId, };
 
 /**
  * `message:read`
@@ -79,7 +99,11 @@ export type MessageRead = { conversationId: ConversationId, messageId: MessageId
 /**
  * `message:read`: a participant read up to `message_id`.
  */
-export type MessageReadEvent = { conversationId: ConversationId, messageId: MessageId, userId: UserId, readAt: string, };
+export type MessageReadEvent = { conversationId: ConversationId, messageId: MessageId, 
+/**
+ * Who read.
+ */
+userId: UserId, readAt: string, };
 
 /**
  * `message:send`
@@ -89,17 +113,41 @@ export type MessageSend = { conversationId: ConversationId, content: Content, cl
 /**
  * Reply to `message:send`: the stored message's id and place.
  */
-export type MessageSent = { messageId: MessageId, seq: number, createdAt: string, };
+export type MessageSent = { messageId: MessageId, 
+/**
+ * Its place in the conversation: 1, 2, 3, ... with no gaps.
+ */
+seq: number, 
+/**
+ * When it was stored.
+ */
+createdAt: string, };
 
 /**
  * Reply to `messages:sync`.
  */
-export type MessagesPage = { messages: Array<MessageNew>, hasMore: boolean, };
+export type MessagesPage = { 
+/**
+ * Ascending by `seq`.
+ */
+messages: Array<MessageNew>, 
+/**
+ * Whether messages after this page exist.
+ */
+hasMore: boolean, };
 
 /**
  * `messages:sync`
  */
-export type MessagesSync = { conversationId: ConversationId, afterSeq: number, limit?: number, };
+export type MessagesSync = { conversationId: ConversationId, 
+/**
+ * The last `seq` the client has; 0 for everything.
+ */
+afterSeq: number, 
+/**
+ * At least 1; 50 when absent, 200 at most (more counts as 200).
+ */
+limit?: number, };
 
 /**
  * A stored notification in a user's inbox.
@@ -109,11 +157,23 @@ export type NotificationId = string;
 /**
  * `notification:new`; also the element of a `notifications:list` page.
  */
-export type NotificationNew = { id: NotificationId, type: string, title: string, message: string, 
+export type NotificationNew = { id: NotificationId, 
+/**
+ * What kind of notification: `match`, or any type a backend chose.
+ */
+type: string, title: string, message: string, 
 /**
  * The recipient.
  */
-userId: UserId, timestamp: string, data?: JsonValue, 
+userId: UserId, 
+/**
+ * When it was created.
+ */
+timestamp: string, 
+/**
+ * Whatever the sender attached; for type `match`, a `MatchNotificationData`.
+ */
+data?: JsonValue, 
 /**
  * When the user marked it read; `notifications:list` shows it, pushes leave it out.
  */
@@ -127,7 +187,15 @@ export type NotificationRead = { id: NotificationId, };
 /**
  * `notifications:list`
  */
-export type NotificationsList = { unreadOnly?: boolean, limit?: number, };
+export type NotificationsList = { 
+/**
+ * Only the notifications not read yet; false when absent.
+ */
+unreadOnly?: boolean, 
+/**
+ * At least 1; 50 when absent, 200 at most (more counts as 200).
+ */
+limit?: number, };
 
 /**
  * Reply to `notifications:list`, newest first.
@@ -147,7 +215,11 @@ export type PresenceReply = { users: { [key in UserId]: UserPresence }, };
 /**
  * `session`: sent to a socket right after it connects.
  */
-export type Session = { userId: UserId, serverTime: string, };
+export type Session = { userId: UserId, 
+/**
+ * The server's clock when the socket connected.
+ */
+serverTime: string, };
 
 /**
  * `sync:required`: this socket's edge lost its deliveries for a while (its queue went away
@@ -176,17 +248,29 @@ export type UserId = string;
 /**
  * `user:offline`
  */
-export type UserOffline = { userId: UserId, lastSeenAt: string, };
+export type UserOffline = { userId: UserId, 
+/**
+ * When the user's last socket closed.
+ */
+lastSeenAt: string, };
 
 /**
  * `user:online`
  */
-export type UserOnline = { userId: UserId, at: string, };
+export type UserOnline = { userId: UserId, 
+/**
+ * When the user's first socket connected.
+ */
+at: string, };
 
 /**
  * One user's presence in a `presence:query` reply.
  */
-export type UserPresence = { online: boolean, lastSeenAt: string | null, };
+export type UserPresence = { online: boolean, 
+/**
+ * When the user was last seen going offline; null if never.
+ */
+lastSeenAt: string | null, };
 
 /** The acknowledgement of every client event: the reply's fields next to `success: true`, or the error. */
 export type Ack<Reply> = ({ success: true } & Reply) | { success: false; error: AckError };
