@@ -132,7 +132,7 @@ impl Process {
     pub async fn serve_with(self, routes: Router, readiness: Readiness) -> anyhow::Result<()> {
         metrics::gauge!("switchboard_build_info", "binary" => self.role.binary(), "version" => env!("CARGO_PKG_VERSION"))
             .set(1.0);
-        let app = routes.merge(health::router(readiness, telemetry::init_metrics()));
+        let app = health::with_fallbacks(routes.merge(health::router(readiness, telemetry::init_metrics())));
         let addr = self.listener.local_addr()?;
         tracing::info!(%addr, binary = self.role.binary(), "listening");
         let token = self.shutdown.token().clone();
