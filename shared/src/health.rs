@@ -97,5 +97,6 @@ async fn readyz(State(state): State<HealthState>) -> impl IntoResponse {
 }
 
 async fn render_metrics(State(state): State<HealthState>) -> impl IntoResponse {
+    crate::telemetry::collect_process_metrics();
     ([("content-type", "text/plain; version=0.0.4")], state.metrics.render())
 }

@@ -57,6 +57,7 @@
 #![forbid(unsafe_code)]
 
 pub mod state;
+pub mod telemetry;
 
 use std::{
     collections::BTreeMap,
@@ -97,6 +98,7 @@ struct Worker {
 }
 
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    telemetry::describe();
     let process = Process::start(Role::Presence, config, shutdown, true).await?;
     let database = process.database.clone().expect("presence has a database");
     let interval = Duration::from_millis(process.config.presence_report_interval_ms);
