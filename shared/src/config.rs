@@ -435,7 +435,9 @@ impl Default for Config {
             rabbitmq_vhost: "/".into(),
             rabbitmq_prefetch: 64,
             rabbitmq_queue_type: QueueType::Classic,
-            database_url: Secret::new("postgres://localhost/switchboard"),
+            // The role and database `deploy/services.sh` creates: a binary started by hand on a
+            // development machine finds them. Production sets its own.
+            database_url: Secret::new("postgres://switchboard:switchboard@127.0.0.1:5432/switchboard"),
             database_migrate: true,
             database_max_connections: 10,
             listen_host: IpAddr::from([0, 0, 0, 0]),
@@ -721,14 +723,15 @@ fn describe(error: figment::Error) -> ConfigError {
         .map(|key| key.to_ascii_uppercase())
         .unwrap_or_else(|| "SWITCHBOARD_CONFIG".to_owned());
     let reason = match &error.kind {
-        figment::error::Kind::InvalidType(actual, expected) => {
-            format!("expected {expected}, found {}", kind_of(actual))
-        }
-        figment::error::Kind::InvalidValue(actual, expected) => {
-            format!("expected {expected}, found {}", kind_of(actual))
-        }
+        figment::error::Kind::InvalidType(actual, expected)
+        | figment::error::Kind::InvalidValue(actual, expected) => must_be(&variable, expected)
+            .unwrap_or_else(|| format!("expected {expected}, found {}", kind_of(actual))),
         figment::error::Kind::UnknownVariant(_, expected) => {
             format!("expected one of {}", expected.join(", "))
+        }
+        // `IpAddr`'s parser says "invalid IP address syntax" and nothing more.
+        figment::error::Kind::Message(message) if message.contains("IP address") => {
+            "must be an IP address such as 0.0.0.0 or ::".to_owned()
         }
         figment::error::Kind::UnknownField(field, _) => {
             return ConfigError::new(&field.to_ascii_uppercase(), "is not a known setting");
@@ -736,6 +739,24 @@ fn describe(error: figment::Error) -> ConfigError {
         other => other.to_string(),
     };
     ConfigError::new(&variable, reason)
+}
+
+/// What a setting must be, in words, from the Rust type serde expected: "u16" means nothing
+/// to an operator who wrote `WEBSOCKET_PORT=70000`. `None` for a type not named here.
+fn must_be(variable: &str, expected: &str) -> Option<String> {
+    let max = match expected {
+        "u8" => u64::from(u8::MAX),
+        "u16" if variable.ends_with("_PORT") => {
+            return Some("must be a port number from 0 to 65535".to_owned());
+        }
+        "u16" => u64::from(u16::MAX),
+        "u32" => u64::from(u32::MAX),
+        "u64" | "usize" => u64::MAX,
+        "a boolean" => return Some("must be true or false".to_owned()),
+        "IP address" => return Some("must be an IP address such as 0.0.0.0 or ::".to_owned()),
+        _ => return None,
+    };
+    Some(format!("must be a whole number from 0 to {max}"))
 }
 
 fn kind_of(actual: &figment::error::Actual) -> &'static str {
@@ -846,7 +867,10 @@ mod tests {
             assert_eq!(c.rabbitmq_host, "127.0.0.1");
             assert_eq!(c.rabbitmq_port, 5672);
             assert_eq!(c.rabbitmq_vhost, "/");
-            assert_eq!(c.database_url.expose(), "postgres://localhost/switchboard");
+            assert_eq!(
+                c.database_url.expose(),
+                "postgres://switchboard:switchboard@127.0.0.1:5432/switchboard"
+            );
             assert_eq!(c.websocket_port, 3001);
             assert_eq!(c.http_port(Role::Messages), 9101);
             assert_eq!(c.http_port(Role::Presence), 9102);
@@ -925,7 +949,38 @@ mod tests {
             jail.set_env("RABBITMQ_PORT", "not-a-port");
             let err = load(Role::Messages).expect_err("must fail");
             assert_eq!(err.variable, "RABBITMQ_PORT");
-            assert_eq!(err.to_string(), "invalid configuration: RABBITMQ_PORT: expected u16, found text");
+            assert_eq!(
+                err.to_string(),
+                "invalid configuration: RABBITMQ_PORT: must be a port number from 0 to 65535"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_numbers_are_explained_in_words_for_every_numeric_setting() {
+        Jail::expect_with(|jail| {
+            let cases = [
+                ("WEBSOCKET_PORT", "70000", "must be a port number from 0 to 65535"),
+                ("METRICS_PORT", "-1", "must be a port number from 0 to 65535"),
+                ("RABBITMQ_PORT", "5672.5", "must be a port number from 0 to 65535"),
+                ("RABBITMQ_PREFETCH", "70000", "must be a whole number from 0 to 65535"),
+                ("DATABASE_MAX_CONNECTIONS", "many", "must be a whole number from 0 to 4294967295"),
+                ("USER_RATE_LIMIT_PER_SEC", "-5", "must be a whole number from 0 to 4294967295"),
+                ("ACK_TIMEOUT_MS", "soon", "must be a whole number from 0 to 18446744073709551615"),
+                ("DATABASE_MIGRATE", "perhaps", "must be true or false"),
+                ("LISTEN_HOST", "localhost", "must be an IP address such as 0.0.0.0 or ::"),
+            ];
+            for (variable, value, reason) in cases {
+                jail.clear_env();
+                jail.set_env(variable, value);
+                let err = load(Role::Edge).expect_err("must fail");
+                assert_eq!(
+                    err.to_string(),
+                    format!("invalid configuration: {variable}: {reason}"),
+                    "{value}"
+                );
+            }
             Ok(())
         });
     }

@@ -40,6 +40,7 @@ impl Database {
     /// Creates the pool and starts the background task that waits for the database and
     /// migrates it. Returns at once.
     pub fn start(config: &Config, options: PgConnectOptions, shutdown: &Shutdown) -> Database {
+        let options = options.application_name("switchboard");
         let pool = PgPoolOptions::new()
             .max_connections(config.database_max_connections)
             .acquire_timeout(Duration::from_secs(3))
@@ -53,21 +54,22 @@ impl Database {
             // its migration), and the few range and join queries whose best plan depends on the
             // table's size are run unprepared (`persistent(false)`), so planned with their
             // actual parameters every time.
-            .connect_lazy_with(options.application_name("switchboard"));
+            .connect_lazy_with(options.clone());
         let (ready, _) = watch::channel(false);
         let database = Database { pool, ready };
-        tokio::spawn(database.clone().prepare(config.database_migrate, shutdown.clone()));
+        tokio::spawn(database.clone().prepare(options, config.database_migrate, shutdown.clone()));
         database
     }
 
-    async fn prepare(self, migrate: bool, shutdown: Shutdown) {
+    async fn prepare(self, options: PgConnectOptions, migrate: bool, shutdown: Shutdown) {
         let mut delays = crate::bus::backoff();
+        let mut refusals = Throttle::new(CREDENTIALS_REMINDER);
         loop {
             let attempt = async {
                 if migrate {
-                    MIGRATOR.run(&self.pool).await.map_err(|e| e.to_string())
+                    run_migrations(&options).await
                 } else {
-                    sqlx::query("SELECT 1").execute(&self.pool).await.map(drop).map_err(|e| e.to_string())
+                    sqlx::query("SELECT 1").execute(&self.pool).await.map(drop).map_err(anyhow::Error::from)
                 }
             };
             match attempt.await {
@@ -76,7 +78,20 @@ impl Database {
                     self.ready.send_replace(true);
                     return;
                 }
-                Err(error) => tracing::warn!(%error, "database not ready; retrying"),
+                Err(error) if credentials_refused(&error) => {
+                    // Retrying alone will not help, but the role or password may be fixed
+                    // without a restart: keep trying, and say what to fix once, then as a
+                    // reminder now and then. The URL is never logged (it holds the password).
+                    if refusals.ready() {
+                        tracing::error!(
+                            error = format!("{error:#}"),
+                            "the database refused the credentials in DATABASE_URL; set DATABASE_URL to \
+                             postgres://<user>:<password>@<host>:<port>/<database> with a role that exists \
+                             (deploy/services.sh creates switchboard/switchboard); retrying"
+                        );
+                    }
+                }
+                Err(error) => tracing::warn!(error = format!("{error:#}"), "database not ready; retrying"),
             }
             let delay = delays.next().unwrap_or(Duration::from_secs(5));
             tokio::select! {
@@ -114,6 +129,59 @@ impl Database {
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// How often a database that keeps refusing our credentials is reported again.
+const CREDENTIALS_REMINDER: Duration = Duration::from_secs(30);
+
+/// Applies the pending migrations on a connection of their own.
+///
+/// The migrator starts with `CREATE TABLE IF NOT EXISTS _sqlx_migrations`, and PostgreSQL
+/// answers every start after the first with a NOTICE ("relation already exists, skipping"),
+/// which sqlx logs at INFO. That connection therefore asks only for warnings and errors
+/// (`client_min_messages`), so a real warning from a migration still shows, and the pool's
+/// connections keep the server's setting. (A one-connection pool rather than a bare
+/// connection: a task running sqlx's migrator on a `&mut PgConnection` does not compile as
+/// `Send`, since `Migrator::run`'s `Acquire` bound asks for every lifetime.)
+async fn run_migrations(options: &PgConnectOptions) -> anyhow::Result<()> {
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(3))
+        .connect_lazy_with(options.clone().options([("client_min_messages", "warning")]));
+    let result = MIGRATOR.run(&pool).await;
+    pool.close().await;
+    Ok(result?)
+}
+
+/// Whether the database refused to let us in: SQLSTATE class 28 (invalid authorization: an
+/// unknown role, a wrong password, no `pg_hba.conf` entry). Anywhere in the cause chain, since
+/// the migrator wraps it.
+pub fn credentials_refused(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| match cause.downcast_ref::<sqlx::Error>() {
+        Some(sqlx::Error::Database(error)) => error.code().is_some_and(|code| code.starts_with("28")),
+        _ => false,
+    })
+}
+
+/// Lets a repeated report through the first time, then at most once per `every`.
+struct Throttle {
+    every: Duration,
+    last: Option<tokio::time::Instant>,
+}
+
+impl Throttle {
+    fn new(every: Duration) -> Self {
+        Self { every, last: None }
+    }
+
+    fn ready(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        if self.last.is_some_and(|last| now.duration_since(last) < self.every) {
+            return false;
+        }
+        self.last = Some(now);
+        true
     }
 }
 

@@ -55,6 +55,26 @@ struct HealthState {
     metrics: PrometheusHandle,
 }
 
+/// The contract's error body for a request no route takes: a path nothing serves is 404
+/// `not_found`, a method the path does not take is 405 `method_not_allowed`, both with the
+/// `{ error: { code, message } }` body every other refusal has. Set on a process's whole
+/// router by [`crate::service::Process::serve_with`].
+pub fn with_fallbacks(router: Router) -> Router {
+    router.fallback(not_found).method_not_allowed_fallback(method_not_allowed)
+}
+
+async fn not_found() -> impl IntoResponse {
+    error(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+async fn method_not_allowed() -> impl IntoResponse {
+    error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method")
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> impl IntoResponse + use<> {
+    (status, Json(serde_json::json!({ "error": { "code": code, "message": message } })))
+}
+
 /// The health routes, to merge into the process's router.
 pub fn router(readiness: Readiness, metrics: PrometheusHandle) -> Router {
     Router::new()
@@ -77,5 +97,6 @@ async fn readyz(State(state): State<HealthState>) -> impl IntoResponse {
 }
 
 async fn render_metrics(State(state): State<HealthState>) -> impl IntoResponse {
+    crate::telemetry::collect_process_metrics();
     ([("content-type", "text/plain; version=0.0.4")], state.metrics.render())
 }

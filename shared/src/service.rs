@@ -40,12 +40,12 @@ where
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
-            tracing::error!(%error, "cannot start the async runtime");
+            tracing::error!(%error, binary = role.binary(), "cannot start the async runtime");
             return ExitCode::FAILURE;
         }
     };
     let result = runtime.block_on(async move {
-        let shutdown = Shutdown::on_signals();
+        let shutdown = Shutdown::on_signals(role.binary());
         run(config, shutdown).await
     });
     // Work still running past the grace period (a query the database never answers) is
@@ -54,7 +54,7 @@ where
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "stopped on an error");
+            tracing::error!(error = format!("{error:#}"), binary = role.binary(), "stopped on an error");
             ExitCode::FAILURE
         }
     }
@@ -132,9 +132,9 @@ impl Process {
     pub async fn serve_with(self, routes: Router, readiness: Readiness) -> anyhow::Result<()> {
         metrics::gauge!("switchboard_build_info", "binary" => self.role.binary(), "version" => env!("CARGO_PKG_VERSION"))
             .set(1.0);
-        let app = routes.merge(health::router(readiness, telemetry::init_metrics()));
+        let app = health::with_fallbacks(routes.merge(health::router(readiness, telemetry::init_metrics())));
         let addr = self.listener.local_addr()?;
-        tracing::info!(%addr, role = self.role.binary(), "listening");
+        tracing::info!(%addr, binary = self.role.binary(), "listening");
         let token = self.shutdown.token().clone();
         let server = axum::serve(self.listener, app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move { token.cancelled().await });
@@ -150,6 +150,7 @@ impl Process {
         let closing = (grace / 4).min(CLOSE_RESERVE);
         if !self.shutdown.drain(grace - closing).await {
             tracing::warn!(
+                binary = self.role.binary(),
                 grace_ms = grace.as_millis() as u64,
                 "in-flight work did not finish within the grace period; what it held goes back to the broker"
             );
@@ -164,9 +165,12 @@ impl Process {
         })
         .await;
         if closed.is_err() {
-            tracing::warn!("the bus or the database did not close in time; leaving them");
+            tracing::warn!(
+                binary = self.role.binary(),
+                "the bus or the database did not close in time; leaving them"
+            );
         }
-        tracing::info!(role = self.role.binary(), "stopped");
+        tracing::info!(binary = self.role.binary(), "stopped");
         Ok(())
     }
 }

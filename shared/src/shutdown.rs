@@ -18,13 +18,14 @@ impl Shutdown {
         Self::default()
     }
 
-    /// A shutdown that fires on SIGTERM or SIGINT.
-    pub fn on_signals() -> Self {
+    /// A shutdown that fires on SIGTERM or SIGINT. `binary` names the process in the log
+    /// line that says so (several binaries often log to one terminal or collector).
+    pub fn on_signals(binary: &'static str) -> Self {
         let shutdown = Self::new();
         let token = shutdown.token.clone();
         tokio::spawn(async move {
-            wait_for_signal().await;
-            tracing::info!("shutdown requested");
+            wait_for_signal(binary).await;
+            tracing::info!(binary, "shutdown requested");
             token.cancel();
         });
         shutdown
@@ -69,12 +70,12 @@ impl Shutdown {
     }
 }
 
-async fn wait_for_signal() {
+async fn wait_for_signal(binary: &'static str) {
     use tokio::signal::unix::{SignalKind, signal};
     let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
         (Ok(term), Ok(int)) => (term, int),
         (Err(error), _) | (_, Err(error)) => {
-            tracing::error!(%error, "cannot listen for signals; only the process manager can stop this process");
+            tracing::error!(%error, binary, "cannot listen for signals; only the process manager can stop this process");
             return std::future::pending().await;
         }
     };

@@ -4,6 +4,11 @@
 //! otherwise (what log collectors want), unless `LOG_FORMAT` says which. `RUST_LOG` sets the
 //! level (default `info`). Metrics use the `metrics` facade with a Prometheus recorder that the
 //! health server renders at `/metrics`.
+//!
+//! Every metric has HELP text, given in one place per crate: [`describe`] here for the metrics
+//! every binary has (the bus, the build, the process), a `telemetry` module in each binary for
+//! its own. `docs/metrics.md` lists them all; a test checks that every metric a binary exports
+//! is in it and has HELP text.
 
 use std::io::IsTerminal;
 
@@ -69,7 +74,51 @@ pub fn init_metrics() -> PrometheusHandle {
             let handle = recorder.handle();
             // Fails only when another recorder is installed, and then ours simply stays unused.
             let _ = metrics::set_global_recorder(recorder);
+            describe();
             handle
         })
         .clone()
+}
+
+/// The process metrics (`process_cpu_seconds_total`, `process_resident_memory_bytes`,
+/// `process_open_fds`, `process_start_time_seconds`, ...), in the names Prometheus's own
+/// clients use. Read from the operating system at each scrape: [`collect_process_metrics`].
+fn process_collector() -> &'static metrics_process::Collector {
+    static COLLECTOR: std::sync::OnceLock<metrics_process::Collector> = std::sync::OnceLock::new();
+    COLLECTOR.get_or_init(metrics_process::Collector::default)
+}
+
+/// Records the process metrics now; the `/metrics` handler calls it before rendering.
+pub fn collect_process_metrics() {
+    process_collector().collect();
+}
+
+/// HELP text of the metrics every binary can export. Each binary's own are described by its
+/// `telemetry::describe`, called at the start of its `run`.
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    process_collector().describe();
+    describe_gauge!(
+        "switchboard_build_info",
+        "Always 1; the labels say which binary (binary) and which version (version) runs."
+    );
+    describe_counter!("bus_published_total", "Messages published to the broker, by exchange.");
+    describe_counter!(
+        "bus_publish_errors_total",
+        "Publishes that failed (broker away, channel closed, refused), by exchange."
+    );
+    describe_counter!(
+        "bus_returned_total",
+        "Mandatory messages the broker returned because no queue took them (a user with no \
+         socket, a request nothing serves), by exchange."
+    );
+    describe_counter!("bus_consumed_total", "Deliveries taken from a queue, by queue.");
+    describe_counter!(
+        "bus_dead_lettered_total",
+        "Messages that could never be handled, parked in the dead.letters queue, by queue and reason."
+    );
+    describe_histogram!(
+        "bus_request_batch_size",
+        "Requests sent to a worker in one broker message (the edge's per-shard batching)."
+    );
 }

@@ -20,7 +20,7 @@ fn as_user(user: &str) -> Value {
 struct World {
     env: TestEnv,
     edge: Running,
-    _workers: Vec<Running>,
+    workers: Vec<Running>,
     driver: Driver,
 }
 
@@ -35,7 +35,7 @@ impl World {
         for user in ["alice", "bob", "carol"] {
             env.add_session(&format!("{user}-token"), user, HOUR).await;
         }
-        World { env, edge, _workers: running, driver: Driver::start().await }
+        World { env, edge, workers: running, driver: Driver::start().await }
     }
 
     async fn connect(&mut self, client: &str, user: &str) {
@@ -257,4 +257,75 @@ async fn a_client_message_id_belongs_to_one_conversation() {
     let retry = w.driver.emit_ack("a", event::MESSAGE_SEND, send(&with_bob, "to bob")).await;
     assert_eq!((retry["messageId"].clone(), retry["seq"].clone()), (first["messageId"].clone(), json!(1)));
     assert_eq!(w.env.count("SELECT count(*) FROM messages").await, 2);
+}
+
+/// Issue 17: errors speak the contract's language, not Rust's: a bad id names the field, a
+/// missing key is `unauthorized`, and an unknown route or method has the JSON error body too.
+#[tokio::test]
+async fn errors_name_the_field_and_use_the_contract_codes() {
+    let mut w = World::start(&[Bin::Messages]).await;
+    w.connect("a", "alice").await;
+    let invalid =
+        |message: &str| json!({ "success": false, "error": { "code": "invalid", "message": message } });
+    for (name, payload, message) in [
+        (
+            event::MESSAGE_SEND,
+            json!({ "conversationId": "nope", "content": "hi" }),
+            "conversationId must be a UUID",
+        ),
+        (
+            event::CONVERSATION_JOIN,
+            json!({ "conversationId": 7 }),
+            "invalid type: integer `7`, expected conversationId as a UUID string",
+        ),
+        (
+            event::MESSAGE_READ,
+            json!({ "conversationId": ConversationId::new(), "messageId": "n" }),
+            "messageId must be a UUID",
+        ),
+        (event::NOTIFICATION_READ, json!({ "id": "x" }), "notification id must be a UUID"),
+    ] {
+        let reply = w.driver.emit_ack("a", name, json!([payload])).await;
+        assert_eq!(reply, invalid(message), "{name}");
+    }
+
+    let key = Some(switchboard_tests::INGRESS_KEY);
+    let post = reqwest::Method::POST;
+    let body = r#"{"room": "conversation:nope", "event": "hello", "data": {}}"#;
+    let (status, reply) = w.edge.call(post.clone(), "/api/v1/emit", key, Some(body)).await;
+    assert_eq!(
+        (status, reply),
+        (400, json!({ "error": { "code": "invalid", "message": "conversation room id must be a UUID" } }))
+    );
+    let body = r#"{"userId": "a b", "event": "hello", "data": {}}"#;
+    let (status, reply) = w.edge.call(post.clone(), "/api/v1/emit", key, Some(body)).await;
+    assert_eq!(
+        (status, reply["error"]["message"].as_str()),
+        (400, Some("userId contains ' '; allowed are A-Z a-z 0-9 _ . : @ -"))
+    );
+    // Broken JSON keeps its position: that is where to look.
+    let (status, reply) = w.edge.call(post.clone(), "/api/v1/emit", key, Some("{")).await;
+    assert_eq!(
+        (status, reply["error"]["message"].as_str()),
+        (400, Some("EOF while parsing an object at line 1 column 1"))
+    );
+
+    let unauthorized =
+        json!({ "error": { "code": "unauthorized", "message": "a valid ingress key is required" } });
+    for key in [None, Some("wrong-key")] {
+        let (status, reply) = w.edge.call(post.clone(), "/api/v1/emit", key, Some("{}")).await;
+        assert_eq!((status, reply), (401, unauthorized.clone()), "{key:?}");
+    }
+
+    let not_found = json!({ "error": { "code": "not_found", "message": "no such route" } });
+    let not_allowed = json!({ "error": { "code": "method_not_allowed", "message": "this route does not take that method" } });
+    let worker = &w.workers[0];
+    for process in [&w.edge, worker] {
+        let (status, reply) = process.call(reqwest::Method::GET, "/nothing/here", None, None).await;
+        assert_eq!((status, reply), (404, not_found.clone()), "{}", process.bin.name());
+        let (status, reply) = process.call(post.clone(), "/healthz", None, None).await;
+        assert_eq!((status, reply), (405, not_allowed.clone()), "{}", process.bin.name());
+    }
+    let (status, reply) = w.edge.call(reqwest::Method::GET, "/api/v1/matches", key, None).await;
+    assert_eq!((status, reply), (405, not_allowed));
 }

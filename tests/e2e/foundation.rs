@@ -224,3 +224,108 @@ async fn socket_io_client_without_a_session_is_refused_and_with_one_is_admitted(
         driver.disconnect("alice").await;
     }
 }
+
+/// The JSON log lines of a process, parsed (anything else it printed is left out).
+fn json_lines(process: &Running) -> Vec<serde_json::Value> {
+    process.logs().iter().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+/// Issue 17: a start and a stop log no warning or error, no PostgreSQL notice, one line about
+/// the shards a messages worker took, and a stop line that names the binary.
+#[tokio::test]
+async fn every_binary_starts_and_stops_quietly_and_says_which_it_is() {
+    let env = TestEnv::new().await;
+    for bin in Bin::ALL {
+        // An edge that lets any origin in warns about it, on purpose; a listed origin does not.
+        let mut process = env.spawn_ready(bin, &[("ALLOWED_ORIGINS", "http://localhost:5173")]).await;
+        if bin == Bin::Messages {
+            switchboard_tests::eventually(
+                "the worker to own every shard",
+                Duration::from_secs(10),
+                || async {
+                    let (_, metrics) = process.get("/metrics").await;
+                    metrics.lines().any(|l| l == "messages_shards_owned 16").then_some(())
+                },
+            )
+            .await;
+        }
+        process.signal(Signal::SIGTERM);
+        assert_eq!(process.wait_exit(Duration::from_secs(10)).await.code(), Some(0), "{}", bin.name());
+        let what = format!("{} to log its stop", bin.name());
+        let stopped = switchboard_tests::eventually(&what, Duration::from_secs(2), || {
+            let line = json_lines(&process).into_iter().find(|l| l["message"] == "stopped");
+            async move { line }
+        })
+        .await;
+        assert_eq!(stopped["binary"], bin.name(), "{stopped}");
+        let lines = json_lines(&process);
+        let requested: Vec<_> = lines.iter().filter(|l| l["message"] == "shutdown requested").collect();
+        assert_eq!(requested.len(), 1, "{}: {requested:?}", bin.name());
+        assert_eq!(requested[0]["binary"], bin.name());
+        let loud: Vec<_> = lines.iter().filter(|l| l["level"] == "WARN" || l["level"] == "ERROR").collect();
+        assert!(loud.is_empty(), "{} logged: {loud:#?}", bin.name());
+        let notices: Vec<_> = process.logs().into_iter().filter(|l| l.contains("already exists")).collect();
+        assert!(notices.is_empty(), "{} logged: {notices:#?}", bin.name());
+        let shard_lines: Vec<_> =
+            lines.iter().filter_map(|l| l["message"].as_str()).filter(|m| m.contains("shard")).collect();
+        if bin == Bin::Messages {
+            assert_eq!(shard_lines, ["took 16 shards, gave back 0"], "one line for the whole start");
+            let took =
+                lines.iter().find(|l| l["message"] == "took 16 shards, gave back 0").expect("the line");
+            assert_eq!(
+                (took["took"].as_str(), took["owned"].as_u64(), took["copies"].as_u64()),
+                (Some("0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15"), Some(16), Some(1))
+            );
+        } else {
+            assert!(shard_lines.is_empty(), "{}: {shard_lines:?}", bin.name());
+        }
+    }
+}
+
+/// Issue 17: credentials the database refuses are one ERROR that names `DATABASE_URL` (not
+/// its value) and says what to fix; the process keeps trying without repeating it every time.
+#[tokio::test]
+async fn refused_database_credentials_are_one_clear_error_not_a_retry_loop_of_warnings() {
+    let env = TestEnv::new().await;
+    // A role that does not exist (what the old default gave, as "anonymous"): refused whatever
+    // pg_hba.conf says (a development server may trust every local connection's password).
+    let url = env.database_url.replacen("switchboard:switchboard@", "no_such_role:not-the-password@", 1);
+    assert_ne!(url, env.database_url, "the test database URL carries the development credentials");
+    let worker = env.spawn(Bin::Messages, &[("DATABASE_URL", url.as_str())]).await;
+    let error = switchboard_tests::eventually("the credentials error", Duration::from_secs(10), || {
+        let line = json_lines(&worker).into_iter().find(|l| l["level"] == "ERROR");
+        async move { line }
+    })
+    .await;
+    let message = error["message"].as_str().expect("a message");
+    assert!(message.starts_with("the database refused the credentials in DATABASE_URL; "), "{error}");
+    assert!(message.contains("deploy/services.sh"), "{error}");
+    assert!(
+        error["error"].as_str().is_some_and(|e| e.contains("role \"no_such_role\" does not exist")),
+        "{error}"
+    );
+    // Attempts go on about every second (backoff tops out at 1 s); the error is not repeated
+    // within 30 s, and there is no warning per attempt either.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let lines = json_lines(&worker);
+    let loud: Vec<_> = lines.iter().filter(|l| l["level"] == "WARN" || l["level"] == "ERROR").collect();
+    assert_eq!(loud.len(), 1, "{loud:#?}");
+    assert!(!worker.logs().join("\n").contains("not-the-password"), "the password is never logged");
+    assert_eq!(worker.get("/readyz").await.0, 503);
+}
+
+#[tokio::test]
+async fn a_bad_number_says_what_it_must_be() {
+    let env = TestEnv::new().await;
+    for (bin, variable, value, reason) in [
+        (Bin::Edge, "WEBSOCKET_PORT", "70000", "must be a port number from 0 to 65535"),
+        (Bin::Presence, "METRICS_PORT", "-1", "must be a port number from 0 to 65535"),
+        (Bin::Messages, "ACK_TIMEOUT_MS", "soon", "must be a whole number from 0 to 18446744073709551615"),
+    ] {
+        let mut vars = env.base_env();
+        vars.push((variable.to_owned(), value.to_owned()));
+        let (status, output) = Running::run_to_exit(bin, &vars, Duration::from_secs(10)).await;
+        assert_eq!(status.code(), Some(64));
+        assert_eq!(output, [format!("{}: invalid configuration: {variable}: {reason}", bin.name())]);
+    }
+}

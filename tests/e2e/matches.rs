@@ -45,10 +45,13 @@ async fn a_match_reaches_both_users_once_and_opens_a_conversation() {
     w.connect("a", "alice", 0).await;
     w.connect("b", "bob", 1).await;
     let post = json!({ "matchId": "m-1", "userIds": ["alice", "bob"], "createdAt": "2026-11-25T12:00:00Z" });
-    assert_eq!(w.edges[0].post("/api/v1/matches", post.clone()).await, (202, json!({})));
+    let (status, reply) = w.edges[0].post("/api/v1/matches", post.clone()).await;
+    assert_eq!(status, 202, "{reply}");
+    // The answer names the match's conversation: the one its users get.
+    let conversation = reply["conversationId"].as_str().expect("conversationId").to_owned();
+    assert_eq!(reply, json!({ "matchId": "m-1", "conversationId": conversation }));
 
     let new_a = w.driver.event("a", "match:new").await;
-    let conversation = new_a["conversationId"].as_str().expect("conversationId").to_owned();
     assert_eq!(
         new_a,
         json!({ "matchId": "m-1", "userId": "bob", "conversationId": conversation, "createdAt": "2026-11-25T12:00:00Z" })
@@ -69,12 +72,21 @@ async fn a_match_reaches_both_users_once_and_opens_a_conversation() {
         assert!(notification["id"].as_str().is_some() && notification["timestamp"].as_str().is_some());
     }
 
-    // The same match again changes nothing.
-    assert_eq!(w.edges[1].post("/api/v1/matches", post).await.0, 202);
+    // The same match again changes nothing, and answers the same.
+    let again = w.edges[1].post("/api/v1/matches", post).await;
+    assert_eq!(again, (202, json!({ "matchId": "m-1", "conversationId": conversation })));
+    // The same matchId naming other users is a mistake, refused: no one joins the conversation.
+    let other = json!({ "matchId": "m-1", "userIds": ["alice", "carol"] });
+    let refused = json!({ "error": { "code": "invalid", "message": "matchId already names a match between other users" } });
+    assert_eq!(w.edges[0].post("/api/v1/matches", other).await, (400, refused));
     w.driver.no_event("a", "match:new", Duration::from_millis(1500)).await;
     w.driver.no_event("b", "notification:new", Duration::from_millis(10)).await;
     assert_eq!(w.env.count("SELECT count(*) FROM conversations WHERE match_id = 'm-1'").await, 1);
     assert_eq!(w.env.count("SELECT count(*) FROM notifications WHERE match_id = 'm-1'").await, 2);
+    assert_eq!(
+        w.env.count("SELECT count(*) FROM conversation_participants WHERE user_id = 'carol'").await,
+        0
+    );
 
     // The conversation works.
     let ack = w
@@ -234,14 +246,23 @@ async fn a_match_waits_for_an_absent_messages_worker_and_is_handled_when_it_retu
     let env = TestEnv::new().await;
     let mut messages = env.spawn_ready(Bin::Messages, &[]).await;
     let notifier = env.spawn_ready(Bin::Notifier, &[("ACK_TIMEOUT_MS", "1000")]).await;
-    let edge = env.spawn_ready(Bin::Edge, &[]).await;
+    let edge = env.spawn_ready(Bin::Edge, &[("ACK_TIMEOUT_MS", "1000")]).await;
     messages.signal(Signal::SIGTERM);
     assert_eq!(messages.wait_exit(Duration::from_secs(10)).await.code(), Some(0));
 
-    assert_eq!(
-        edge.post("/api/v1/matches", json!({ "matchId": "m-wait", "userIds": ["alice", "bob"] })).await.0,
-        202
-    );
+    // The ingress answers with the match's conversation, so it needs the messages worker: with
+    // none, the contract's 504 (no answer in time; trying again is safe), and nothing published.
+    let (status, reply) =
+        edge.post("/api/v1/matches", json!({ "matchId": "m-wait", "userIds": ["alice", "bob"] })).await;
+    assert_eq!((status, &reply["error"]["code"]), (504, &json!("timeout")), "{reply}");
+    assert_eq!(env.count("SELECT count(*) FROM matches").await, 0);
+    // A backend publishing on the bus does not wait: the notifier keeps the match until the
+    // messages worker returns.
+    let bus = env.bus("a-backend").await;
+    let users = ["alice".parse().expect("a user id"), "bob".parse().expect("a user id")];
+    switchboard::backend::publish_match(&bus, &"m-wait".parse().expect("a match id"), users, None)
+        .await
+        .expect("published");
     eventually("the notifier to take the match", Duration::from_secs(10), || async {
         (env.count("SELECT count(*) FROM matches").await == 1).then_some(())
     })

@@ -20,7 +20,7 @@ struct World {
     env: TestEnv,
     edges: Vec<Running>,
     presence: Running,
-    _messages: Running,
+    messages: Running,
     driver: Driver,
 }
 
@@ -36,8 +36,7 @@ impl World {
         }
         env.create_conversation(&e1, &["alice", "bob"]).await;
         env.create_conversation(&e1, &["bob", "carol"]).await;
-        let world =
-            World { env, edges: vec![e1, e2], presence, _messages: messages, driver: Driver::start().await };
+        let world = World { env, edges: vec![e1, e2], presence, messages, driver: Driver::start().await };
         world.warm(&world.presence).await;
         world
     }
@@ -278,14 +277,14 @@ async fn after_a_failover_a_user_who_leaves_goes_offline() {
 #[tokio::test]
 async fn two_online_users_who_match_see_each_other_online() {
     let mut w = World::start().await;
-    let _notifier = w.env.spawn_ready(Bin::Notifier, &CLOCKS).await;
+    let notifier = w.env.spawn_ready(Bin::Notifier, &CLOCKS).await;
     // alice and carol share no conversation yet.
     w.connect("carol", "carol", 1).await;
     w.connect("alice", "alice", 0).await;
     w.driver.no_event_about("carol", "user:online", "alice", Duration::from_millis(1000)).await;
 
     let post = json!({ "matchId": "m-presence", "userIds": ["alice", "carol"] });
-    assert_eq!(w.edges[0].post("/api/v1/matches", post).await, (202, json!({})));
+    assert_eq!(w.edges[0].post("/api/v1/matches", post).await.0, 202);
     w.driver.event("alice", "match:new").await;
     let about_carol = w.driver.event_about("alice", "user:online", "carol").await;
     let about_alice = w.driver.event_about("carol", "user:online", "alice").await;
@@ -295,4 +294,8 @@ async fn two_online_users_who_match_see_each_other_online() {
     // From now on they are contacts like any others.
     w.driver.disconnect("carol").await;
     assert_eq!(w.driver.event_about("alice", "user:offline", "carol").await["userId"], "carol");
+    // Issue 17: after this traffic through every binary, all they export is documented.
+    for process in [&w.edges[0], &w.edges[1], &w.presence, &w.messages, &notifier] {
+        switchboard_tests::assert_metrics_documented(process).await;
+    }
 }

@@ -242,3 +242,40 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Issue 17: every metric `process` exports now has HELP text, is listed in `docs/metrics.md`
+/// (as `` `name` `` in its table), and the process metrics are there. Call it after some
+/// traffic, so that the metrics a flow touches exist.
+pub async fn assert_metrics_documented(process: &Running) {
+    let docs_path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/metrics.md");
+    let docs = std::fs::read_to_string(docs_path).expect("docs/metrics.md");
+    let (status, text) = process.get("/metrics").await;
+    assert_eq!(status, 200, "{} /metrics", process.bin.name());
+    let mut families = std::collections::BTreeSet::new();
+    let mut helped = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+            assert!(!help.trim().is_empty(), "{}: {name} has an empty HELP", process.bin.name());
+            helped.insert(name.to_owned());
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            families.insert(rest.split(' ').next().unwrap_or_default().to_owned());
+        }
+    }
+    for process_metric in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_start_time_seconds",
+    ] {
+        assert!(families.contains(process_metric), "{} lacks {process_metric}", process.bin.name());
+    }
+    for family in &families {
+        assert!(helped.contains(family), "{}: {family} has no HELP text", process.bin.name());
+        assert!(
+            docs.contains(&format!("`{family}`")),
+            "{}: {family} is not in docs/metrics.md",
+            process.bin.name()
+        );
+    }
+}

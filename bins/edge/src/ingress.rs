@@ -47,19 +47,21 @@ pub fn router(app: Arc<App>) -> Router {
 /// failure into an HTTP answer.
 pub struct ApiError {
     status: StatusCode,
-    code: ErrorCode,
+    /// The contract's error code: one of the client codes, or an HTTP-only one
+    /// (`unauthorized`, `method_not_allowed`).
+    code: &'static str,
     message: String,
 }
 
 impl ApiError {
     pub fn invalid(message: impl Into<String>) -> Self {
-        Self { status: StatusCode::BAD_REQUEST, code: ErrorCode::Invalid, message: message.into() }
+        Self { status: StatusCode::BAD_REQUEST, code: ErrorCode::Invalid.as_str(), message: message.into() }
     }
 
     fn unauthorized() -> Self {
         Self {
             status: StatusCode::UNAUTHORIZED,
-            code: ErrorCode::Forbidden,
+            code: "unauthorized",
             message: "a valid ingress key is required".into(),
         }
     }
@@ -70,7 +72,7 @@ impl ApiError {
             RequestError::Refused(AckError { code: ErrorCode::Invalid, message }) => Self::invalid(message),
             RequestError::Timeout => Self {
                 status: StatusCode::GATEWAY_TIMEOUT,
-                code: ErrorCode::Timeout,
+                code: ErrorCode::Timeout.as_str(),
                 message: "no answer in time; the outcome is unknown".into(),
             },
             other => {
@@ -83,7 +85,7 @@ impl ApiError {
     pub fn unavailable() -> Self {
         Self {
             status: StatusCode::SERVICE_UNAVAILABLE,
-            code: ErrorCode::Unavailable,
+            code: ErrorCode::Unavailable.as_str(),
             message: "the message bus is unavailable, try again".into(),
         }
     }
@@ -125,7 +127,19 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// Parses a JSON body into `T`, answering the contract's 400 on any failure; a body that is not
 /// a JSON object (an array, a string) is such a failure.
 pub fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    switchboard::contract::object::from_slice(body).map_err(|e| ApiError::invalid(e.to_string()))
+    switchboard::contract::object::from_slice(body).map_err(|e| ApiError::invalid(reason(&e)))
+}
+
+/// What was wrong with a body, for the caller. The position serde_json appends ("at line 1
+/// column 57") helps with broken JSON, and is noise after a value that is well-formed but not
+/// allowed ("conversationId must be a UUID"), so it is kept only for the former.
+fn reason(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    if error.classify() != serde_json::error::Category::Data {
+        return text;
+    }
+    let position = format!(" at line {} column {}", error.line(), error.column());
+    text.strip_suffix(&position).map_or(text.clone(), str::to_owned)
 }
 
 #[derive(Deserialize)]
@@ -233,8 +247,14 @@ pub fn match_command(body: &[u8]) -> Result<MatchCreated, ApiError> {
     })
 }
 
-/// `POST /api/v1/matches`: `{ matchId, userIds: [a, b], createdAt? }`; 202, idempotent by
-/// `matchId`.
+/// `POST /api/v1/matches`: `{ matchId, userIds: [a, b], createdAt? }`; 202 `{ matchId,
+/// conversationId }`, idempotent by `matchId`.
+///
+/// The match's conversation is made first, by the owner of conversations, which makes one per
+/// `matchId` (the notifier asks the same when it handles the match, and gets the same id), so
+/// the caller learns it without a socket; then the match is published for the notifier as
+/// before. A worker that does not answer is 503 or 504 and nothing is published; trying
+/// again is safe.
 async fn create_match(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
@@ -242,9 +262,19 @@ async fn create_match(
 ) -> Result<impl IntoResponse, ApiError> {
     authorize(&app.ingress_keys, &headers)?;
     let created = match_command(&body)?;
+    let conversation = CreateConversation {
+        participants: created.user_ids.to_vec(),
+        match_id: Some(created.match_id.clone()),
+    };
+    let conversation_id = backend::create_conversation(&app.bus, &conversation, app.config.ack_timeout())
+        .await
+        .map_err(ApiError::from_request)?;
     command(&app, &created).await?;
     metrics::counter!("edge_ingress_total", "route" => "matches").increment(1);
-    Ok((StatusCode::ACCEPTED, Json(json!({}))))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "matchId": created.match_id, "conversationId": conversation_id })),
+    ))
 }
 
 /// `DELETE /api/v1/matches/{matchId}`: the unmatch; 202 even for an unknown match.

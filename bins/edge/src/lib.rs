@@ -42,6 +42,7 @@ pub mod limits;
 pub mod lookups;
 pub mod origin;
 pub mod presence;
+pub mod telemetry;
 
 use std::{sync::Arc, time::Duration};
 
@@ -71,6 +72,7 @@ pub struct App {
 }
 
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    telemetry::describe();
     let origins = config.origins()?;
     if origins == AllowedOrigins::Any {
         tracing::warn!(

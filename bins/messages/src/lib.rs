@@ -86,10 +86,12 @@ pub mod batch;
 pub mod committer;
 pub mod queries;
 pub mod shards;
+pub mod telemetry;
 
 use switchboard::{Config, Role, Shutdown, service::Process};
 
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    telemetry::describe();
     let process = Process::start(Role::Messages, config, shutdown, true).await?;
     let database = process.database.clone().expect("the messages worker has a database");
     let serving = queries::serve(&process.bus, &database);

@@ -170,8 +170,10 @@ async fn sync(db: &Database, query: SyncQuery) -> Result<MessagesPage, AckError>
 }
 
 /// Stores a conversation, then tells presence (`conversation.opened`), which introduces the
-/// participants who are online to each other. Every creation asked is announced, a replay too,
-/// so an announcement lost with a failed first attempt is made by the retry. Losing it is a
+/// participants who are online to each other. Only a creation that stored something is
+/// announced: a match's conversation is asked for twice (by the ingress, which answers with
+/// its id, and by the notifier), and its users would otherwise be introduced twice. Losing an
+/// announcement (a failed publish, or a crash between the commit and the publish) is a
 /// presence event not shown (contacts can still ask with `presence:query`), not a reason to
 /// fail a conversation that is stored, so a failed publish is only logged.
 async fn create(
@@ -193,15 +195,34 @@ async fn create(
     .fetch_optional(&mut *tx)
     .await
     .map_err(unavailable)?;
+    let mut stored = inserted.is_some();
     let (id,) = match inserted {
         Some(row) => row,
-        None => sqlx::query_as("SELECT id FROM conversations WHERE match_id = $1")
-            .bind(request.match_id.as_ref().map(|m| m.as_str()))
-            .fetch_one(&mut *tx)
+        None => {
+            let (id,): (Uuid,) = sqlx::query_as("SELECT id FROM conversations WHERE match_id = $1")
+                .bind(request.match_id.as_ref().map(|m| m.as_str()))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+            // The match's conversation is between the match's two users. The same `matchId`
+            // naming other users is a mistake of the caller's, refused here rather than let
+            // it add a stranger to that conversation.
+            let existing: Vec<String> = sqlx::query_scalar(
+                "SELECT user_id FROM conversation_participants WHERE conversation_id = $1 ORDER BY user_id",
+            )
+            .bind(id)
+            .fetch_all(&mut *tx)
             .await
-            .map_err(unavailable)?,
+            .map_err(unavailable)?;
+            let mut asked: Vec<String> = request.participants.iter().map(|u| u.to_string()).collect();
+            asked.sort();
+            if existing != asked {
+                return Err(AckError::invalid("matchId already names a match between other users"));
+            }
+            (id,)
+        }
     };
-    sqlx::query(
+    let joined = sqlx::query(
         "INSERT INTO conversation_participants (conversation_id, user_id) SELECT $1, u FROM UNNEST($2::text[]) AS u \
          ON CONFLICT DO NOTHING",
     )
@@ -210,8 +231,12 @@ async fn create(
     .execute(&mut *tx)
     .await
     .map_err(unavailable)?;
+    stored |= joined.rows_affected() > 0;
     tx.commit().await.map_err(unavailable)?;
     let conversation_id = ConversationId(id);
+    if !stored {
+        return Ok(ConversationCreated { conversation_id });
+    }
     let opened = ConversationOpened { conversation_id, participants: request.participants };
     if let Err(error) = bus.publish(&opened, Durability::Confirmed).await {
         tracing::warn!(%error, "could not announce a new conversation to presence");

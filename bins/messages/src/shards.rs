@@ -112,9 +112,11 @@ async fn rebalance(
 ) -> Result<(), sqlx::Error> {
     // A consumer that ended by itself (its queue could not be set up for long) is given back.
     let finished: Vec<Shard> = owned.iter().filter(|(_, o)| o.task.is_finished()).map(|(s, _)| *s).collect();
+    let mut gave_back = Vec::new();
     for shard in finished {
         owned.remove(&shard);
         unlock(session, shard).await?;
+        gave_back.push(shard);
     }
     let (copies,): (i64,) = sqlx::query_as(
         "SELECT count(*) FROM pg_locks \
@@ -133,8 +135,9 @@ async fn rebalance(
         surplus.stop.cancel();
         let _ = surplus.task.await;
         unlock(session, shard).await?;
-        tracing::info!(shard = shard.index(), copies, "gave a shard back");
+        gave_back.push(shard);
     }
+    let mut took = Vec::new();
     for shard in Shard::all().cycle().skip(offset).take(Shard::COUNT as usize) {
         if owned.len() >= share {
             break;
@@ -151,11 +154,29 @@ async fn rebalance(
             let stop = shutdown.token().child_token();
             let task = tokio::spawn(consume_shard(bus.clone(), committer.clone(), shard, stop.clone()));
             owned.insert(shard, Owned { stop, task });
-            tracing::info!(shard = shard.index(), copies, "took a shard");
+            took.push(shard);
         }
+    }
+    // One line per rebalance that changed something, not one per shard.
+    if !took.is_empty() || !gave_back.is_empty() {
+        tracing::info!(
+            took = %shard_list(&mut took),
+            gave_back = %shard_list(&mut gave_back),
+            owned = owned.len(),
+            copies,
+            "took {} shards, gave back {}",
+            took.len(),
+            gave_back.len()
+        );
     }
     metrics::gauge!("messages_shards_owned").set(owned.len() as f64);
     Ok(())
+}
+
+/// Shard numbers in order, as `0,3,7`.
+fn shard_list(shards: &mut [Shard]) -> String {
+    shards.sort();
+    shards.iter().map(|s| s.index().to_string()).collect::<Vec<_>>().join(",")
 }
 
 /// The advisory lock of a shard: `(LOCK_CLASS, its number)`.

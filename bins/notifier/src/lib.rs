@@ -50,6 +50,7 @@
 
 pub mod inbox;
 pub mod matches;
+pub mod telemetry;
 
 use std::{sync::Arc, time::Duration};
 
@@ -125,6 +126,7 @@ pub struct Notifier {
 }
 
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    telemetry::describe();
     let process = Process::start(Role::Notifier, config, shutdown, true).await?;
     let notifier = Arc::new(Notifier {
         bus: process.bus.clone(),

@@ -38,8 +38,9 @@
 //! with the participants (on `events.topic`, bound to this queue, so it is handled in order
 //! with the changes). Each participant who is online is announced to the others with
 //! `user:online` (addressed to them only): two online users who get a conversation (a match)
-//! learn each other's presence at once instead of at their next reconnect. A replayed creation
-//! may introduce them again (at least once, like every announcement).
+//! learn each other's presence at once instead of at their next reconnect. The owner announces
+//! only a creation that stored something, so a replay (a match's conversation is asked for by
+//! the ingress and again by the notifier) introduces no one twice.
 //!
 //! **Audience.** The contacts of a user (who share an open conversation) come from the owner
 //! of conversations over the bus. An announcement is published once on `user.direct`,
@@ -56,6 +57,7 @@
 #![forbid(unsafe_code)]
 
 pub mod state;
+pub mod telemetry;
 
 use std::{
     collections::BTreeMap,
@@ -96,6 +98,7 @@ struct Worker {
 }
 
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    telemetry::describe();
     let process = Process::start(Role::Presence, config, shutdown, true).await?;
     let database = process.database.clone().expect("presence has a database");
     let interval = Duration::from_millis(process.config.presence_report_interval_ms);

@@ -100,9 +100,15 @@ export class SwitchboardEmitter {
     };
   }
 
-  /** A match: once per matchId, a conversation, a notification for each, and match:new to both. */
-  async publishMatch(match: Match): Promise<void> {
-    await this.request("POST", "/api/v1/matches", match);
+  /**
+   * A match: once per matchId, a conversation, a notification for each, and match:new to both.
+   * Resolves with the match's conversation, the same for every call with the same matchId.
+   */
+  async publishMatch(match: Match): Promise<{ matchId: MatchId; conversationId: ConversationId }> {
+    return (await this.request("POST", "/api/v1/matches", match)) as {
+      matchId: MatchId;
+      conversationId: ConversationId;
+    };
   }
 
   /** The unmatch: closes the match's conversation; both users get match:removed. */

@@ -87,11 +87,15 @@ describe("requests", () => {
     ({ seen, emitter } = await ingress(({ url }) => {
       if (url === "/api/v1/conversations") return [201, { conversationId: "c-1" }];
       if (url === "/api/v1/notifications") return [202, { id: "n-1" }];
+      if (url === "/api/v1/matches") return [202, { matchId: "m:1", conversationId: "c-2" }];
       return [202, {}];
     }));
 
     expect(await emitter.createConversation(["alice", "bob"])).toEqual({ conversationId: "c-1" });
-    await emitter.publishMatch({ matchId: "m:1", userIds: ["alice", "bob"] });
+    expect(await emitter.publishMatch({ matchId: "m:1", userIds: ["alice", "bob"] })).toEqual({
+      matchId: "m:1",
+      conversationId: "c-2",
+    });
     await emitter.removeMatch("m:1");
     expect(await emitter.notify({ userId: "bob", type: "system", title: "Hi", message: "Welcome" })).toEqual({
       id: "n-1",
@@ -110,7 +114,7 @@ describe("requests", () => {
 describe("errors", () => {
   it.each([
     [400, { error: { code: "invalid", message: "userIds must be two different users" } }, InvalidRequestError],
-    [401, { error: { code: "forbidden", message: "a valid ingress key is required" } }, UnauthorizedError],
+    [401, { error: { code: "unauthorized", message: "a valid ingress key is required" } }, UnauthorizedError],
     [503, { error: { code: "unavailable", message: "the message bus is unavailable" } }, UnavailableError],
     [504, { error: { code: "timeout", message: "no answer in time" } }, UnavailableError],
   ])("%i becomes a typed error carrying the contract's code", async (status, body, type) => {

@@ -79,10 +79,17 @@ external_id!(
     "matchId"
 );
 
+/// Parses a minted id, saying which id was wrong in words a client understands: the uuid
+/// crate's own error ("UUID parsing failed: invalid character: found `n` at 1") names neither
+/// the field nor what was expected.
+fn parse_minted(kind: &str, raw: &str) -> Result<Uuid, InvalidId> {
+    Uuid::parse_str(raw).map_err(|_| InvalidId(format!("{kind} must be a UUID")))
+}
+
 macro_rules! minted_id {
-    ($(#[$doc:meta])* $name:ident) => {
+    ($(#[$doc:meta])* $name:ident, $kind:literal) => {
         $(#[$doc])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
         #[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
         #[serde(transparent)]
         pub struct $name(pub Uuid);
@@ -101,9 +108,25 @@ macro_rules! minted_id {
         }
 
         impl FromStr for $name {
-            type Err = uuid::Error;
-            fn from_str(raw: &str) -> Result<Self, uuid::Error> {
-                Uuid::parse_str(raw).map(Self)
+            type Err = InvalidId;
+            fn from_str(raw: &str) -> Result<Self, InvalidId> {
+                parse_minted($kind, raw).map(Self)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct Visitor;
+                impl serde::de::Visitor<'_> for Visitor {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        write!(f, "{} as a UUID string", $kind)
+                    }
+                    fn visit_str<E: serde::de::Error>(self, raw: &str) -> Result<$name, E> {
+                        raw.parse().map_err(E::custom)
+                    }
+                }
+                d.deserialize_str(Visitor)
             }
         }
 
@@ -117,15 +140,18 @@ macro_rules! minted_id {
 
 minted_id!(
     /// A conversation: two or more participants and their ordered messages.
-    ConversationId
+    ConversationId,
+    "conversationId"
 );
 minted_id!(
     /// A stored message.
-    MessageId
+    MessageId,
+    "messageId"
 );
 minted_id!(
     /// A stored notification in a user's inbox.
-    NotificationId
+    NotificationId,
+    "notification id"
 );
 
 /// A Socket.IO room as the contract names them (docs/reference.md, Ingress): every socket of a user, or the
@@ -188,6 +214,17 @@ mod tests {
         }
         let err = serde_json::from_str::<UserId>("\"a b\"").expect_err("invalid");
         assert!(err.to_string().contains("allowed are"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_minted_id_says_which_id_must_be_a_uuid() {
+        let err = serde_json::from_value::<ConversationId>(serde_json::json!("nope")).expect_err("invalid");
+        assert_eq!(err.to_string(), "conversationId must be a UUID");
+        let err = serde_json::from_value::<MessageId>(serde_json::json!(42)).expect_err("invalid");
+        assert_eq!(err.to_string(), "invalid type: integer `42`, expected messageId as a UUID string");
+        assert_eq!("x".parse::<NotificationId>(), Err(InvalidId("notification id must be a UUID".into())));
+        let id = ConversationId::new();
+        assert_eq!(serde_json::from_value::<ConversationId>(serde_json::json!(id)).expect("valid"), id);
     }
 
     #[test]
