@@ -117,9 +117,12 @@ pub const SETTINGS: &[Setting] = &[
     ),
     setting(
         "DATABASE_URL",
-        "`postgres://localhost/switchboard`",
+        "`postgres://switchboard:switchboard@127.0.0.1:5432/switchboard`",
         "workers; the edge in `database` auth mode",
-        "A `postgres://` or `postgresql://` URL (a secret: it may carry a password).",
+        "A `postgres://` or `postgresql://` URL (a secret: it may carry a password). The default is for \
+         development: the role and database `deploy/services.sh` creates; set your own everywhere else. \
+         Credentials the database refuses are logged as one ERROR naming `DATABASE_URL` (never its \
+         value), repeated at most every 30 s while the process keeps retrying.",
     ),
     setting(
         "DATABASE_MIGRATE",

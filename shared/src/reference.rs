@@ -133,11 +133,11 @@ fn error_meaning(code: ErrorCode) -> (&'static str, &'static str) {
             "The caller may not do this. Anything the caller may not see (a conversation they are not \
              in, a closed one, another user's notification) answers `forbidden` whether or not it \
              exists.",
-            "401, for a missing or wrong ingress key",
+            "-",
         ),
         ErrorCode::NotFound => (
             "Something the caller may see does not hold what was named (a `messageId` not in that conversation).",
-            "-",
+            "404, for a path no route serves (with `method_not_allowed`, 405, for a method the path does not take)",
         ),
         ErrorCode::RateLimited => (
             "Past the socket's or the user's event budget (`RATE_LIMIT_*`, `USER_RATE_LIMIT_*`): the event \
@@ -251,9 +251,12 @@ pub const INGRESS: &[IngressRoute] = &[
             field("userIds", "[UserId, UserId]", true, "Two different users."),
             field("createdAt", "string", false, "RFC 3339; when the match happened."),
         ],
-        success: "`202 {}` once the broker has confirmed it",
+        success: "`202 { matchId, conversationId }` once the conversation is stored and the broker has confirmed \
+                  the match; the same answer for every repeat",
         notes: "A match makes (once) a conversation between the two users, a notification of type `match` \
-                for each, and `match:new` to both.",
+                for each, and `match:new` to both. It needs the messages worker (504 without one). A `matchId` \
+                is single-use: a removed match is never revived (a re-match is a new `matchId`), and the same \
+                `matchId` with other users is 400 `invalid`.",
     },
     IngressRoute {
         method: "DELETE",
@@ -456,7 +459,7 @@ fn ingress(out: &mut String, types: &Types) {
         "\n## Ingress\n\n\
          HTTP on the edge's port for backends, enabled by `INGRESS_API_KEYS`. Every request needs \
          `Authorization: Bearer <one of INGRESS_API_KEYS>`; without a valid key the answer is 401 \
-         (with `WWW-Authenticate: Bearer`). Bodies are JSON objects; unknown fields, malformed JSON, a \
+         `{ error: { code: \"unauthorized\", message } }` (with `WWW-Authenticate: Bearer`). Bodies are JSON objects; unknown fields, malformed JSON, a \
          value other than an object, or a field breaking its rule are 400 \
          `{ error: { code: \"invalid\", message } }`. A worker that does not answer within \
          `ACK_TIMEOUT_MS` gives 504 (`timeout`); a broker that does not confirm, or a worker nothing \
