@@ -227,13 +227,15 @@ pub const SETTINGS: &[Setting] = &[
     ),
     setting(
         "HANDSHAKE_RATE_PER_SEC",
-        "`200`",
+        "`0`",
         "edge",
         "Engine.IO handshakes plus Socket.IO `CONNECT`s per second per client address (IPv6 by /64). \
-         Past it a handshake gets HTTP 429 and a `CONNECT` gets `connect_error` `rate_limited`. \
-         `0` turns it off (do so behind a proxy, and limit at the proxy).",
+         Past it a handshake gets HTTP 429 and a `CONNECT` gets `connect_error` `rate_limited`. Off by \
+         default (`0`): many real clients share one address (a proxy or load balancer in front of the edge, \
+         carrier-grade NAT), and a budget that refuses them is a surprise. Set it where clients reach \
+         the edge directly (for example `20`, with a burst of `100`); behind a proxy, limit at the proxy.",
     ),
-    setting("HANDSHAKE_BURST", "`1000`", "edge", "The burst of the per-address budget."),
+    setting("HANDSHAKE_BURST", "`100`", "edge", "The burst of the per-address budget, when it is on."),
     setting(
         "MAX_FRAME_BYTES",
         "`65536`",
@@ -460,8 +462,8 @@ impl Default for Config {
             rate_limit_burst: 40,
             user_rate_limit_per_sec: None,
             user_rate_limit_burst: None,
-            handshake_rate_per_sec: 200,
-            handshake_burst: 1_000,
+            handshake_rate_per_sec: 0,
+            handshake_burst: 100,
             max_frame_bytes: 65_536,
             ack_timeout_ms: 5_000,
             chat_inflight_per_shard: 64,
@@ -1097,7 +1099,7 @@ mod tests {
     fn connection_budgets_have_defaults_and_zero_turns_them_off() {
         Jail::expect_with(|jail| {
             let c = load(Role::Edge).expect("valid");
-            assert_eq!(c.handshake_limit(), Some((200, 1_000)));
+            assert_eq!(c.handshake_limit(), None, "off unless set");
             // Unset, the per-user budget is four sockets' worth, and follows the per-socket one.
             assert_eq!(c.user_rate_limit(), Some((80, 160)));
             jail.set_env("RATE_LIMIT_PER_SEC", "1000");
