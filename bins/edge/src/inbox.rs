@@ -2,10 +2,13 @@
 //! notification delivered at the first connect after its creation, and counted as delivered
 //! only once a socket got it.
 //!
-//! - [`flush_inbox`]: once a client is told it is connected, the edge asks the notifier
-//!   for the user's undelivered notifications (`notification.flush`, confirmed, into a durable
-//!   queue that waits for a notifier). Asked after the connect, not when the binding is made:
-//!   what the flush pushes then finds the socket connected.
+//! - [`flush_inbox`]: once the first of a user's sockets here is told it is connected, the
+//!   edge asks the notifier for the user's undelivered notifications (`notification.flush`,
+//!   confirmed, into a durable queue that waits for a notifier). Once per user here, not per
+//!   socket: while the user has a socket here, what is created for them reaches it live.
+//!   Asked after the connect, not when the binding is made: what the flush pushes then finds
+//!   the socket connected. Asked again for every user when the edge's queue comes back after
+//!   it was lost (see `delivery`), since what was routed to it meanwhile is gone.
 //! - [`emit`]: a `notification:new` for a user room is emitted socket by socket, and if one
 //!   connected socket took it, the notifier hears `notification.delivered`, which alone marks
 //!   it delivered. One that reached no socket (the socket closed meanwhile, or was still being
