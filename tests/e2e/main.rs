@@ -5,6 +5,7 @@ mod asyncapi;
 mod bad_input;
 mod browser;
 mod chat;
+mod dashboard;
 mod deploy;
 mod edge;
 mod foundation;
