@@ -17,22 +17,11 @@ fn read(relative: &str) -> String {
 
 #[test]
 fn the_reference_matches_the_code() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(OUTPUT);
-    let committed = std::fs::read_to_string(&path).unwrap_or_default();
-    let fresh = generate();
-    if committed == fresh {
-        return;
-    }
-    let (was, now): (Vec<&str>, Vec<&str>) = (committed.lines().collect(), fresh.lines().collect());
-    let line = (0..was.len().max(now.len()))
-        .find(|&i| was.get(i) != now.get(i))
-        .unwrap_or_else(|| was.len().min(now.len()));
-    let (was, now) = (was.get(line).copied().unwrap_or("<end>"), now.get(line).copied().unwrap_or("<end>"));
-    let line = line + 1;
-    panic!(
-        "{OUTPUT} is out of date with the code (contract types, config::SETTINGS, \
-         shared/src/reference.rs). Run `{REGENERATE}` and commit the result.\nFirst difference, \
-         line {line}:\n  file:      {was}\n  generated: {now}"
+    switchboard_tests::assert_generated_file_is_current(
+        OUTPUT,
+        &generate(),
+        "the code (contract types, config::SETTINGS, shared/src/reference.rs)",
+        REGENERATE,
     );
 }
 

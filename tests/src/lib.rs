@@ -224,6 +224,27 @@ pub fn raw_envelope(kind: &str, data: serde_json::Value) -> Vec<u8> {
     .into_bytes()
 }
 
+/// Panics unless the committed file `relative` (to the repository) is exactly `fresh`, what
+/// the code generates now; the message names the first differing line, what the file is
+/// generated from (`from`) and the command that regenerates it.
+pub fn assert_generated_file_is_current(relative: &str, fresh: &str, from: &str, regenerate: &str) {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(relative);
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    if committed == fresh {
+        return;
+    }
+    let (was, now): (Vec<&str>, Vec<&str>) = (committed.lines().collect(), fresh.lines().collect());
+    let line = (0..was.len().max(now.len()))
+        .find(|&i| was.get(i) != now.get(i))
+        .unwrap_or_else(|| was.len().min(now.len()));
+    let (was, now) = (was.get(line).copied().unwrap_or("<end>"), now.get(line).copied().unwrap_or("<end>"));
+    panic!(
+        "{relative} is out of date with {from}. Run `{regenerate}` and commit the result.\n\
+         First difference, line {}:\n  file:      {was}\n  generated: {now}",
+        line + 1
+    );
+}
+
 /// Polls `check` until it returns `Some`, for at most `timeout`; panics with `what` otherwise.
 /// Assert eventual effects with this, never with a sleep.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
