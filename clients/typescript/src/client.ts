@@ -66,6 +66,12 @@ export interface ConnectOptions {
    * come before another user's earlier message reaches it.
    */
   gapGraceMs?: number;
+  /**
+   * How many conversations a catch-up (after a reconnect or sync:required) fetches at once;
+   * default 4. A user with many conversations would otherwise send them all at once and meet
+   * the edge's per-socket rate limit. Their live messages are held from the start either way.
+   */
+  catchUpConcurrency?: number;
   /** Any other socket.io-client option (transports, reconnection delays, ...). */
   socket?: Partial<ManagerOptions & SocketOptions>;
 }
@@ -97,6 +103,8 @@ export class SwitchboardClient {
   private readonly sendAttempts: number;
   private readonly retryDelayMs: number;
   private readonly gapGraceMs: number;
+  /** Bounds the conversations fetched at once by catch-ups (see catchUpConcurrency). */
+  private readonly fetchPermits: Permits;
   /** The application's message:new listeners: fed by live events and by catch-up syncs. */
   private readonly messageListeners = new Set<(message: MessageNew) => void>();
   private readonly connectionListeners = new Set<(connected: boolean) => void>();
@@ -126,6 +134,7 @@ export class SwitchboardClient {
     this.sendAttempts = Math.max(1, options.sendAttempts ?? 4);
     this.retryDelayMs = options.retryDelayMs ?? 250;
     this.gapGraceMs = options.gapGraceMs ?? 1_000;
+    this.fetchPermits = new Permits(Math.max(1, options.catchUpConcurrency ?? 4));
     this.socket = io(options.url, {
       ...options.socket,
       autoConnect: options.autoConnect ?? true,
@@ -455,7 +464,13 @@ export class SwitchboardClient {
         const joinNow = state.join;
         state.join = state.again = false;
         for (let attempt = 1; this.socket.connected && this.knows(conversationId); attempt++) {
-          const outcome = await this.fetchMissed(conversationId, joinNow);
+          const release = await this.fetchPermits.acquire();
+          let outcome: "done" | "retry" | "forbidden";
+          try {
+            outcome = await this.fetchMissed(conversationId, joinNow);
+          } finally {
+            release();
+          }
           // Forbidden: the conversation was closed (an unmatch) while we were away.
           if (outcome === "forbidden") this.forget(conversationId);
           if (outcome !== "retry" || attempt >= this.sendAttempts) break;
@@ -571,6 +586,27 @@ class SeenSeqs {
     if (this.contiguous === undefined) return;
     while (this.above.delete(this.contiguous + 1)) this.contiguous++;
     for (const seq of this.above) if (seq <= this.contiguous) this.above.delete(seq);
+  }
+}
+
+/** A counting semaphore: at most `count` holders at once, the others wait in arrival order. */
+class Permits {
+  private readonly waiting: Array<() => void> = [];
+
+  constructor(private free: number) {}
+
+  /** Resolves with the function that gives the permit back. */
+  async acquire(): Promise<() => void> {
+    if (this.free > 0) this.free--;
+    else await new Promise<void>((resolve) => this.waiting.push(resolve));
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.free++;
+    };
   }
 }
 

@@ -267,6 +267,40 @@ describe("on sync:required", () => {
   });
 });
 
+describe("a catch-up of many conversations", () => {
+  it("fetches at most catchUpConcurrency of them at once, and every one of them", async () => {
+    const ids = Array.from({ length: 10 }, (_, i) => `00000000-0000-7000-8000-0000000000${10 + i}`);
+    let inFlight = 0;
+    let most = 0;
+    const synced: string[] = [];
+    server = await startServer((socket) => {
+      socket.on("messages:sync", (payload, ack) => {
+        inFlight++;
+        most = Math.max(most, inFlight);
+        // Answered a little later, so that requests overlap if the client lets them.
+        setTimeout(() => {
+          inFlight--;
+          synced.push(payload.conversationId);
+          ack(ok({ messages: [message(payload.conversationId, 2)], hasMore: false }));
+        }, 20);
+      });
+    });
+    const c = testClient(server, { catchUpConcurrency: 3 });
+    client = c;
+    const got = record(c);
+    await until("connected", () => c.connected);
+    for (const id of ids) server.sockets[0]?.emit("message:new", message(id, 1));
+    await until("the live messages", () => ids.every((id) => got.get(id)?.length === 1));
+
+    server.sockets[0]?.emit("sync:required", { since: "2025-01-01T00:00:00Z" });
+    await until("every conversation caught up", () => ids.every((id) => got.get(id)?.length === 2));
+
+    expect(most).toBe(3);
+    expect(synced.sort()).toEqual([...ids].sort());
+    for (const id of ids) expect(got.get(id)).toEqual([1, 2]);
+  });
+});
+
 describe("a gap in a conversation's seqs", () => {
   const GRACE = 200;
 
