@@ -605,6 +605,20 @@ def check_overlay(directory: Path, report: Report, with_kubectl: bool) -> None:
                     ref = (entry.get("valueFrom") or {}).get(field)
                     if ref:
                         referenced.add((ref_kind, ref.get("name")))
+        # Mounted ConfigMaps and Secrets (init scripts, CA bundles) are read too, and must exist.
+        for volume in spec.get("volumes") or []:
+            sources = [volume] + [s for s in ((volume.get("projected") or {}).get("sources") or [])]
+            for source in sources:
+                for field, ref_kind, name_field in (("configMap", "ConfigMap", "name"),
+                                                    ("secret", "Secret", "secretName")):
+                    ref = source.get(field)
+                    if not ref:
+                        continue
+                    name = ref.get(name_field, ref.get("name"))
+                    referenced.add((ref_kind, name))
+                    if (ref_kind, name) not in index and not ref.get("optional"):
+                        report.error(f"{where}: volume {volume.get('name')} mounts {ref_kind} {name}, "
+                                     f"which is not part of this overlay")
         template_labels = ((obj.get("spec") or {}).get("template") or {}).get("metadata", {}).get("labels")
         if not selects((obj.get("spec") or {}).get("selector"), template_labels):
             report.error(f"{where}: spec.selector does not select the pod template's labels")
