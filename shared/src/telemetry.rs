@@ -117,6 +117,10 @@ fn describe() {
         "bus_dead_lettered_total",
         "Messages that could never be handled, parked in the dead.letters queue, by queue and reason."
     );
+    describe_gauge!(
+        "bus_requests_waiting",
+        "Requests to a worker sent and not yet answered, timed out or given up by their caller."
+    );
     describe_histogram!(
         "bus_request_batch_size",
         "Requests sent to a worker in one broker message (the edge's per-shard batching)."

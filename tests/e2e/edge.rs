@@ -1207,3 +1207,32 @@ async fn an_event_sent_the_moment_connect_arrives_is_answered() {
         assert_eq!(ack_of(&mut ws, 7).await, json!({ "success": true }), "try {i}");
     }
 }
+
+#[tokio::test]
+async fn requests_that_time_out_leave_nothing_waiting() {
+    // A worker declared its queues and went away: requests wait in the queue and their callers
+    // time out. Each caller's place among those waiting for a reply must go with it, or the
+    // edge would keep one route per timed-out request for ever.
+    let env = TestEnv::new().await;
+    let mut worker = env.spawn_ready(Bin::Messages, &[]).await;
+    let edge = env.spawn_ready(Bin::Edge, &[("ACK_TIMEOUT_MS", "300")]).await;
+    sessions(&env, &["alice"]).await;
+    let conversation = env.create_conversation(&edge, &["alice", "bob"]).await;
+    worker.signal(Signal::SIGTERM);
+    worker.wait_exit(Duration::from_secs(15)).await;
+    let mut driver = Driver::start().await;
+    let options = json!({ "transports": ["websocket"], "auth": { "token": "alice-token" } });
+    driver.connect("a", &edge.url(), options).await.expect("alice connects");
+    let waiting = || async {
+        let metrics = edge.get("/metrics").await.1;
+        metrics
+            .lines()
+            .find(|l| l.starts_with("bus_requests_waiting "))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+    let syncs = (0..10).map(|_| json!({ "conversationId": conversation, "afterSeq": 0 })).collect();
+    let replies = driver.emit_ack_many("a", "messages:sync", syncs).await;
+    let codes: Vec<&Value> = replies.iter().map(|r| &r["error"]["code"]).collect();
+    assert_eq!(codes, vec![&json!("timeout"); 10], "{replies:?}");
+    assert_eq!(waiting().await, Some(0.0), "routes left behind by timed-out requests");
+}

@@ -184,7 +184,7 @@ async fn publish(bus: &Bus, route: &Route, timeout: Duration, batch: Vec<Queued>
         let mut routes = lock(&pending);
         for queued in batch {
             routes.insert(queued.correlation.clone(), queued.reply);
-            waiting.push(Waiting { pending: pending.clone(), correlation: queued.correlation });
+            waiting.push(Waiting::new(pending.clone(), queued.correlation));
             told.push(queued.published);
         }
     }

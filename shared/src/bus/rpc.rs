@@ -97,9 +97,19 @@ pub(super) struct Waiting {
     pub(super) correlation: String,
 }
 
+impl Waiting {
+    /// A request whose answer is now waited for: counted in `bus_requests_waiting` until the
+    /// guard goes (answered, timed out, or its caller gone), so a leak of routes shows there.
+    pub(super) fn new(pending: Pending, correlation: String) -> Self {
+        metrics::gauge!("bus_requests_waiting").increment(1.0);
+        Self { pending, correlation }
+    }
+}
+
 impl Drop for Waiting {
     fn drop(&mut self) {
         lock(&self.pending).remove(&self.correlation);
+        metrics::gauge!("bus_requests_waiting").decrement(1.0);
     }
 }
 
@@ -164,7 +174,7 @@ impl Bus {
         let (sender, receiver) = oneshot::channel();
         lock(&pending).insert(correlation.clone(), sender);
         // Dropped on any error below, which takes the route away again.
-        let waiting = Waiting { pending, correlation: correlation.clone() };
+        let waiting = Waiting::new(pending, correlation.clone());
         let properties = super::properties::<R>(&envelope)
             .with_reply_to(DIRECT_REPLY_TO.into())
             .with_correlation_id(correlation.as_str().into())
