@@ -90,9 +90,10 @@ const BATCH_MAX_USERS: usize = 500;
 /// worker's batch fans out costs one broker message per edge, not one per item. Deliveries to
 /// a conversation room go one by one. Returns the errors of the publishes that failed.
 pub async fn deliver_all(bus: &Bus, deliveries: Vec<Deliver>, durability: Durability) -> Vec<BusError> {
-    // Each batch's users in first-seen order (the routing key and `CC`), and the same as a set,
-    // so adding an item costs a lookup per user, not a scan of the batch.
-    let mut batches: Vec<(Vec<String>, HashSet<String>, Vec<Deliver>)> = Vec::new();
+    // Each batch's users as a set, so adding an item costs a lookup per user, not a scan of the
+    // batch. (The batch's route, the same users in first-seen order, is its own: see
+    // `DeliverBatch`'s `Routed`.)
+    let mut batches: Vec<(HashSet<String>, Vec<Deliver>)> = Vec::new();
     let mut singles = Vec::new();
     for delivery in deliveries.into_iter().filter(|d| !d.rooms.is_empty()) {
         let users: Option<Vec<String>> = delivery
@@ -107,22 +108,18 @@ pub async fn deliver_all(bus: &Bus, deliveries: Vec<Deliver>, durability: Durabi
             singles.push(delivery);
             continue;
         };
-        let fits = batches.last().is_some_and(|(keys, seen, _)| {
-            keys.len() + users.iter().filter(|u| !seen.contains(*u)).count() <= BATCH_MAX_USERS
+        let fits = batches.last().is_some_and(|(seen, _)| {
+            seen.len() + users.iter().filter(|u| !seen.contains(*u)).count() <= BATCH_MAX_USERS
         });
         if !fits {
-            batches.push((Vec::new(), HashSet::new(), Vec::new()));
+            batches.push((HashSet::new(), Vec::new()));
         }
-        let Some((keys, seen, items)) = batches.last_mut() else { continue };
-        for user in users {
-            if seen.insert(user.clone()) {
-                keys.push(user);
-            }
-        }
+        let Some((seen, items)) = batches.last_mut() else { continue };
+        seen.extend(users);
         items.push(delivery);
     }
     // A batch is addressed to the union of its items' users (its route).
-    let batched = batches.into_iter().map(|(_, _, mut items)| async move {
+    let batched = batches.into_iter().map(|(_, mut items)| async move {
         if items.len() == 1 {
             let Some(single) = items.pop() else { return Ok(()) };
             return deliver(bus, single, durability).await;

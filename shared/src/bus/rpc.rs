@@ -97,11 +97,15 @@ pub(super) struct Waiting {
     pub(super) correlation: String,
 }
 
+/// `bus_requests_waiting`, looked up once: it changes twice per request, on the chat path.
+static REQUESTS_WAITING: std::sync::LazyLock<metrics::Gauge> =
+    std::sync::LazyLock::new(|| metrics::gauge!("bus_requests_waiting"));
+
 impl Waiting {
     /// A request whose answer is now waited for: counted in `bus_requests_waiting` until the
     /// guard goes (answered, timed out, or its caller gone), so a leak of routes shows there.
     pub(super) fn new(pending: Pending, correlation: String) -> Self {
-        metrics::gauge!("bus_requests_waiting").increment(1.0);
+        REQUESTS_WAITING.increment(1.0);
         Self { pending, correlation }
     }
 }
@@ -109,7 +113,7 @@ impl Waiting {
 impl Drop for Waiting {
     fn drop(&mut self) {
         lock(&self.pending).remove(&self.correlation);
-        metrics::gauge!("bus_requests_waiting").decrement(1.0);
+        REQUESTS_WAITING.decrement(1.0);
     }
 }
 
