@@ -14,18 +14,17 @@
 //! The file is checked in; `tests/e2e/reference.rs` fails while it differs from what the code
 //! generates now, and [`REGENERATE`] rewrites it.
 
-use std::{any::TypeId, collections::BTreeMap, fmt::Write as _};
+use std::{collections::BTreeMap, fmt::Write as _};
 
-use ts_rs::{Config as TsConfig, TS, TypeVisitor};
+use ts_rs::{Config as TsConfig, TS};
 
 use crate::{
     Config, Role,
     config::SETTINGS,
     contract::{
-        AckError, ErrorCode,
+        ErrorCode,
         bus::{FIXED_ROUTES, KINDS},
-        client, server,
-        typescript::EventSink,
+        typescript::Contract,
     },
 };
 
@@ -292,11 +291,7 @@ pub const INGRESS: &[IngressRoute] = &[
 
 /// The whole document.
 pub fn generate() -> String {
-    let mut types = Types { config: TsConfig::new().with_large_int("number"), ..Types::default() };
-    client::visit_events(&mut types);
-    server::visit_events(&mut types);
-    types.declare::<AckError>();
-    types.declare::<server::MatchNotificationData>();
+    let types = Types::from(Contract::collect());
     check_prose(&types);
 
     let mut out = String::new();
@@ -625,7 +620,7 @@ fn fields_table(out: &mut String, types: &Types, name: &str) {
     }
 }
 
-#[derive(Default)]
+/// The contract as the TypeScript generator collects it, with each doc comment as plain text.
 struct Types {
     config: TsConfig,
     /// TypeScript name -> declaration, sorted by name.
@@ -635,7 +630,6 @@ struct Types {
 }
 
 struct Declared {
-    id: TypeId,
     /// The doc comment as one paragraph.
     docs: String,
     /// `type Name = ...;`
@@ -649,24 +643,25 @@ struct Field {
     docs: String,
 }
 
-impl Types {
-    fn declare<T: TS + 'static + ?Sized>(&mut self) {
-        if T::output_path().is_none() {
-            return;
+impl From<Contract> for Types {
+    fn from(contract: Contract) -> Self {
+        let declarations = contract
+            .declarations
+            .into_iter()
+            .map(|(name, declared)| {
+                (name, Declared { docs: plain_docs(&declared.docs), decl: declared.decl })
+            })
+            .collect();
+        Types {
+            config: contract.config,
+            declarations,
+            client_events: contract.client_events,
+            server_events: contract.server_events,
         }
-        let name = T::ident(&self.config);
-        let id = TypeId::of::<T::WithoutGenerics>();
-        match self.declarations.get(&name) {
-            Some(seen) if seen.id == id => return,
-            Some(_) => panic!("two contract types are both called {name}; rename one"),
-            None => {}
-        }
-        let declared =
-            Declared { id, docs: plain_docs(&T::docs().unwrap_or_default()), decl: T::decl(&self.config) };
-        self.declarations.insert(name, declared);
-        T::visit_dependencies(self);
     }
+}
 
+impl Types {
     /// A field's type, with links to the declared types it names: a declared type, an array
     /// of one, or a map from one to another; anything else as code.
     fn render(&self, ty: &str) -> String {
@@ -693,27 +688,6 @@ impl Types {
         let decl = T::decl(&self.config);
         let body = decl.split_once('=').map(|(_, body)| body).unwrap_or_default();
         body.trim().trim_end_matches(';').split('|').map(|m| m.trim().trim_matches('"').to_owned()).collect()
-    }
-}
-
-impl TypeVisitor for Types {
-    fn visit<T: TS + 'static + ?Sized>(&mut self) {
-        self.declare::<T>();
-    }
-}
-
-impl EventSink for Types {
-    fn client<P: TS + 'static, R: TS + 'static>(&mut self, name: &'static str) {
-        self.declare::<P>();
-        self.declare::<R>();
-        let (payload, reply) = (P::name(&self.config), R::name(&self.config));
-        self.client_events.push((name, payload, reply));
-    }
-
-    fn server<P: TS + 'static>(&mut self, name: &'static str) {
-        self.declare::<P>();
-        let payload = P::name(&self.config);
-        self.server_events.push((name, payload));
     }
 }
 

@@ -29,30 +29,47 @@ pub(crate) trait EventSink {
 
 /// The whole TypeScript file.
 pub fn generate() -> String {
-    // Every integer of the contract (seq, limits) reaches JavaScript through JSON.parse, which
-    // makes numbers, never bigints; they all stay far below 2^53.
-    let mut file = File { config: Config::new().with_large_int("number"), ..File::default() };
-    client::visit_events(&mut file);
-    server::visit_events(&mut file);
-    // Types no event names but clients still meet: the failure of every ack, and the `data` of a
-    // notification of type `match`.
-    file.declare::<AckError>();
-    file.declare::<server::MatchNotificationData>();
-    file.render()
+    render(&Contract::collect())
 }
 
+/// The contract as `ts-rs` declares it: every type a client sends or receives, and the event
+/// lists. Read by this file's generator and by the reference's (`crate::reference`).
 #[derive(Default)]
-struct File {
-    config: Config,
-    /// TypeScript name -> (Rust type, declaration), sorted by name so the output is stable.
-    declarations: BTreeMap<String, (TypeId, String)>,
+pub(crate) struct Contract {
+    pub(crate) config: Config,
+    /// TypeScript name -> declaration, sorted by name so the output is stable.
+    pub(crate) declarations: BTreeMap<String, Declaration>,
     /// (event, payload, reply) in the order of the list.
-    client_events: Vec<(&'static str, String, String)>,
+    pub(crate) client_events: Vec<(&'static str, String, String)>,
     /// (event, payload) in the order of the list.
-    server_events: Vec<(&'static str, String)>,
+    pub(crate) server_events: Vec<(&'static str, String)>,
 }
 
-impl File {
+/// One declared type.
+pub(crate) struct Declaration {
+    /// The Rust type, so two types with one TypeScript name are caught.
+    id: TypeId,
+    /// The doc comment as `ts-rs` writes it (`/** ... */`), or empty.
+    pub(crate) docs: String,
+    /// `type Name = ...;`
+    pub(crate) decl: String,
+}
+
+impl Contract {
+    /// Every type the client and server event lists name, with what they refer to.
+    pub(crate) fn collect() -> Self {
+        // Every integer of the contract (seq, limits) reaches JavaScript through JSON.parse,
+        // which makes numbers, never bigints; they all stay far below 2^53.
+        let mut contract = Contract { config: Config::new().with_large_int("number"), ..Contract::default() };
+        client::visit_events(&mut contract);
+        server::visit_events(&mut contract);
+        // Types no event names but clients still meet: the failure of every ack, and the `data`
+        // of a notification of type `match`.
+        contract.declare::<AckError>();
+        contract.declare::<server::MatchNotificationData>();
+        contract
+    }
+
     /// Declares `T` and, recursively, every type it refers to.
     fn declare<T: TS + 'static + ?Sized>(&mut self) {
         // Primitives and wrappers (string, Array, ...) have no declaration of their own.
@@ -63,73 +80,76 @@ impl File {
         // Types that stand in for others (serde_json::Value for ts-rs' JsonValue) share one id.
         let id = TypeId::of::<T::WithoutGenerics>();
         match self.declarations.get(&name) {
-            Some((seen, _)) if *seen == id => return,
+            Some(seen) if seen.id == id => return,
             Some(_) => panic!("two contract types are both called {name} in TypeScript; rename one"),
             None => {}
         }
-        let declaration = format!("{}export {}", T::docs().unwrap_or_default(), T::decl(&self.config));
-        self.declarations.insert(name, (id, declaration));
+        let declaration =
+            Declaration { id, docs: T::docs().unwrap_or_default(), decl: T::decl(&self.config) };
+        self.declarations.insert(name, declaration);
         T::visit_dependencies(self);
-    }
-
-    fn render(&self) -> String {
-        let mut out = format!(
-            "// Generated from the Rust contract types (shared/src/contract) by ts-rs. Do not edit:\n\
-             // after changing them run `{REGENERATE}`; a test fails until the two agree.\n"
-        );
-        for (_, declaration) in self.declarations.values() {
-            let _ = write!(out, "\n{declaration}\n");
-        }
-        out.push_str(
-            "\n/** The acknowledgement of every client event: the reply's fields next to `success: true`, \
-             or the error. */\n\
-             export type Ack<Reply> = ({ success: true } & Reply) | { success: false; error: AckError };\n",
-        );
-
-        let mut lists = String::new();
-        lists.push_str("\n/** Every client event: its payload and its success reply. */\nexport interface ClientEvents {\n");
-        for (event, payload, reply) in &self.client_events {
-            let _ = writeln!(lists, "  \"{event}\": {{ payload: {payload}; reply: {reply} }};");
-        }
-        lists.push_str("}\n\n/** Every server event and its payload. */\nexport interface ServerEvents {\n");
-        for (event, payload) in &self.server_events {
-            let _ = writeln!(lists, "  \"{event}\": {payload};");
-        }
-        lists.push_str(
-            "}\n\n/** Client events for `socket.io-client`'s typed `Socket<ServerToClientEvents, \
-             ClientToServerEvents>`: every event takes an acknowledgement. */\n\
-             export interface ClientToServerEvents {\n",
-        );
-        for (event, payload, reply) in &self.client_events {
-            let _ = writeln!(
-                lists,
-                "  \"{event}\": (payload: {payload}, ack: (reply: Ack<{reply}>) => void) => void;"
-            );
-        }
-        lists.push_str("}\n\n/** Server events for `socket.io-client`'s typed `Socket`. */\nexport interface ServerToClientEvents {\n");
-        for (event, payload) in &self.server_events {
-            let _ = writeln!(lists, "  \"{event}\": (payload: {payload}) => void;");
-        }
-        lists.push_str("}\n\n/** The names of every client event, in the contract's order. */\nexport const clientEventNames = [\n");
-        for (event, _, _) in &self.client_events {
-            let _ = writeln!(lists, "  \"{event}\",");
-        }
-        lists.push_str("] as const satisfies readonly (keyof ClientEvents)[];\n\n/** The names of every server event. */\nexport const serverEventNames = [\n");
-        for (event, _) in &self.server_events {
-            let _ = writeln!(lists, "  \"{event}\",");
-        }
-        lists.push_str("] as const satisfies readonly (keyof ServerEvents)[];\n");
-        out + &lists
     }
 }
 
-impl TypeVisitor for File {
+fn render(contract: &Contract) -> String {
+    let mut out = format!(
+        "// Generated from the Rust contract types (shared/src/contract) by ts-rs. Do not edit:\n\
+             // after changing them run `{REGENERATE}`; a test fails until the two agree.\n"
+    );
+    for declaration in contract.declarations.values() {
+        let _ = write!(out, "\n{}export {}\n", declaration.docs, declaration.decl);
+    }
+    out.push_str(
+        "\n/** The acknowledgement of every client event: the reply's fields next to `success: true`, \
+             or the error. */\n\
+             export type Ack<Reply> = ({ success: true } & Reply) | { success: false; error: AckError };\n",
+    );
+
+    let mut lists = String::new();
+    lists.push_str(
+        "\n/** Every client event: its payload and its success reply. */\nexport interface ClientEvents {\n",
+    );
+    for (event, payload, reply) in &contract.client_events {
+        let _ = writeln!(lists, "  \"{event}\": {{ payload: {payload}; reply: {reply} }};");
+    }
+    lists.push_str("}\n\n/** Every server event and its payload. */\nexport interface ServerEvents {\n");
+    for (event, payload) in &contract.server_events {
+        let _ = writeln!(lists, "  \"{event}\": {payload};");
+    }
+    lists.push_str(
+        "}\n\n/** Client events for `socket.io-client`'s typed `Socket<ServerToClientEvents, \
+             ClientToServerEvents>`: every event takes an acknowledgement. */\n\
+             export interface ClientToServerEvents {\n",
+    );
+    for (event, payload, reply) in &contract.client_events {
+        let _ = writeln!(
+            lists,
+            "  \"{event}\": (payload: {payload}, ack: (reply: Ack<{reply}>) => void) => void;"
+        );
+    }
+    lists.push_str("}\n\n/** Server events for `socket.io-client`'s typed `Socket`. */\nexport interface ServerToClientEvents {\n");
+    for (event, payload) in &contract.server_events {
+        let _ = writeln!(lists, "  \"{event}\": (payload: {payload}) => void;");
+    }
+    lists.push_str("}\n\n/** The names of every client event, in the contract's order. */\nexport const clientEventNames = [\n");
+    for (event, _, _) in &contract.client_events {
+        let _ = writeln!(lists, "  \"{event}\",");
+    }
+    lists.push_str("] as const satisfies readonly (keyof ClientEvents)[];\n\n/** The names of every server event. */\nexport const serverEventNames = [\n");
+    for (event, _) in &contract.server_events {
+        let _ = writeln!(lists, "  \"{event}\",");
+    }
+    lists.push_str("] as const satisfies readonly (keyof ServerEvents)[];\n");
+    out + &lists
+}
+
+impl TypeVisitor for Contract {
     fn visit<T: TS + 'static + ?Sized>(&mut self) {
         self.declare::<T>();
     }
 }
 
-impl EventSink for File {
+impl EventSink for Contract {
     fn client<P: TS + 'static, R: TS + 'static>(&mut self, name: &'static str) {
         assert!(self.client_events.iter().all(|e| e.0 != name), "client event {name} is listed twice");
         self.declare::<P>();
