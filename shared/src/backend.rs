@@ -64,7 +64,14 @@ pub async fn emit_to_room(
 ) -> Result<(), EmitError> {
     let event = EventName::try_from(event.to_owned()).map_err(EmitError::InvalidEvent)?;
     let data = serde_json::to_value(data).map_err(|e| EmitError::InvalidData(e.to_string()))?;
-    let deliver_all = Deliver { rooms: vec![room.clone()], event, data, except_socket: None, reply: None };
+    let deliver_all = Deliver {
+        rooms: vec![room.clone()],
+        event,
+        data,
+        except_socket: None,
+        reply: None,
+        traceparent: None,
+    };
     deliver(bus, deliver_all, Durability::Confirmed).await?;
     Ok(())
 }

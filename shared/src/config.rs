@@ -68,6 +68,7 @@ pub const KEYS: &[&str] = &[
     "PRESENCE_OFFLINE_GRACE_MS",
     "PRESENCE_REPORT_INTERVAL_MS",
     "LOG_FORMAT",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
 ];
 
 /// One setting as operators read about it: `docs/reference.md` (Configuration) is generated
@@ -301,6 +302,15 @@ pub const SETTINGS: &[Setting] = &[
         "all",
         "`pretty` or `json`; the level comes from `RUST_LOG`.",
     ),
+    setting(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "none (no traces)",
+        "all",
+        "An OpenTelemetry collector's OTLP/HTTP base URL (`http://collector:4318`): spans are sent \
+         to its `/v1/traces`, one trace per chat message across every process (docs/reference.md, \
+         Traces). Unset, nothing is recorded. The SDK's own variables apply too \
+         (`OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER`, `OTEL_BSP_SCHEDULE_DELAY`).",
+    ),
 ];
 
 /// Which process is loading the configuration: decides the default `METRICS_PORT` and which
@@ -428,6 +438,8 @@ pub struct Config {
     /// is taken for dead. Edges and presence workers must agree.
     pub presence_report_interval_ms: u64,
     pub log_format: Option<LogFormat>,
+    /// Where spans are exported (OTLP over HTTP); unset, none are recorded.
+    pub otel_exporter_otlp_endpoint: Option<String>,
 }
 
 impl Default for Config {
@@ -474,6 +486,7 @@ impl Default for Config {
             presence_offline_grace_ms: 2_000,
             presence_report_interval_ms: 5_000,
             log_format: None,
+            otel_exporter_otlp_endpoint: None,
         }
     }
 }
@@ -563,6 +576,16 @@ impl Config {
         if self.rabbitmq_prefetch == 0 {
             return Err(ConfigError::new("RABBITMQ_PREFETCH", "must be at least 1"));
         }
+        if let Some(endpoint) = self.otlp_endpoint()
+            && !endpoint.starts_with("http://")
+        {
+            // The exporter speaks plain HTTP: a collector beside the process (a sidecar or the
+            // node's agent) takes the spans on over TLS when they must leave the machine.
+            return Err(ConfigError::new(
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "must be an http:// URL (OTLP over HTTP, e.g. http://collector:4318)",
+            ));
+        }
         if self.database_max_connections == 0 {
             return Err(ConfigError::new("DATABASE_MAX_CONNECTIONS", "must be at least 1"));
         }
@@ -640,6 +663,11 @@ impl Config {
             ));
         }
         Ok(AllowedOrigins::List(list))
+    }
+
+    /// The collector spans go to, when one is set (an empty value is none).
+    pub fn otlp_endpoint(&self) -> Option<&str> {
+        self.otel_exporter_otlp_endpoint.as_deref().map(str::trim).filter(|endpoint| !endpoint.is_empty())
     }
 
     /// The audiences a JWT's `aud` must name one of; empty when `AUTH_JWT_AUDIENCE` is unset,

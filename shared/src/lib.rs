@@ -24,6 +24,7 @@ pub mod service;
 pub mod shutdown;
 pub mod sync;
 pub mod telemetry;
+pub mod trace;
 
 pub use bus::Bus;
 pub use config::{Config, Role};

@@ -527,7 +527,21 @@ fn operations(out: &mut String) {
          exits 0 within `SHUTDOWN_GRACE_MS`. With the broker or the database down, processes stay \
          up, report not ready, reconnect with backoff and resume; nothing acknowledged to anyone is \
          lost. A message a worker can never handle is parked in the queue `dead.letters` (see \
-         [asyncapi.yaml](asyncapi.yaml)).\n",
+         [asyncapi.yaml](asyncapi.yaml)).\n\n\
+         ### Traces\n\n\
+         With `OTEL_EXPORTER_OTLP_ENDPOINT` set, every process exports spans over OTLP/HTTP \
+         (protobuf, to `<endpoint>/v1/traces`), and each chat message leaves one trace across \
+         the processes it crosses: the client event at the sending edge (a span named after the \
+         event, such as `message:send`), `shard batch`, `commit` and `fan-out` at the messages \
+         worker, and `emit` at each edge that hands it to a socket. The context travels as a \
+         W3C `traceparent`: in the AMQP header of that name on a message of its own, and in the \
+         `traceparent` field of each item of a batch (`BatchedRequest`, `Deliver`). A batch's \
+         spans continue the trace of its first item and link to the others', so a message alone \
+         in its batch, as at ordinary load, has one whole trace. Unset, no span is recorded and \
+         nothing is added to any message. Resources carry `service.name` (the binary, unless \
+         `OTEL_SERVICE_NAME`), `service.instance.id` (one per process) and `service.version`; \
+         the SDK's `OTEL_TRACES_SAMPLER` and `OTEL_BSP_*` variables apply. Spans that cannot be \
+         exported (no collector) are dropped without a log line.\n",
     );
 }
 

@@ -35,7 +35,7 @@ where
             return ExitCode::from(EXIT_CONFIG as u8);
         }
     };
-    telemetry::init_tracing(config.log_format);
+    let traces = telemetry::init_tracing(&config, role.binary());
     telemetry::init_metrics();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -51,6 +51,9 @@ where
     // Work still running past the grace period (a query the database never answers) is
     // dropped, not waited for.
     runtime.shutdown_timeout(RUNTIME_STOP);
+    if let Some(traces) = traces {
+        traces.stop();
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

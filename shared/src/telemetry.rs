@@ -13,39 +13,59 @@
 use std::io::IsTerminal;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+use tracing_subscriber::{EnvFilter, Layer, Registry, fmt, prelude::*};
 
-use crate::config::LogFormat;
+use crate::{
+    config::{Config, LogFormat},
+    trace,
+};
 
 /// Silences lapin's log line for returned messages (see [`init_tracing`]).
 const QUIET_RETURNS: &str = "lapin::returned_messages=error";
 
-/// Installs the global tracing subscriber. Call once, first thing in `main`.
-pub fn init_tracing(format: Option<LogFormat>) {
+/// Installs the global tracing subscriber: logs, and spans for the collector at
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` when one is set (see [`crate::trace`]). Call once, first thing
+/// in `main`; the exporter it returns is stopped (flushed) when the process ends.
+pub fn init_tracing(config: &Config, binary: &str) -> Option<trace::Exporter> {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,lapin=warn,socketioxide=warn,engineioxide=warn"))
         // lapin warns about every message the broker returns, with its whole body (user content)
         // as bytes; a return is normal here (a notification for a user with no socket), and the
         // bus handles and counts it (`bus_returned_total`), so that warning is never shown.
         .add_directive(QUIET_RETURNS.parse().expect("a valid directive"));
-    let format =
-        format.unwrap_or(if std::io::stderr().is_terminal() { LogFormat::Pretty } else { LogFormat::Json });
-    let registry = tracing_subscriber::registry().with(filter);
-    let result = match format {
-        LogFormat::Pretty => registry.with(fmt::layer().with_writer(std::io::stderr).compact()).try_init(),
-        LogFormat::Json => registry
-            .with(
-                fmt::layer()
-                    .with_writer(std::io::stderr)
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_span_list(false),
-            )
-            .try_init(),
+    let format = config.log_format.unwrap_or(if std::io::stderr().is_terminal() {
+        LogFormat::Pretty
+    } else {
+        LogFormat::Json
+    });
+    let logs: Box<dyn Layer<Registry> + Send + Sync> = match format {
+        LogFormat::Pretty => fmt::layer().with_writer(std::io::stderr).compact().with_filter(filter).boxed(),
+        LogFormat::Json => fmt::layer()
+            .with_writer(std::io::stderr)
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_filter(filter)
+            .boxed(),
+    };
+    // Each layer filters for itself: the logs by `RUST_LOG`, the exporter by its own target,
+    // so the message spans cost nothing while no collector is set.
+    let mut layers = vec![logs];
+    let exporter = match config.otlp_endpoint().map(|endpoint| trace::Exporter::start(endpoint, binary)) {
+        Some(Ok((exporter, spans))) => {
+            layers.push(spans);
+            Some(exporter)
+        }
+        Some(Err(error)) => {
+            eprintln!("{binary}: {error}; no traces are exported");
+            None
+        }
+        None => None,
     };
     // A second call (tests that run several services in one process) keeps the first subscriber.
-    drop(result);
+    drop(tracing_subscriber::registry().with(layers).try_init());
+    exporter
 }
 
 /// Latency buckets in seconds, from 0.1 ms to 10 s: wide enough for an in-memory hop and for a

@@ -45,8 +45,10 @@ use switchboard::{
         queues::{self, EdgeInbound},
     },
     contract::{Room, UserId, bus::Deliver, server},
+    trace,
 };
 use tokio::sync::{Mutex, mpsc, watch};
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// The edge's queue and its bindings.
@@ -343,7 +345,20 @@ async fn bind(channel: &Channel, queue: &str, room: &Room) -> Result<(), BusErro
 
 /// Emits one delivery, published at `sent_at`, to the local sockets of its rooms, and hands the
 /// answer it carries (if any) to the request of this edge that waits for it.
-async fn emit(io: &SocketIo, bus: &Bus, mut deliver: Deliver, sent_at: chrono::DateTime<chrono::Utc>) {
+async fn emit(io: &SocketIo, bus: &Bus, deliver: Deliver, sent_at: chrono::DateTime<chrono::Utc>) {
+    // The last span of a message's trace, when it has one (see `switchboard::trace`).
+    let span = match &deliver.traceparent {
+        Some(parent) if trace::enabled() => {
+            let span = tracing::debug_span!(target: trace::TARGET, "emit", event = %deliver.event, otel.kind = "consumer");
+            trace::continue_from(&span, [Some(parent)]);
+            span
+        }
+        _ => tracing::Span::none(),
+    };
+    emit_here(io, bus, deliver, sent_at).instrument(span).await
+}
+
+async fn emit_here(io: &SocketIo, bus: &Bus, mut deliver: Deliver, sent_at: chrono::DateTime<chrono::Utc>) {
     if let Some(reply) = deliver.reply.take() {
         bus.answer_waiting(reply).await;
     }

@@ -168,6 +168,7 @@ pub fn emit_command(body: &[u8]) -> Result<Deliver, ApiError> {
         data: request.data,
         except_socket: None,
         reply: None,
+        traceparent: None,
     })
 }
 

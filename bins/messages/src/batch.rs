@@ -16,11 +16,12 @@ use switchboard::{
     },
     contract::{
         AckError, ConversationId, ErrorCode, MessageId, Room, UserId,
-        bus::{BatchedRequest, Deliver, MarkRead, SendMessage},
+        bus::{BatchedRequest, Deliver, MarkRead, SendMessage, TraceParent},
         client::{Empty, MessageSent},
         server::{MessageNew, MessageReadEvent, ServerEvent},
     },
     db::{Database, is_transient},
+    trace,
 };
 use uuid::Uuid;
 
@@ -37,6 +38,8 @@ pub struct Command {
     item_correlation: Option<String>,
     /// The queue it was consumed from, for parking.
     queue: Arc<str>,
+    /// The trace it belongs to, when traces are exported (see `switchboard::trace`).
+    traceparent: Option<TraceParent>,
 }
 
 #[derive(Clone)]
@@ -46,6 +49,11 @@ enum Action {
 }
 
 impl Command {
+    /// The trace it belongs to, for the spans of the batch that carries it.
+    pub fn traceparent(&self) -> Option<&TraceParent> {
+        self.traceparent.as_ref()
+    }
+
     fn expires_at(&self) -> DateTime<Utc> {
         match &self.action {
             Action::Send(command) => command.expires_at,
@@ -88,8 +96,13 @@ impl Command {
         };
         // Our own types always serialize.
         let data = data.unwrap_or_else(|_| RawValue::from_string("{}".into()).expect("valid JSON"));
-        let item =
-            BatchedRequest { id: self.id, correlation_id: correlation.clone(), kind: kind.to_owned(), data };
+        let item = BatchedRequest {
+            id: self.id,
+            correlation_id: correlation.clone(),
+            kind: kind.to_owned(),
+            data,
+            traceparent: self.traceparent.clone(),
+        };
         park_item(bus, &self.queue, &self.delivery, &item, poison).await
     }
 }
@@ -172,6 +185,7 @@ pub async fn prepare(
             delivery: delivery.clone(),
             item_correlation: None,
             queue: queue.clone(),
+            traceparent: trace::from_header(&delivery.properties),
         };
         match Envelope::<ShardCommand>::decode_inbound(&delivery.data) {
             Ok(Envelope { id, data: ShardCommand::SendMessage(send), .. }) => {
@@ -228,6 +242,7 @@ async fn unpack(
             delivery: delivery.clone(),
             item_correlation: Some(item.correlation_id),
             queue: queue.clone(),
+            traceparent: item.traceparent,
         }),
         Err(error) => {
             park_item(bus, queue, delivery, &item, &Poison::malformed(error)).await?;
@@ -495,6 +510,13 @@ impl BatchRow {
 /// already took one from the fan-out ignores the second.
 pub async fn publish(bus: &Bus, commands: &[Command], decided: Decided) {
     let Decided { per_command, participants } = decided;
+    // Each fanned-out item carries its message's trace on: the one this fan-out's span
+    // continues goes on from that span, the others from their own edge's.
+    let (here, continued) = (trace::current(), commands.iter().find_map(Command::traceparent));
+    let trace_of = |command: &Command| match command.traceparent() {
+        Some(parent) if Some(parent) == continued && here.is_some() => here.clone(),
+        parent => parent.cloned(),
+    };
     let mut fan_out = Vec::new();
     let mut replies = Vec::new();
     let mut inside = Vec::new();
@@ -516,6 +538,7 @@ pub async fn publish(bus: &Bus, commands: &[Command], decided: Decided) {
                 };
                 let rooms = rooms_of(participants.get(&message.conversation_id), None);
                 let mut item = Deliver::server_event(rooms, MessageNew::NAME, &message, command.socket());
+                item.traceparent = trace_of(command);
                 if command.takes_ack_in_fan_out()
                     && item.except_socket.is_some()
                     && item.rooms.contains(&Room::User(message.sender_id.clone()))
@@ -532,12 +555,10 @@ pub async fn publish(bus: &Bus, commands: &[Command], decided: Decided) {
             Some(Decision::Read(outcome)) => {
                 if let Ok(event) = &outcome {
                     let rooms = rooms_of(participants.get(&event.conversation_id), Some(&event.user_id));
-                    fan_out.push(Deliver::server_event(
-                        rooms,
-                        MessageReadEvent::NAME,
-                        event,
-                        command.socket(),
-                    ));
+                    let mut item =
+                        Deliver::server_event(rooms, MessageReadEvent::NAME, event, command.socket());
+                    item.traceparent = trace_of(command);
+                    fan_out.push(item);
                 }
                 replies.push(command.reply::<MarkRead>(outcome.map(|_| Empty {})));
             }

@@ -18,8 +18,9 @@
 //! conversation's commands are all in one shard, and a shard's batches enter the committer
 //! in its queue's order.
 
-use switchboard::{Bus, Shutdown, bus::retry_in_place, db::Database};
+use switchboard::{Bus, Shutdown, bus::retry_in_place, db::Database, trace};
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 use crate::batch::{self, Command, Decided};
 
@@ -103,6 +104,10 @@ async fn store_stage(
         // The database or the broker unreachable: the same group is tried again in place (what
         // was committed before is found by its command ids). Commands that expire meanwhile
         // are dropped by the retry itself.
+        let span = batch_span(
+            tracing::debug_span!(target: trace::TARGET, "commit", commands = commands.len()),
+            &commands,
+        );
         let decided = retry_in_place(shutdown.triggered(), || async {
             batch::store(&bus, &database, &commands)
                 .await
@@ -111,6 +116,7 @@ async fn store_stage(
                 )
                 .ok()
         })
+        .instrument(span)
         .await;
         let Some(decided) = decided else { return };
         metrics::histogram!("messages_batch_shards").record(done.len() as f64);
@@ -122,9 +128,20 @@ async fn store_stage(
 
 async fn publish_stage(bus: Bus, mut stored: mpsc::Receiver<Stored>) {
     while let Some(Stored { commands, decided, done }) = stored.recv().await {
-        batch::publish(&bus, &commands, decided).await;
+        let span = batch_span(
+            tracing::debug_span!(target: trace::TARGET, "fan-out", commands = commands.len()),
+            &commands,
+        );
+        batch::publish(&bus, &commands, decided).instrument(span).await;
         for shard in done {
             let _ = shard.send(());
         }
     }
+}
+
+/// `span`, continuing the trace of the first of `commands` that has one and linked to the
+/// others' (see `switchboard::trace`).
+pub fn batch_span(span: tracing::Span, commands: &[Command]) -> tracing::Span {
+    trace::continue_from(&span, commands.iter().map(Command::traceparent));
+    span
 }

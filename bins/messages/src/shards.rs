@@ -19,13 +19,15 @@ use switchboard::{
     Bus, Shutdown,
     bus::{BusError, Shard, in_time, queues, retry_in_place},
     db::Database,
+    trace,
 };
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::{
     batch,
-    committer::{Committer, Stopped},
+    committer::{self, Committer, Stopped},
 };
 
 /// The advisory-lock namespace of the messages worker ("SBMS").
@@ -268,7 +270,9 @@ async fn consume_once(
                     stopping = true;
                     continue;
                 };
-                in_flight.push_back((Box::pin(committer.commit(commands)), last));
+                let span = tracing::debug_span!(target: trace::TARGET, "shard batch", shard = shard.index(), commands = commands.len());
+                let span = committer::batch_span(span, &commands);
+                in_flight.push_back((Box::pin(committer.commit(commands).instrument(span)), last));
             }
         }
     };

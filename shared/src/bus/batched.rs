@@ -29,8 +29,9 @@ use super::{
     rpc::{Arrived, DIRECT_REPLY_TO, Request, Waiting, publish_request_message},
 };
 use crate::{
-    contract::bus::{BatchedRequest, RequestBatch},
+    contract::bus::{BatchedRequest, RequestBatch, TraceParent},
     sync::lock,
+    trace,
 };
 
 /// The most requests in one message.
@@ -59,6 +60,8 @@ struct Queued {
     reply: oneshot::Sender<Arrived>,
     /// Told once the broker confirmed (or refused) the message that carried it.
     published: oneshot::Sender<Result<Waiting, BusError>>,
+    /// The trace of the caller's span, when traces are exported.
+    traceparent: Option<TraceParent>,
 }
 
 /// A request in a [`RequestBatcher`]'s queue or on its way to the broker.
@@ -116,6 +119,7 @@ impl RequestBatcher {
             data,
             reply: reply_sender,
             published: published_sender,
+            traceparent: trace::current(),
         };
         // A send error means the task is gone, and `confirmed` says so.
         let _ = self.queue.send(queued);
@@ -161,7 +165,7 @@ async fn publish(bus: &Bus, route: &Route, timeout: Duration, batch: Vec<Queued>
             .with_type(one.kind.into())
             .with_message_id(one.id.to_string().into())
             .with_correlation_id(one.correlation.as_str().into());
-        (envelope.encode(), properties)
+        (envelope.encode(), trace::with_header(properties, one.traceparent.clone()))
     } else {
         let requests = batch
             .iter()
@@ -170,6 +174,7 @@ async fn publish(bus: &Bus, route: &Route, timeout: Duration, batch: Vec<Queued>
                 correlation_id: queued.correlation.clone(),
                 kind: queued.kind.to_owned(),
                 data: queued.data.clone(),
+                traceparent: queued.traceparent.clone(),
             })
             .collect();
         let envelope = Envelope::new(RequestBatch { requests });

@@ -41,7 +41,7 @@ use futures::StreamExt;
 use lapin::{
     BasicProperties, Channel, Confirmation, ConnectionProperties,
     options::{BasicPublishOptions, ConfirmSelectOptions},
-    types::{AMQPValue, FieldTable},
+    types::AMQPValue,
 };
 use tokio::sync::{Mutex, watch};
 
@@ -231,7 +231,7 @@ impl Bus {
         let mut properties = properties::<M>(&envelope);
         if !also.is_empty() {
             let keys = also.into_iter().map(|k| AMQPValue::LongString(k.into())).collect::<Vec<_>>();
-            let mut headers = FieldTable::default();
+            let mut headers = properties.headers().clone().unwrap_or_default();
             headers.insert("CC".into(), AMQPValue::FieldArray(keys.into()));
             properties = properties.with_headers(headers);
         }
@@ -422,10 +422,13 @@ pub fn backoff() -> impl Iterator<Item = Duration> + Send {
         .build()
 }
 
+/// The properties of a message of its own: its kind, id and time, and the current span's trace
+/// (when traces are exported) in the `traceparent` header.
 pub(crate) fn properties<M: BusMessage>(envelope: &Envelope<&M>) -> BasicProperties {
-    BasicProperties::default()
+    let properties = BasicProperties::default()
         .with_content_type("application/json".into())
         .with_type(M::KIND.into())
         .with_message_id(envelope.id.to_string().into())
-        .with_timestamp(u64::try_from(envelope.sent_at.timestamp()).unwrap_or_default())
+        .with_timestamp(u64::try_from(envelope.sent_at.timestamp()).unwrap_or_default());
+    crate::trace::with_header(properties, crate::trace::current())
 }

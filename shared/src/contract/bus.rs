@@ -154,7 +154,18 @@ pub struct BatchedRequest {
     pub kind: String,
     /// The request's body, read only once its kind is known.
     pub data: Box<serde_json::value::RawValue>,
+    /// The trace the request belongs to, when traces are exported (a request of its own
+    /// carries it in its `traceparent` header).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<TraceParent>,
 }
+
+/// A W3C trace context (`00-<trace id>-<span id>-<flags>`): the span a message or a batch item
+/// continues, when traces are exported (docs/reference.md, Traces). Passed on as it came; one
+/// that cannot be read starts no trace and is otherwise ignored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TraceParent(pub String);
 
 /// Several replies for one requester in one message, sent to its `reply_to` with no
 /// `correlation_id` of its own: a worker that handled a batch answers each requester once.
@@ -239,6 +250,10 @@ pub struct Deliver {
     /// waiting for this correlation id takes the answer; every other edge ignores it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply: Option<BatchedReply>,
+    /// The trace of the message this delivers, when traces are exported: each item of a batch
+    /// carries its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<TraceParent>,
 }
 
 impl Deliver {
@@ -257,6 +272,7 @@ impl Deliver {
             data: serde_json::to_value(body).unwrap_or_default(),
             except_socket,
             reply: None,
+            traceparent: None,
         }
     }
 }

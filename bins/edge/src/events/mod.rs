@@ -25,7 +25,9 @@ use socketioxide::extract::{AckSender, Event, SocketRef, State, TryData};
 use switchboard::{
     bus::{Request, RequestError, Routed},
     contract::{AckError, ack::ack_body, object},
+    trace,
 };
+use tracing::Instrument;
 
 use crate::{
     App,
@@ -108,7 +110,10 @@ where
               ack: AckSender,
               State(app): State<Arc<App>>| {
             let handler = handler.clone();
-            async move {
+            // The first span of a message's trace (a disabled callsite unless traces are
+            // exported; see `switchboard::trace`).
+            let span = tracing::debug_span!(target: trace::TARGET, "client event", otel.name = event, otel.kind = "server");
+            let handled = async move {
                 let started = Instant::now();
                 metrics::counter!("edge_events_in_total", "event" => event).increment(1);
                 let Some(client) = socket.extensions.get::<Arc<Client>>() else { return };
@@ -134,7 +139,8 @@ where
                 reply(event, ack, &result);
                 metrics::histogram!("edge_event_duration_seconds", "event" => event)
                     .record(started.elapsed().as_secs_f64());
-            }
+            };
+            handled.instrument(span)
         },
     );
 }
