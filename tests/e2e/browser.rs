@@ -5,7 +5,12 @@
 //! match, see each other online and typing, and chat; a screenshot of the conversation is saved
 //! to `target/artifacts/demo.png`.
 
-use std::{path::PathBuf, process::Stdio, time::Duration};
+use std::{
+    path::PathBuf,
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use switchboard_tests::{Bin, INGRESS_KEY, TestEnv};
 use tokio::{
@@ -14,14 +19,14 @@ use tokio::{
 };
 
 const HOUR: chrono::Duration = chrono::Duration::hours(1);
-const CHROMIUM: &str = "/usr/bin/chromium";
+pub(crate) const CHROMIUM: &str = "/usr/bin/chromium";
 
-fn kit_dir() -> PathBuf {
+pub(crate) fn kit_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../clients/typescript")
 }
 
 /// `target/artifacts`, next to the profile directory this test runs from.
-fn artifacts_dir() -> PathBuf {
+pub(crate) fn artifacts_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("the test's path");
     // target/<profile>/deps/e2e-<hash>
     let target = exe.ancestors().nth(3).expect("the target directory").to_path_buf();
@@ -29,50 +34,81 @@ fn artifacts_dir() -> PathBuf {
 }
 
 /// Fails with what to run when something the test needs was not prepared (tests/run does it).
-fn require(path: PathBuf, how: &str) {
+pub(crate) fn require(path: PathBuf, how: &str) {
     assert!(path.exists(), "{} is missing: {how}", path.display());
 }
 
 /// The demo server, killed when dropped.
-struct DemoServer {
+pub(crate) struct DemoServer {
     child: Child,
-    url: String,
+    pub(crate) url: String,
+    /// What it printed after its first line (a failed ingress request), also shown as it comes.
+    output: Arc<Mutex<Vec<String>>>,
 }
 
 impl DemoServer {
+    /// On a free port, publishing with the test edges' ingress key.
     async fn start(edge_url: &str) -> DemoServer {
+        DemoServer::start_with(edge_url, INGRESS_KEY, 0).await
+    }
+
+    /// On 127.0.0.1:`port` (0: a free one), publishing through `edge_url` with `ingress_key`.
+    pub(crate) async fn start_with(edge_url: &str, ingress_key: &str, port: u16) -> DemoServer {
         let mut child = Command::new("node")
             .arg("demo/serve.mjs")
             .current_dir(kit_dir())
-            .env("DEMO_PORT", "0")
+            .env("DEMO_PORT", port.to_string())
             .env("DEMO_HOST", "127.0.0.1")
             .env("SWITCHBOARD_URL", edge_url)
-            .env("SWITCHBOARD_INGRESS_KEY", INGRESS_KEY)
+            .env("SWITCHBOARD_INGRESS_KEY", ingress_key)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .expect("start node (is Node.js installed?)");
         let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let mut errors = BufReader::new(child.stderr.take().expect("stderr")).lines();
         // It prints one line once it listens: "Switchboard demo on http://localhost:<port>/ ...".
-        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-            .await
-            .expect("the demo server starts within 20 s")
-            .expect("read the demo server's output")
-            .expect("the demo server printed where it listens");
+        let line = match tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await {
+            Ok(Ok(Some(line))) => line,
+            other => {
+                // It failed to start (port taken, no build): say why, from what it printed.
+                let mut said = Vec::new();
+                while let Ok(Ok(Some(line))) =
+                    tokio::time::timeout(Duration::from_secs(2), errors.next_line()).await
+                {
+                    said.push(line);
+                }
+                panic!("the demo server did not say where it listens ({other:?}):\n{}", said.join("\n"));
+            }
+        };
         let port = line
             .split("http://localhost:")
             .nth(1)
             .and_then(|rest| rest.split('/').next())
             .unwrap_or_else(|| panic!("no port in the demo server's line {line:?}"));
-        // Anything it prints later (failed match requests) goes to the test's output.
+        // Anything it prints later (failed match requests, on stderr) goes to the test's output,
+        // and is kept.
+        let output = Arc::new(Mutex::new(Vec::new()));
+        let kept = output.clone();
         tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
+            loop {
+                let line = tokio::select! {
+                    Ok(Some(line)) = lines.next_line() => line,
+                    Ok(Some(line)) = errors.next_line() => line,
+                    else => break,
+                };
                 eprintln!("[demo server] {line}");
+                kept.lock().expect("the demo server's output").push(line);
             }
         });
-        DemoServer { child, url: format!("http://127.0.0.1:{port}/") }
+        DemoServer { child, url: format!("http://127.0.0.1:{port}/"), output }
+    }
+
+    /// Everything it printed after the line saying where it listens.
+    pub(crate) fn output(&self) -> Vec<String> {
+        self.output.lock().expect("the demo server's output").clone()
     }
 }
 

@@ -11,6 +11,7 @@ mod edge;
 mod foundation;
 mod loadgen;
 mod matches;
+mod newcomer;
 mod overload;
 mod presence;
 mod reference;
