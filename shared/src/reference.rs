@@ -514,6 +514,19 @@ fn bus(out: &mut String) {
             }
         }
     }
+    out.push_str(
+        "\n### Domain events\n\n\
+         What happened, for backends: the kinds above named `domain.*`, each published on \
+         `events.topic` with its kind as the routing key. Declare a queue of your own and bind it \
+         to the keys you want (`domain.#` for all); no Switchboard process consumes them. The \
+         bodies are the clients' own payloads where clients see the same fact \
+         (`domain.message.stored` is the `message:new`, with the same `id` and `seq`), and \
+         [asyncapi.yaml](asyncapi.yaml) describes each. Nothing is published while nobody \
+         listens: a key the broker returns (no queue bound) stays unpublished for one second, so \
+         a new binding receives everything from at most one second after it on. At least once \
+         while the broker takes the publishes (a redelivered command publishes again, with the \
+         same ids); a publish the broker fails is logged and counted, not retried.\n",
+    );
 }
 
 fn operations(out: &mut String) {

@@ -141,6 +141,11 @@ fn describe() {
         "bus_requests_waiting",
         "Requests to a worker sent and not yet answered, timed out or given up by their caller."
     );
+    describe_counter!(
+        "bus_domain_events_total",
+        "Domain events for backends, by event and outcome: published (some queue took it) or \
+         unheard (no queue is bound to its key, so it was returned or not published at all)."
+    );
     describe_histogram!(
         "bus_request_batch_size",
         "Requests sent to a worker in one broker message (the edge's per-shard batching)."

@@ -7,6 +7,7 @@ mod browser;
 mod chat;
 mod dashboard;
 mod deploy;
+mod domain;
 mod edge;
 mod foundation;
 mod loadgen;

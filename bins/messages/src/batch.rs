@@ -11,13 +11,14 @@ use switchboard::{
     Bus,
     backend::deliver_all,
     bus::{
-        BusError, BusMessage, Durability, Envelope, Inbound, Outgoing, Poison, batched::ACK_IN_FAN_OUT,
-        queues::ShardCommand, rpc::Request,
+        BusError, BusMessage, DomainEvents, Durability, Envelope, Inbound, Outgoing, Poison,
+        batched::ACK_IN_FAN_OUT, queues::ShardCommand, rpc::Request,
     },
     contract::{
         AckError, ConversationId, ErrorCode, MessageId, Room, UserId,
         bus::{BatchedRequest, Deliver, MarkRead, SendMessage, TraceParent},
         client::{Empty, MessageSent},
+        domain::{MessageRead as DomainRead, MessageStored},
         server::{MessageNew, MessageReadEvent, ServerEvent},
     },
     db::{Database, is_transient},
@@ -508,7 +509,7 @@ impl BatchRow {
 /// other answer (refusals, a retry of a stored message, reads, requests from elsewhere) goes as
 /// a reply. Should a fan-out publish fail, every answer is also sent as a reply: an edge that
 /// already took one from the fan-out ignores the second.
-pub async fn publish(bus: &Bus, commands: &[Command], decided: Decided) {
+pub async fn publish(bus: &Bus, domain: &DomainEvents, commands: &[Command], decided: Decided) {
     let Decided { per_command, participants } = decided;
     // Each fanned-out item carries its message's trace on: the one this fan-out's span
     // continues goes on from that span, the others from their own edge's.
@@ -517,6 +518,10 @@ pub async fn publish(bus: &Bus, commands: &[Command], decided: Decided) {
         Some(parent) if Some(parent) == continued && here.is_some() => here.clone(),
         parent => parent.cloned(),
     };
+    // Built only while some backend listens (see `DomainEvents`).
+    let (mut stored, mut read) = (Vec::new(), Vec::new());
+    let (stored_heard, read_heard) = (domain.heard::<MessageStored>(), domain.heard::<DomainRead>());
+    let mut unheard = (0, 0);
     let mut fan_out = Vec::new();
     let mut replies = Vec::new();
     let mut inside = Vec::new();
@@ -538,6 +543,11 @@ pub async fn publish(bus: &Bus, commands: &[Command], decided: Decided) {
                 };
                 let rooms = rooms_of(participants.get(&message.conversation_id), None);
                 let mut item = Deliver::server_event(rooms, MessageNew::NAME, &message, command.socket());
+                if stored_heard {
+                    stored.push(MessageStored(message.clone()));
+                } else {
+                    unheard.0 += 1;
+                }
                 item.traceparent = trace_of(command);
                 if command.takes_ack_in_fan_out()
                     && item.except_socket.is_some()
@@ -554,6 +564,11 @@ pub async fn publish(bus: &Bus, commands: &[Command], decided: Decided) {
             }
             Some(Decision::Read(outcome)) => {
                 if let Ok(event) = &outcome {
+                    if read_heard {
+                        read.push(DomainRead(event.clone()));
+                    } else {
+                        unheard.1 += 1;
+                    }
                     let rooms = rooms_of(participants.get(&event.conversation_id), Some(&event.user_id));
                     let mut item =
                         Deliver::server_event(rooms, MessageReadEvent::NAME, event, command.socket());
@@ -564,8 +579,16 @@ pub async fn publish(bus: &Bus, commands: &[Command], decided: Decided) {
             }
         }
     }
-    // As few broker messages as the batch allows: one per edge for the whole batch.
-    let failed = deliver_all(bus, fan_out, Durability::Confirmed).await;
+    domain.unheard::<MessageStored>(unheard.0);
+    domain.unheard::<DomainRead>(unheard.1);
+    // As few broker messages as the batch allows: one per edge for the whole batch. The domain
+    // events go at the same time, and before the shard acknowledges the batch: a redelivery
+    // repeats them.
+    let (failed, (), ()) = futures::join!(
+        deliver_all(bus, fan_out, Durability::Confirmed),
+        domain.publish(&stored),
+        domain.publish(&read)
+    );
     for error in &failed {
         // The message is stored; receivers that miss it catch up with messages:sync.
         tracing::warn!(%error, "a fan-out was not confirmed");

@@ -18,7 +18,12 @@
 //! conversation's commands are all in one shard, and a shard's batches enter the committer
 //! in its queue's order.
 
-use switchboard::{Bus, Shutdown, bus::retry_in_place, db::Database, trace};
+use switchboard::{
+    Bus, Shutdown,
+    bus::{DomainEvents, retry_in_place},
+    db::Database,
+    trace,
+};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
@@ -58,7 +63,7 @@ impl Committer {
         // Capacity one: the store stage runs at most one group ahead of the publish stage.
         let (stored_sender, stored) = mpsc::channel(1);
         shutdown.spawn(store_stage(bus.clone(), database, shutdown.clone(), submissions, stored_sender));
-        shutdown.spawn(publish_stage(bus, stored));
+        shutdown.spawn(publish_stage(DomainEvents::new(bus.clone()), bus, stored));
         Self { queue }
     }
 
@@ -126,13 +131,13 @@ async fn store_stage(
     }
 }
 
-async fn publish_stage(bus: Bus, mut stored: mpsc::Receiver<Stored>) {
+async fn publish_stage(domain: DomainEvents, bus: Bus, mut stored: mpsc::Receiver<Stored>) {
     while let Some(Stored { commands, decided, done }) = stored.recv().await {
         let span = batch_span(
             tracing::debug_span!(target: trace::TARGET, "fan-out", commands = commands.len()),
             &commands,
         );
-        batch::publish(&bus, &commands, decided).instrument(span).await;
+        batch::publish(&bus, &domain, &commands, decided).instrument(span).await;
         for shard in done {
             let _ = shard.send(());
         }

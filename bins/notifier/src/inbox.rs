@@ -7,6 +7,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use switchboard::{
     backend::{deliver, deliver_all},
     bus::{ConsumeOptions, Durability, Incoming, Outcome, queues},
+    contract::domain,
     contract::{
         AckError, NotificationId, Room, UserId,
         bus::{
@@ -185,18 +186,27 @@ pub async fn handle_delivered(notifier: &Notifier, incoming: Incoming) -> Outcom
         Ok(envelope) => envelope.data,
         Err(error) => return Outcome::DeadLetter(error.into()),
     };
-    let marked = sqlx::query(
-        "UPDATE notifications SET delivered_at = now() WHERE id = $1 AND user_id = $2 AND delivered_at IS NULL",
+    let marked: Result<Option<DateTime<Utc>>, _> = sqlx::query_scalar(
+        "UPDATE notifications SET delivered_at = now() WHERE id = $1 AND user_id = $2 AND delivered_at IS NULL \
+         RETURNING delivered_at",
     )
     .bind(delivered.id.0)
     .bind(delivered.user_id.as_str())
-    .execute(notifier.database.pool())
+    .fetch_optional(notifier.database.pool())
     .await;
     match marked {
-        Ok(done) => {
-            metrics::counter!("notifier_delivered_total").increment(done.rows_affected());
+        Ok(Some(at)) => {
+            metrics::counter!("notifier_delivered_total").increment(1);
+            let event = domain::NotificationDelivered {
+                notification_id: delivered.id,
+                user_id: delivered.user_id,
+                delivered_at: at,
+            };
+            notifier.domain.publish(&[event]).await;
             Outcome::Ack
         }
+        // Marked before: another socket's receipt came first.
+        Ok(None) => Outcome::Ack,
         Err(error) => Failure::from(error).outcome("a delivery receipt"),
     }
 }
@@ -248,16 +258,25 @@ async fn list(notifier: &Notifier, query: NotificationsQuery) -> Result<Notifica
 /// Only the recipient may mark a notification; anything else is `forbidden`, whether or not
 /// the notification exists.
 async fn mark_read(notifier: &Notifier, read: MarkNotificationRead) -> Result<Empty, AckError> {
-    let marked = sqlx::query(
-        "UPDATE notifications SET read_at = coalesce(read_at, now()) WHERE id = $1 AND user_id = $2",
+    // Whether the recipient's notification exists, and when it became read if that is now
+    // (`domain.notification.read` is published the first time only).
+    let (found, newly_read): (bool, Option<DateTime<Utc>>) = sqlx::query_as(
+        "WITH target AS (SELECT id, read_at FROM notifications WHERE id = $1 AND user_id = $2 FOR UPDATE), \
+         marked AS (UPDATE notifications n SET read_at = now() FROM target \
+                    WHERE n.id = target.id AND target.read_at IS NULL RETURNING n.read_at) \
+         SELECT EXISTS (SELECT 1 FROM target), (SELECT read_at FROM marked)",
     )
     .bind(read.id.0)
     .bind(read.user_id.as_str())
-    .execute(notifier.database.pool())
+    .fetch_one(notifier.database.pool())
     .await
     .map_err(unavailable)?;
-    if marked.rows_affected() == 0 {
+    if !found {
         return Err(AckError::forbidden());
+    }
+    if let Some(read_at) = newly_read {
+        let event = domain::NotificationRead { notification_id: read.id, user_id: read.user_id, read_at };
+        notifier.domain.publish(&[event]).await;
     }
     Ok(Empty {})
 }

@@ -56,6 +56,7 @@ use std::{sync::Arc, time::Duration};
 
 use switchboard::{
     Bus, Config, Role, Shutdown,
+    bus::DomainEvents,
     bus::{ConsumeOptions, Outcome, Poison, queues},
     db::Database,
     service::Process,
@@ -120,6 +121,8 @@ impl Failure {
 /// What the handlers share.
 pub struct Notifier {
     pub bus: Bus,
+    /// The match and notification events for backends.
+    pub domain: DomainEvents,
     pub database: Database,
     /// How long to wait for another worker (the owner of conversations).
     pub timeout: Duration,
@@ -130,6 +133,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let process = Process::start(Role::Notifier, config, shutdown, true).await?;
     let notifier = Arc::new(Notifier {
         bus: process.bus.clone(),
+        domain: DomainEvents::new(process.bus.clone()),
         database: process.database.clone().expect("the notifier has a database"),
         timeout: process.config.ack_timeout(),
     });

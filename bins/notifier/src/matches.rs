@@ -10,6 +10,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use switchboard::{
     backend::{self, deliver},
     bus::{Durability, Incoming, Outcome, queues::MatchEvent},
+    contract::domain,
     contract::{
         ConversationId, MatchId, NotificationId, Room, UserId,
         bus::{
@@ -122,6 +123,14 @@ async fn matched(notifier: &Notifier, created: MatchCreated) -> Result<(), Failu
         send(notifier, me, MatchNew::NAME, &new).await?;
         inbox::push(notifier, &notification).await?;
     }
+    // Before it is marked announced: a redelivery publishes it again rather than never.
+    let event = domain::MatchCreated {
+        match_id: created.match_id.clone(),
+        conversation_id: conversation,
+        user_ids: users.clone(),
+        created_at: stored.created_at,
+    };
+    notifier.domain.publish(&[event]).await;
     sqlx::query("UPDATE matches SET announced_at = now() WHERE match_id = $1")
         .bind(created.match_id.as_str())
         .execute(notifier.database.pool())
@@ -140,6 +149,9 @@ async fn unmatched(notifier: &Notifier, match_id: MatchId) -> Result<(), Failure
     if let Some(id) = stored.conversation_id {
         let close = CloseConversation { conversation_id: ConversationId(id) };
         notifier.bus.request(&close, notifier.timeout).await?;
+        // Before it is marked removed: a redelivery publishes it again rather than never.
+        let removed = MatchRemoved { match_id: match_id.clone(), conversation_id: ConversationId(id) };
+        notifier.domain.publish(&[domain::MatchRemoved(removed)]).await;
     }
     sqlx::query("UPDATE matches SET removed_at = now() WHERE match_id = $1 AND removed_at IS NULL")
         .bind(match_id.as_str())

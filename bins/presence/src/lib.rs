@@ -70,13 +70,14 @@ use switchboard::{
     Bus, Config, Role, Shutdown,
     backend::deliver,
     bus::{
-        ConsumeOptions, Durability, Incoming, Outcome,
+        ConsumeOptions, DomainEvents, Durability, Incoming, Outcome,
         queues::{self, PresenceInput},
     },
     contract::{
         AckError, Room, UserId,
         bus::{Contacts, ContactsQuery, Deliver, PresenceLookup},
         client::{PresenceReply, UserPresence},
+        domain,
         server::{ServerEvent, UserOffline, UserOnline},
     },
     db::Database,
@@ -91,6 +92,8 @@ const TICK: Duration = Duration::from_millis(200);
 
 struct Worker {
     bus: Bus,
+    /// `domain.user.online` and `domain.user.offline` for backends.
+    domain: DomainEvents,
     database: Database,
     state: Mutex<Presence>,
     announce: mpsc::UnboundedSender<Announcement>,
@@ -106,6 +109,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let (announce, announcements) = mpsc::unbounded_channel();
     let worker = Arc::new(Worker {
         bus: process.bus.clone(),
+        domain: DomainEvents::new(process.bus.clone()),
         database,
         state: Mutex::new(
             Presence::new(grace, interval * 2 + Duration::from_secs(1), Instant::now())
@@ -240,7 +244,10 @@ impl Worker {
             // Handled above.
             Announcement::OnlineTo { .. } => return,
             Announcement::Online { user, at } => {
-                (user, UserOnline::NAME, serde_json::to_value(UserOnline { user_id: user.clone(), at: *at }))
+                let online = UserOnline { user_id: user.clone(), at: *at };
+                let data = serde_json::to_value(&online);
+                self.domain.publish(&[domain::UserOnline(online)]).await;
+                (user, UserOnline::NAME, data)
             }
             Announcement::Offline { user, last_seen_at } => {
                 let stored = sqlx::query(
@@ -255,7 +262,9 @@ impl Worker {
                     tracing::warn!(%error, "cannot store last_seen");
                 }
                 let offline = UserOffline { user_id: user.clone(), last_seen_at: *last_seen_at };
-                (user, UserOffline::NAME, serde_json::to_value(offline))
+                let data = serde_json::to_value(&offline);
+                self.domain.publish(&[domain::UserOffline(offline)]).await;
+                (user, UserOffline::NAME, data)
             }
         };
         let Ok(contacts) = self.contacts(user).await else { return };

@@ -28,6 +28,7 @@
 pub mod batched;
 pub mod consume;
 pub mod dead_letter;
+pub mod domain;
 pub mod envelope;
 pub mod queues;
 pub mod route;
@@ -48,6 +49,7 @@ use tokio::sync::{Mutex, watch};
 pub use batched::{QueuedRequest, RequestBatcher};
 pub use consume::{ConsumeOptions, Incoming, Outcome, kind_of, retry_in_place};
 pub use dead_letter::Poison;
+pub use domain::DomainEvents;
 pub use envelope::{BusMessage, DecodeError, Envelope};
 pub use queues::Inbound;
 pub use route::{FixedRoute, Route, Routed, Shard};

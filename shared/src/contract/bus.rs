@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 
 use super::{
     client::{ClientMessageId, Content, Empty, MessageSent, MessagesPage, NotificationsPage, PresenceReply},
+    domain,
     ids::{ConversationId, MatchId, MessageId, NotificationId, Room, UserId},
     text::text_type,
 };
@@ -86,6 +87,15 @@ kinds! {
     ConversationOpened => "conversation.opened" on EVENTS_TOPIC "conversation.opened";
     FlushInbox => "notification.flush" on EVENTS_TOPIC "notification.flush";
     NotificationDelivered => "notification.delivered" on EVENTS_TOPIC "notification.delivered";
+    domain::MessageStored => "domain.message.stored" on EVENTS_TOPIC "domain.message.stored";
+    domain::MessageRead => "domain.message.read" on EVENTS_TOPIC "domain.message.read";
+    domain::UserOnline => "domain.user.online" on EVENTS_TOPIC "domain.user.online";
+    domain::UserOffline => "domain.user.offline" on EVENTS_TOPIC "domain.user.offline";
+    domain::MatchCreated => "domain.match.created" on EVENTS_TOPIC "domain.match.created";
+    domain::MatchRemoved => "domain.match.removed" on EVENTS_TOPIC "domain.match.removed";
+    domain::NotificationDelivered => "domain.notification.delivered"
+        on EVENTS_TOPIC "domain.notification.delivered";
+    domain::NotificationRead => "domain.notification.read" on EVENTS_TOPIC "domain.notification.read";
 }
 
 impl Routed for SendMessage {

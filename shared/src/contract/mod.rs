@@ -7,6 +7,7 @@
 //! - [`text`]: the rules for text people write (message content, notifications);
 //! - [`ack`]: the success/failure envelope of every acknowledgement and its error codes;
 //! - [`bus`]: the bodies of bus messages, documented for other languages in `docs/asyncapi.yaml`;
+//! - [`domain`]: the domain events backends can subscribe to on the bus;
 //! - `typescript` (feature `typescript`): the same client-facing types and event maps in
 //!   TypeScript, for the kit in `clients/typescript`.
 //!
@@ -16,6 +17,7 @@
 pub mod ack;
 pub mod bus;
 pub mod client;
+pub mod domain;
 pub mod ids;
 pub mod object;
 pub mod server;
