@@ -14,4 +14,5 @@ mod matches;
 mod overload;
 mod presence;
 mod reference;
+mod tls;
 mod typescript;
