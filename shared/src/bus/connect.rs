@@ -1,7 +1,7 @@
 //! How the bus's pool opens a connection: plain AMQP, or AMQP over TLS (`RABBITMQ_TLS`) with
 //! the trust of [`crate::tls`].
 //!
-//! The pool is deadpool's, with this [`Manager`]: deadpool-lapin's connects with lapin's
+//! The pool is deadpool's, with this `Manager`: deadpool-lapin's connects with lapin's
 //! defaults, which take no CA. Over TLS the manager makes lapin's transport itself (a TCP
 //! stream upgraded by a rustls connector of our configuration) and hands it to
 //! `Connection::connector`; lapin's own `amqps` path takes its roots from its cargo features
