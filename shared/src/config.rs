@@ -3,9 +3,10 @@
 //! Every binary reads the same [`Config`]: built-in defaults, then an optional TOML file
 //! (`SWITCHBOARD_CONFIG`, else `switchboard.toml` when it exists), then environment variables,
 //! which win. Keys in the TOML file are the variable names in lower case
-//! (`rabbitmq_host = "..."`). Everything is parsed and checked before any I/O, so a bad value
-//! stops the process before a port is bound: [`Config::load`] returns a [`ConfigError`] whose
-//! `Display` is the one line the binary prints before exiting with [`EXIT_CONFIG`].
+//! (`rabbitmq_host = "..."`). Everything is parsed and checked before any other I/O than reading
+//! the files settings name (the TOML file, `RABBITMQ_CA_FILE`), so a bad value stops the process
+//! before a port is bound: [`Config::load`] returns a [`ConfigError`] whose `Display` is the one
+//! line the binary prints before exiting with [`EXIT_CONFIG`].
 //!
 //! Secrets (passwords, the JWT secret, ingress keys, the database URL which may carry a
 //! password) live in [`Secret`], whose `Debug` and `Display` never show the value.
@@ -35,6 +36,8 @@ pub const KEYS: &[&str] = &[
     "RABBITMQ_USERNAME",
     "RABBITMQ_PASSWORD",
     "RABBITMQ_VHOST",
+    "RABBITMQ_TLS",
+    "RABBITMQ_CA_FILE",
     "RABBITMQ_PREFETCH",
     "RABBITMQ_QUEUE_TYPE",
     "DATABASE_URL",
@@ -99,10 +102,34 @@ const fn setting(
 /// Every key of [`KEYS`], in the same order, with its default and meaning.
 pub const SETTINGS: &[Setting] = &[
     setting("RABBITMQ_HOST", "`127.0.0.1`", "all", "The RabbitMQ host."),
-    setting("RABBITMQ_PORT", "`5672`", "all", "The RabbitMQ AMQP port."),
+    setting(
+        "RABBITMQ_PORT",
+        "`5672`",
+        "all",
+        "The RabbitMQ AMQP port; with `RABBITMQ_TLS=true` the broker's TLS port, usually `5671` (not \
+         changed for you).",
+    ),
     setting("RABBITMQ_USERNAME", "`guest`", "all", "The RabbitMQ user."),
     setting("RABBITMQ_PASSWORD", "`guest`", "all", "The RabbitMQ password (a secret: never logged)."),
     setting("RABBITMQ_VHOST", "`/`", "all", "The RabbitMQ virtual host."),
+    setting(
+        "RABBITMQ_TLS",
+        "`false`",
+        "all",
+        "`true`: AMQP over TLS (`amqps`) to `RABBITMQ_PORT`, the broker's certificate checked against \
+         `RABBITMQ_CA_FILE` (or the public roots) and its name against `RABBITMQ_HOST`. A certificate \
+         the process refuses is logged as one ERROR saying why, repeated at most every 30 s while it \
+         keeps retrying.",
+    ),
+    setting(
+        "RABBITMQ_CA_FILE",
+        "none (the public roots bundled in the binary)",
+        "all, with `RABBITMQ_TLS=true`",
+        "A PEM file of the CA certificates that sign the broker's certificate; they are then the only \
+         ones trusted for it. A file that cannot be read or holds no certificate stops the process at \
+         start; it is read again at every new connection, so a CA replaced in place is used from the \
+         next reconnection. Set without `RABBITMQ_TLS=true`, it stops the process too.",
+    ),
     setting(
         "RABBITMQ_PREFETCH",
         "`64`",
@@ -360,6 +387,13 @@ pub struct Config {
     pub rabbitmq_password: Secret,
     #[serde(deserialize_with = "text")]
     pub rabbitmq_vhost: String,
+    /// AMQP over TLS (`amqps`): the broker's certificate is checked before anything, the
+    /// password included, is sent ([`crate::tls`]).
+    pub rabbitmq_tls: bool,
+    /// The CAs trusted for the broker's certificate, instead of the public roots; read at load
+    /// (a bad file is a configuration error) and again per connection ([`crate::tls`]).
+    #[serde(deserialize_with = "optional_path")]
+    pub rabbitmq_ca_file: Option<PathBuf>,
     /// Unacknowledged deliveries a consumer may hold at once (AMQP `basic.qos`).
     pub rabbitmq_prefetch: u16,
     /// How durable queues are declared: `classic`, or `quorum` for a RabbitMQ cluster
@@ -450,6 +484,8 @@ impl Default for Config {
             rabbitmq_username: "guest".into(),
             rabbitmq_password: Secret::new("guest"),
             rabbitmq_vhost: "/".into(),
+            rabbitmq_tls: false,
+            rabbitmq_ca_file: None,
             rabbitmq_prefetch: 64,
             rabbitmq_queue_type: QueueType::Classic,
             // The role and database `deploy/services.sh` creates: a binary started by hand on a
@@ -572,6 +608,14 @@ impl Config {
     fn validate(&self, role: Role) -> Result<(), ConfigError> {
         if self.rabbitmq_host.trim().is_empty() {
             return Err(ConfigError::new("RABBITMQ_HOST", "must not be empty"));
+        }
+        if let Some(path) = &self.rabbitmq_ca_file {
+            if !self.rabbitmq_tls {
+                // Most likely TLS was meant and is not on: say so rather than send the password
+                // in the clear.
+                return Err(ConfigError::new("RABBITMQ_CA_FILE", "is set but RABBITMQ_TLS is not true"));
+            }
+            crate::tls::read_ca_file(path).map_err(|reason| ConfigError::new("RABBITMQ_CA_FILE", reason))?;
         }
         if self.rabbitmq_prefetch == 0 {
             return Err(ConfigError::new("RABBITMQ_PREFETCH", "must be at least 1"));
@@ -721,10 +765,12 @@ impl Config {
         Duration::from_millis(self.shutdown_grace_ms)
     }
 
-    /// The AMQP URI, with the vhost percent-encoded (`/` is `%2f`).
+    /// The AMQP URI, with the vhost percent-encoded (`/` is `%2f`): `amqps://` with
+    /// `RABBITMQ_TLS`.
     pub fn amqp_uri(&self) -> Secret {
         Secret::new(format!(
-            "amqp://{}:{}@{}:{}/{}",
+            "{}://{}:{}@{}:{}/{}",
+            if self.rabbitmq_tls { "amqps" } else { "amqp" },
             encode(&self.rabbitmq_username),
             encode(self.rabbitmq_password.expose()),
             self.rabbitmq_host,
@@ -843,6 +889,12 @@ fn optional_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<St
     #[derive(Deserialize)]
     struct Text(#[serde(deserialize_with = "text")] String);
     Ok(Option::<Text>::deserialize(deserializer)?.map(|Text(value)| value))
+}
+
+/// A path setting that may be unset; empty text is unset too, as an empty variable in a
+/// manifest usually means.
+fn optional_path<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<PathBuf>, D::Error> {
+    Ok(optional_text(deserializer)?.filter(|path| !path.trim().is_empty()).map(PathBuf::from))
 }
 
 /// Reads a string setting whatever the environment parser made of it: figment parses
@@ -1140,6 +1192,70 @@ mod tests {
             jail.set_env("HANDSHAKE_RATE_PER_SEC", "0");
             let c = load(Role::Edge).expect("valid");
             assert_eq!((c.user_rate_limit(), c.handshake_limit()), (None, None));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn tls_makes_the_uri_amqps_and_leaves_the_port_alone() {
+        Jail::expect_with(|jail| {
+            let c = load(Role::Messages).expect("valid");
+            assert!(!c.rabbitmq_tls && c.rabbitmq_ca_file.is_none(), "off by default");
+            jail.set_env("RABBITMQ_TLS", "true");
+            let c = load(Role::Messages).expect("valid");
+            assert_eq!(c.amqp_uri().expose(), "amqps://guest:guest@127.0.0.1:5672/%2F");
+            jail.set_env("RABBITMQ_TLS", "yes");
+            let err = load(Role::Messages).expect_err("must fail");
+            assert_eq!(err.to_string(), "invalid configuration: RABBITMQ_TLS: must be true or false");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_ca_file_must_be_readable_hold_a_certificate_and_come_with_tls() {
+        Jail::expect_with(|jail| {
+            jail.set_env("RABBITMQ_TLS", "true");
+            // Empty is unset, as an empty variable in a manifest usually means.
+            jail.set_env("RABBITMQ_CA_FILE", "");
+            assert_eq!(load(Role::Edge).expect("valid").rabbitmq_ca_file, None);
+            let cases = [
+                ("missing.pem", None, "cannot read missing.pem: "),
+                ("empty.pem", Some(""), "empty.pem holds no PEM certificate"),
+                (
+                    "key.pem",
+                    Some("-----BEGIN PRIVATE KEY-----\nMC4CAQA=\n-----END PRIVATE KEY-----\n"),
+                    "key.pem holds no PEM certificate",
+                ),
+                // The prod overlay's placeholder, left as it is.
+                (
+                    "placeholder.pem",
+                    Some("-----BEGIN CERTIFICATE-----\nREPLACE_ME\n-----END CERTIFICATE-----\n"),
+                    "placeholder.pem is not valid PEM: ",
+                ),
+                (
+                    "junk.pem",
+                    Some("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"),
+                    "junk.pem holds a certificate that cannot be a CA: ",
+                ),
+            ];
+            for (file, contents, reason) in cases {
+                if let Some(contents) = contents {
+                    jail.create_file(file, contents)?;
+                }
+                jail.set_env("RABBITMQ_CA_FILE", file);
+                let err = load(Role::Notifier).expect_err("must fail");
+                assert!(
+                    err.to_string()
+                        .starts_with(&format!("invalid configuration: RABBITMQ_CA_FILE: {reason}")),
+                    "{file}: {err}"
+                );
+            }
+            jail.set_env("RABBITMQ_TLS", "false");
+            let err = load(Role::Notifier).expect_err("must fail");
+            assert_eq!(
+                err.to_string(),
+                "invalid configuration: RABBITMQ_CA_FILE: is set but RABBITMQ_TLS is not true"
+            );
             Ok(())
         });
     }

@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use crate::{
     config::{Config, ConfigError},
     shutdown::Shutdown,
+    telemetry::Throttle,
 };
 
 /// The migrations, embedded in every binary that uses the database.
@@ -162,27 +163,6 @@ pub fn credentials_refused(error: &anyhow::Error) -> bool {
         Some(sqlx::Error::Database(error)) => error.code().is_some_and(|code| code.starts_with("28")),
         _ => false,
     })
-}
-
-/// Lets a repeated report through the first time, then at most once per `every`.
-struct Throttle {
-    every: Duration,
-    last: Option<tokio::time::Instant>,
-}
-
-impl Throttle {
-    fn new(every: Duration) -> Self {
-        Self { every, last: None }
-    }
-
-    fn ready(&mut self) -> bool {
-        let now = tokio::time::Instant::now();
-        if self.last.is_some_and(|last| now.duration_since(last) < self.every) {
-            return false;
-        }
-        self.last = Some(now);
-        true
-    }
 }
 
 /// Whether trying the same statement again later may succeed: the database was unreachable,

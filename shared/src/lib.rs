@@ -4,6 +4,7 @@
 //! - [`config`]: configuration (docs/reference.md, Configuration);
 //! - [`bus`]: RabbitMQ: topology, publishing with confirms, consuming, request/reply;
 //! - [`db`]: the PostgreSQL pool and migrations;
+//! - [`tls`]: which CAs the bus trusts over TLS, and a refused certificate in words;
 //! - [`health`], [`telemetry`], [`shutdown`], [`service`]: what every process runs on;
 //! - `reference` (feature `typescript`): the generator of `docs/reference.md`.
 //!
@@ -24,6 +25,7 @@ pub mod service;
 pub mod shutdown;
 pub mod sync;
 pub mod telemetry;
+pub mod tls;
 pub mod trace;
 
 pub use bus::Bus;

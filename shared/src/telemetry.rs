@@ -10,7 +10,7 @@
 //! its own. `docs/metrics.md` lists them all; a test checks that every metric a binary exports
 //! is in it and has HELP text.
 
-use std::io::IsTerminal;
+use std::{io::IsTerminal, time::Duration};
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::{EnvFilter, Layer, Registry, fmt, prelude::*};
@@ -150,4 +150,27 @@ fn describe() {
         "bus_request_batch_size",
         "Requests sent to a worker in one broker message (the edge's per-shard batching)."
     );
+}
+
+/// Lets a repeated report through the first time, then at most once per `every`: for a failure
+/// that retrying alone will not fix (refused credentials, an untrusted certificate), said once
+/// and then as a reminder rather than at every attempt.
+pub(crate) struct Throttle {
+    every: Duration,
+    last: Option<tokio::time::Instant>,
+}
+
+impl Throttle {
+    pub(crate) fn new(every: Duration) -> Self {
+        Self { every, last: None }
+    }
+
+    pub(crate) fn ready(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        if self.last.is_some_and(|last| now.duration_since(last) < self.every) {
+            return false;
+        }
+        self.last = Some(now);
+        true
+    }
 }

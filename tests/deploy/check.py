@@ -361,9 +361,12 @@ def check_values(values: dict[str, str], where: str, report: Report) -> None:
         if re.search(r"(_PORT|_MS)$", name) and not re.fullmatch(r"[0-9]+", value):
             report.error(f"{where}: {name}={value!r} is not a whole number")
     for name, allowed in (("RABBITMQ_QUEUE_TYPE", {"classic", "quorum"}), ("AUTH_MODE", {"database", "jwt"}),
-                          ("LOG_FORMAT", {"pretty", "json"}), ("DATABASE_MIGRATE", {"true", "false"})):
+                          ("LOG_FORMAT", {"pretty", "json"}), ("DATABASE_MIGRATE", {"true", "false"}),
+                          ("RABBITMQ_TLS", {"true", "false"})):
         if name in values and values[name] not in allowed:
             report.error(f"{where}: {name}={values[name]!r}; expected one of {sorted(allowed)}")
+    if values.get("RABBITMQ_CA_FILE") and values.get("RABBITMQ_TLS") != "true":
+        report.error(f"{where}: RABBITMQ_CA_FILE is set without RABBITMQ_TLS=true (the processes refuse to start)")
 
 
 def shutdown_grace_ms(values: dict[str, str]) -> int:
@@ -513,6 +516,12 @@ def check_switchboard_container(spec: dict, container: dict, where: str, index: 
                                  f"which this overlay does not have")
                 values[variable] = str(data.get(ref.get("key"), ""))
     check_values(values, where, report)
+    # The CA file must be on a volume (rabbitmq-ca-mount.yaml): the image does not have it.
+    ca_file = values.get("RABBITMQ_CA_FILE")
+    mounts = [m.get("mountPath", "").rstrip("/") + "/" for m in container.get("volumeMounts") or []]
+    if ca_file and not any(ca_file.startswith(mount) for mount in mounts):
+        report.error(f"{where}: RABBITMQ_CA_FILE={ca_file!r} is on no volume mounted in the container "
+                     f"(mounts: {mounts}); the processes would stop at start")
 
     ports = {p.get("name"): p.get("containerPort") for p in container.get("ports") or []}
     variable = PORT_VARIABLE[binary]

@@ -16,5 +16,6 @@ mod newcomer;
 mod overload;
 mod presence;
 mod reference;
+mod tls;
 mod trace;
 mod typescript;

@@ -1,9 +1,12 @@
-//! The bus: RabbitMQ through a `deadpool-lapin` connection pool.
+//! The bus: RabbitMQ through a pool of lapin connections (deadpool, with the manager of
+//! [`connect`]: plain AMQP, or TLS with `RABBITMQ_TLS`).
 //!
 //! What every process gets from [`Bus`]:
 //! - a **supervisor** task that keeps one connection open, declares the exchanges on every
 //!   (re)connection and publishes readiness (`/readyz` is 503 while it is down). Reconnection
-//!   backs off exponentially with jitter (100 ms up to 1 s), never spins, and stops at shutdown;
+//!   backs off exponentially with jitter (100 ms up to 1 s), never spins, and stops at shutdown.
+//!   A failure retrying alone will not fix (the broker's TLS certificate refused) is an ERROR
+//!   saying why, once and then every 30 s while it lasts, not a warning per attempt;
 //! - [`Bus::publish`]: each message to the route its type declares ([`route`]), with persistent delivery with publisher confirms where durability matters,
 //!   transient and unconfirmed where it does not (typing);
 //! - [`Bus::consume`] (in [`consume`]): manual acks, bounded prefetch, queue declared on every
@@ -26,6 +29,7 @@
 //! connection that died is dropped by the pool on its next checkout.
 
 pub mod batched;
+pub mod connect;
 pub mod consume;
 pub mod dead_letter;
 pub mod domain;
@@ -40,13 +44,14 @@ use std::{sync::Arc, time::Duration};
 use backon::BackoffBuilder;
 use futures::StreamExt;
 use lapin::{
-    BasicProperties, Channel, Confirmation, ConnectionProperties,
+    BasicProperties, Channel, Confirmation,
     options::{BasicPublishOptions, ConfirmSelectOptions},
     types::AMQPValue,
 };
 use tokio::sync::{Mutex, watch};
 
 pub use batched::{QueuedRequest, RequestBatcher};
+pub use connect::ConnectError;
 pub use consume::{ConsumeOptions, Incoming, Outcome, kind_of, retry_in_place};
 pub use dead_letter::Poison;
 pub use domain::DomainEvents;
@@ -59,6 +64,7 @@ pub use topology::QueueSpec;
 use crate::{
     config::{Config, QueueType},
     shutdown::Shutdown,
+    telemetry::Throttle,
 };
 
 /// The longest any one call to the broker may take (opening a channel, a declaration, a
@@ -103,8 +109,8 @@ impl From<lapin::Error> for BusError {
     }
 }
 
-impl From<deadpool_lapin::PoolError> for BusError {
-    fn from(e: deadpool_lapin::PoolError) -> Self {
+impl From<deadpool::managed::PoolError<ConnectError>> for BusError {
+    fn from(e: deadpool::managed::PoolError<ConnectError>) -> Self {
         BusError::Unavailable(e.to_string())
     }
 }
@@ -116,7 +122,7 @@ pub struct Bus {
 }
 
 struct Inner {
-    pool: deadpool_lapin::Pool,
+    pool: connect::Pool,
     ready: watch::Sender<bool>,
     /// The confirm-mode channel publishes share; replaced when it dies.
     publisher: Mutex<Option<Channel>>,
@@ -130,25 +136,16 @@ impl Bus {
     /// Creates the pool and starts the supervisor. Returns at once: the connection is made in
     /// the background, and [`Bus::is_ready`] tells when it is up.
     pub fn start(config: &Config, name: &str, shutdown: &Shutdown) -> Bus {
-        let connection_name = format!("{name} pid {}", std::process::id());
-        let pool = deadpool_lapin::Config {
-            url: Some(config.amqp_uri().expose().to_owned()),
-            pool: Some(deadpool_lapin::PoolConfig {
-                max_size: 4,
-                timeouts: deadpool_lapin::Timeouts {
-                    wait: Some(Duration::from_secs(5)),
-                    create: Some(Duration::from_secs(5)),
-                    recycle: Some(Duration::from_secs(5)),
-                },
-                ..Default::default()
-            }),
-        }
-        .create_pool(
-            move || ConnectionProperties::default().with_connection_name(connection_name.clone().into()),
-            deadpool_lapin::Runtime::Tokio1,
-        )
-        // Only fails for a runtime other than tokio, which we never ask for.
-        .expect("a tokio pool can always be built");
+        let manager = connect::Manager::new(config, format!("{name} pid {}", std::process::id()));
+        let pool = connect::Pool::builder(manager)
+            .max_size(4)
+            .wait_timeout(Some(Duration::from_secs(5)))
+            .create_timeout(Some(Duration::from_secs(5)))
+            .recycle_timeout(Some(Duration::from_secs(5)))
+            .runtime(deadpool::Runtime::Tokio1)
+            .build()
+            // Only fails for timeouts without a runtime, and the runtime is given.
+            .expect("a tokio pool can always be built");
         let (ready, _) = watch::channel(false);
         let bus = Bus {
             inner: Arc::new(Inner {
@@ -198,7 +195,7 @@ impl Bus {
                 // A connection that cannot open a channel in time is of no use to anyone, yet
                 // says it is connected, so the pool would hand it out again: it leaves the pool
                 // (and is closed in the background), and the next call makes a fresh one.
-                let stale = deadpool_lapin::Object::take(connection);
+                let stale = deadpool::managed::Object::take(connection);
                 tokio::spawn(async move {
                     in_time("closing a connection", stale.close(320, "unresponsive".into())).await
                 });
@@ -328,16 +325,20 @@ impl Bus {
     async fn supervise(self) {
         let shutdown = self.inner.shutdown.clone();
         let mut delays = backoff();
+        let mut refusals = Throttle::new(TRUST_REMINDER);
         loop {
             // Bounded as a whole: a broker that takes the connection but does not answer on it
             // (still starting) is tried again, not waited for.
             let attempt = tokio::time::timeout(BROKER_CALL_TIMEOUT * 2, self.connect_and_declare());
             let connected = attempt.await.unwrap_or_else(|_| {
-                Err(BusError::Unavailable("the broker did not answer in time (connecting)".into()))
+                Err(Unreached::Bus(BusError::Unavailable(
+                    "the broker did not answer in time (connecting)".into(),
+                )))
             });
             match connected {
                 Ok(events) => {
                     delays = backoff();
+                    refusals = Throttle::new(TRUST_REMINDER);
                     tracing::info!("connected to the broker");
                     self.inner.ready.send_replace(true);
                     let lost = tokio::select! {
@@ -350,7 +351,15 @@ impl Bus {
                         None => return,
                     }
                 }
-                Err(error) => tracing::warn!(%error, "cannot reach the broker; retrying"),
+                Err(Unreached::Trust(reason)) => {
+                    // The certificate or the CA may be fixed without a restart (the CA file is
+                    // read again at every attempt): keep trying, and say what is wrong once,
+                    // then as a reminder now and then.
+                    if refusals.ready() {
+                        tracing::error!(%reason, "refused the broker's TLS connection; retrying");
+                    }
+                }
+                Err(Unreached::Bus(error)) => tracing::warn!(%error, "cannot reach the broker; retrying"),
             }
             let delay = delays.next().unwrap_or(MAX_RECONNECT_DELAY);
             tokio::select! {
@@ -362,8 +371,14 @@ impl Bus {
 
     async fn connect_and_declare(
         &self,
-    ) -> Result<std::pin::Pin<Box<dyn futures::Stream<Item = lapin::Event> + Send>>, BusError> {
-        let connection = self.inner.pool.get().await?;
+    ) -> Result<std::pin::Pin<Box<dyn futures::Stream<Item = lapin::Event> + Send>>, Unreached> {
+        let connection = match self.inner.pool.get().await {
+            Ok(connection) => connection,
+            Err(deadpool::managed::PoolError::Backend(ConnectError::Trust(reason))) => {
+                return Err(Unreached::Trust(reason));
+            }
+            Err(error) => return Err(Unreached::Bus(error.into())),
+        };
         let events: std::pin::Pin<Box<dyn futures::Stream<Item = lapin::Event> + Send>> =
             Box::pin(connection.events_listener());
         let declared = async {
@@ -375,11 +390,11 @@ impl Bus {
             Ok(channel) => channel,
             Err(error) => {
                 // As in `channel`: an unresponsive connection leaves the pool.
-                let stale = deadpool_lapin::Object::take(connection);
+                let stale = deadpool::managed::Object::take(connection);
                 tokio::spawn(async move {
                     in_time("closing a connection", stale.close(320, "unresponsive".into())).await
                 });
-                return Err(error);
+                return Err(Unreached::Bus(error));
             }
         };
         // Closing the channel is tidy but not needed: a failure here changes nothing.
@@ -397,6 +412,17 @@ impl Bus {
         self.inner.ready.send_replace(false);
     }
 }
+
+/// Why the supervisor could not connect.
+enum Unreached {
+    /// TLS refused the connection ([`ConnectError::Trust`]): said as an ERROR, now and then.
+    Trust(String),
+    /// Anything else: the broker is down, restarting, or slow; a warning per attempt.
+    Bus(BusError),
+}
+
+/// How often a TLS refusal that goes on is reported again.
+const TRUST_REMINDER: Duration = Duration::from_secs(30);
 
 /// Waits for the connection's first error (or the end of its events), and says why.
 async fn wait_until_lost(mut events: impl futures::Stream<Item = lapin::Event> + Unpin) -> String {
