@@ -107,6 +107,7 @@ pub async fn is_member(db: &Database, conversation: ConversationId, user: &str) 
 
 /// Closes a conversation for good (an unmatch) and tells every edge, which take their sockets
 /// out of its room. Asking again is harmless: the edges hear it again.
+#[tracing::instrument(name = "close conversation", skip_all, fields(conversation = %request.conversation_id))]
 async fn close(db: &Database, bus: &Bus, request: CloseConversation) -> Result<Empty, AckError> {
     let participants: Vec<(String,)> = sqlx::query_as(
         "WITH closed AS (UPDATE conversations SET closed_at = coalesce(closed_at, now()) WHERE id = $1 RETURNING id) \
@@ -128,6 +129,7 @@ async fn close(db: &Database, bus: &Bus, request: CloseConversation) -> Result<E
 }
 
 /// Everyone who shares an open conversation with the user.
+#[tracing::instrument(name = "contacts", skip_all, fields(user = %query.user_id))]
 async fn contacts(db: &Database, query: ContactsQuery) -> Result<Contacts, AckError> {
     let rows: Vec<(String,)> = sqlx::query_as(
         "SELECT DISTINCT other.user_id FROM conversation_participants mine \
@@ -145,6 +147,7 @@ async fn contacts(db: &Database, query: ContactsQuery) -> Result<Contacts, AckEr
     Ok(Contacts { user_ids: rows.into_iter().filter_map(|(u,)| u.parse().ok()).collect() })
 }
 
+#[tracing::instrument(name = "messages:sync", skip_all, fields(conversation = %query.conversation_id, user = %query.user_id))]
 async fn sync(db: &Database, query: SyncQuery) -> Result<MessagesPage, AckError> {
     if !is_member(db, query.conversation_id, query.user_id.as_str()).await? {
         return Err(AckError::forbidden());
@@ -176,6 +179,7 @@ async fn sync(db: &Database, query: SyncQuery) -> Result<MessagesPage, AckError>
 /// announcement (a failed publish, or a crash between the commit and the publish) is a
 /// presence event not shown (contacts can still ask with `presence:query`), not a reason to
 /// fail a conversation that is stored, so a failed publish is only logged.
+#[tracing::instrument(name = "create conversation", skip_all, fields(match_id = ?request.match_id))]
 async fn create(
     db: &Database,
     bus: &Bus,

@@ -196,6 +196,7 @@ async fn unlock(session: &mut PgConnection, shard: Shard) -> Result<(), sqlx::Er
 }
 
 /// Consumes one shard until `stop`, restarting when the channel dies.
+#[tracing::instrument(name = "shard", skip_all, fields(shard = shard.index()))]
 async fn consume_shard(bus: Bus, committer: Committer, shard: Shard, stop: CancellationToken) {
     let mut delays = switchboard::bus::backoff();
     loop {

@@ -54,6 +54,7 @@ impl NotificationRow {
 }
 
 /// Stores a notification (once per id, or per match and user) and returns it as stored.
+#[tracing::instrument(name = "store notification", skip_all, fields(id = %create.id, user = %create.user_id))]
 pub async fn store(
     notifier: &Notifier,
     create: &CreateNotification,
@@ -147,6 +148,7 @@ const FLUSH_PAGE: i64 = 500;
 /// edge that emitted one does that), so the pages follow `(created_at, id)` instead of
 /// re-reading what is still undelivered. A failure redoes the whole flush (the client drops a
 /// repeated `id`).
+#[tracing::instrument(name = "flush inbox", skip_all, fields(%user))]
 async fn flush_inbox(notifier: &Notifier, user: &UserId) -> Result<(), Failure> {
     let mut after: Option<(DateTime<Utc>, Uuid)> = None;
     loop {
@@ -238,6 +240,7 @@ fn unavailable(error: sqlx::Error) -> AckError {
     AckError::unavailable()
 }
 
+#[tracing::instrument(name = "notifications:list", skip_all, fields(user = %query.user_id))]
 async fn list(notifier: &Notifier, query: NotificationsQuery) -> Result<NotificationsPage, AckError> {
     let rows: Vec<NotificationRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM notifications WHERE user_id = $1 AND (NOT $2 OR read_at IS NULL) \
@@ -257,6 +260,7 @@ async fn list(notifier: &Notifier, query: NotificationsQuery) -> Result<Notifica
 
 /// Only the recipient may mark a notification; anything else is `forbidden`, whether or not
 /// the notification exists.
+#[tracing::instrument(name = "notification:read", skip_all, fields(id = %read.id, user = %read.user_id))]
 async fn mark_read(notifier: &Notifier, read: MarkNotificationRead) -> Result<Empty, AckError> {
     // Whether the recipient's notification exists, and when it became read if that is now
     // (`domain.notification.read` is published the first time only).

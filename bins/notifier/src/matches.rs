@@ -57,6 +57,7 @@ async fn row(notifier: &Notifier, id: &MatchId) -> Result<Option<MatchRow>, Fail
     .await?)
 }
 
+#[tracing::instrument(name = "match created", skip_all, fields(match_id = %created.match_id))]
 async fn matched(notifier: &Notifier, created: MatchCreated) -> Result<(), Failure> {
     let [first, second] = created.user_ids;
     if first == second {
@@ -139,6 +140,7 @@ async fn matched(notifier: &Notifier, created: MatchCreated) -> Result<(), Failu
     Ok(())
 }
 
+#[tracing::instrument(name = "match removed", skip_all, fields(%match_id))]
 async fn unmatched(notifier: &Notifier, match_id: MatchId) -> Result<(), Failure> {
     // Unknown or already removed: nothing to do.
     let Some(stored) = row(notifier, &match_id).await? else { return Ok(()) };

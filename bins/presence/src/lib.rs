@@ -191,6 +191,7 @@ impl Worker {
     }
 
     /// `presence:query`: only the caller's contacts are answered.
+    #[tracing::instrument(name = "presence:query", skip_all, fields(users = lookup.user_ids.len()))]
     async fn lookup(&self, lookup: PresenceLookup) -> Result<PresenceReply, AckError> {
         let contacts = self.contacts(&lookup.user_id).await?;
         let asked: Vec<UserId> = lookup.user_ids.into_iter().filter(|id| contacts.contains(id)).collect();
@@ -220,6 +221,7 @@ impl Worker {
         Ok(PresenceReply { users })
     }
 
+    #[tracing::instrument(name = "contacts", skip_all, fields(%user))]
     async fn contacts(&self, user: &UserId) -> Result<Vec<UserId>, AckError> {
         let query = ContactsQuery { user_id: user.clone() };
         self.bus.request(&query, self.ack_timeout).await.map(|contacts: Contacts| contacts.user_ids).map_err(

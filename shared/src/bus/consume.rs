@@ -158,9 +158,7 @@ impl Bus {
         let declared =
             tokio::time::timeout(BROKER_CALL_TIMEOUT, queue.declare(&channel, self.inner.queue_type))
                 .await
-                .map_err(|_| {
-                BusError::Unavailable("the broker did not answer in time (declaring a queue)".into())
-            })?;
+                .map_err(|_| BusError::Timeout("declaring a queue"))?;
         if let Err(error) = declared {
             if queue.lifetime != Lifetime::Durable || !topology::is_inequivalent(&error) {
                 return Err(error.into());

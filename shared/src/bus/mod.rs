@@ -77,12 +77,12 @@ pub const BROKER_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs one call to the broker within [`BROKER_CALL_TIMEOUT`].
 pub async fn in_time<T, E: Into<BusError>>(
-    what: &str,
+    what: &'static str,
     call: impl std::future::Future<Output = Result<T, E>>,
 ) -> Result<T, BusError> {
     match tokio::time::timeout(BROKER_CALL_TIMEOUT, call).await {
         Ok(result) => result.map_err(Into::into),
-        Err(_) => Err(BusError::Unavailable(format!("the broker did not answer in time ({what})"))),
+        Err(_) => Err(BusError::Timeout(what)),
     }
 }
 
@@ -95,8 +95,23 @@ pub enum Durability {
     Transient,
 }
 
+/// Why a call to the broker failed. Each is worth a retry later (the broker or the connection
+/// comes back) except [`BusError::Nacked`], which the caller decides about. The client's own
+/// error is kept whole, for callers that look into it, and its words are in this one's (logs
+/// print errors by `Display`).
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum BusError {
+    /// lapin failed the call: the connection or the channel is gone, or the broker closed it.
+    #[error("the broker is unavailable: {0}")]
+    Broker(Arc<lapin::Error>),
+    /// The pool had no connection to give (the broker unreachable, or its TLS refused).
+    #[error("no connection to the broker: {0}")]
+    Connect(Arc<deadpool::managed::PoolError<ConnectError>>),
+    /// The broker did not answer a call within [`BROKER_CALL_TIMEOUT`]; names the call.
+    #[error("the broker did not answer in time ({0})")]
+    Timeout(&'static str),
+    /// The bus cannot do it now for a reason of its own, in words (a consumer the broker
+    /// cancelled, a route nothing serves).
     #[error("the broker is unavailable: {0}")]
     Unavailable(String),
     #[error("the broker refused the message")]
@@ -105,13 +120,13 @@ pub enum BusError {
 
 impl From<lapin::Error> for BusError {
     fn from(e: lapin::Error) -> Self {
-        BusError::Unavailable(e.to_string())
+        BusError::Broker(Arc::new(e))
     }
 }
 
 impl From<deadpool::managed::PoolError<ConnectError>> for BusError {
     fn from(e: deadpool::managed::PoolError<ConnectError>) -> Self {
-        BusError::Unavailable(e.to_string())
+        BusError::Connect(Arc::new(e))
     }
 }
 
