@@ -16,6 +16,7 @@ mod newcomer;
 mod overload;
 mod presence;
 mod reference;
+mod roles;
 mod tls;
 mod trace;
 mod typescript;
