@@ -71,6 +71,7 @@ pub async fn emit_to_room(
         except_socket: None,
         reply: None,
         traceparent: None,
+        receipt: None,
     };
     deliver(bus, deliver_all, Durability::Confirmed).await?;
     Ok(())

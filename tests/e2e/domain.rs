@@ -114,12 +114,17 @@ async fn counter(process: &Running, name: &str, labels: &str) -> f64 {
 async fn a_backend_bound_to_domain_events_gets_each_fact_once_as_the_clients_saw_it() {
     let env = TestEnv::new().await;
     let fast = [("PRESENCE_REPORT_INTERVAL_MS", "500"), ("PRESENCE_OFFLINE_GRACE_MS", "300")];
-    let (_messages, _notifier, _presence) = tokio::join!(
+    let (_messages, _notifier, presence) = tokio::join!(
         env.spawn_ready(Bin::Messages, &[]),
         env.spawn_ready(Bin::Notifier, &[]),
         env.spawn_ready(Bin::Presence, &fast)
     );
     let edge = env.spawn_ready(Bin::Edge, &fast).await;
+    // Past its warm-up, presence judges offline at once (after the grace period).
+    eventually("presence warm", Duration::from_secs(10), || async {
+        presence.get("/metrics").await.1.lines().any(|l| l == "presence_warm 1").then_some(())
+    })
+    .await;
     env.add_session("alice-token", "alice", HOUR).await;
     env.add_session("bob-token", "bob", HOUR).await;
     let mut backend = Backend::bind(&env, "domain.#").await;

@@ -9,10 +9,12 @@
 //!   Asked after the connect, not when the binding is made: what the flush pushes then finds
 //!   the socket connected. Asked again for every user when the edge's queue comes back after
 //!   it was lost (see `delivery`), since what was routed to it meanwhile is gone.
-//! - [`emit`]: a `notification:new` for a user room is emitted socket by socket, and if one
-//!   connected socket took it, the notifier hears `notification.delivered`, which alone marks
-//!   it delivered. One that reached no socket (the socket closed meanwhile, or was still being
-//!   admitted) stays for the next connect.
+//! - [`emit`]: a delivery that carries a receipt (the notifier's `notification:new`, for the
+//!   recipient's user room) is emitted socket by socket, and if one connected socket took it,
+//!   the receipt (`notification.delivered`) is published, which alone marks the notification
+//!   delivered. One that reached no socket (the socket closed meanwhile, or was still being
+//!   admitted) stays for the next connect. Only the bus can ask for a receipt: what a backend
+//!   emits through the ingress never carries one, whatever its event and payload.
 
 use crate::delivery::Deliveries;
 use socketioxide::SocketIo;
@@ -20,9 +22,8 @@ use switchboard::{
     Bus,
     bus::Durability,
     contract::{
-        NotificationId, Room, UserId,
-        bus::{Deliver, FlushInbox, NotificationDelivered},
-        server::{NotificationNew, ServerEvent},
+        Room, UserId,
+        bus::{Deliver, FlushInbox},
     },
 };
 
@@ -52,24 +53,25 @@ pub async fn flush_inbox(deliveries: &Deliveries, user: &UserId) {
     }
 }
 
-/// Emits a delivery if it is a notifier's `notification:new` (one user room, the recipient's),
-/// socket by socket, and sends the receipt if a connected socket took it. Returns false for
-/// any other delivery, which the caller emits as usual.
+/// Emits a delivery that asks for a receipt (one user room, the receipt's user's) socket by
+/// socket, and sends the receipt if a connected socket took it. Returns false for any other
+/// delivery, which the caller emits as usual.
 pub fn emit(io: &SocketIo, bus: &Bus, deliver: &Deliver) -> bool {
-    if deliver.event.as_str() != NotificationNew::NAME || deliver.except_socket.is_some() {
+    let Some(receipt) = &deliver.receipt else { return false };
+    if !matches!(deliver.rooms.as_slice(), [Room::User(user)] if *user == receipt.user_id) {
+        // Malformed (no publisher of ours sends it): emitted as usual, no receipt.
         return false;
     }
-    let Some((user, id)) = recipient(deliver) else { return false };
-    let room = Room::User(user.clone()).to_string();
+    let room = Room::User(receipt.user_id.clone()).to_string();
     let got = io
         .to(room)
         .sockets()
         .into_iter()
-        .filter(|socket| socket.emit(NotificationNew::NAME, &deliver.data).is_ok())
+        .filter(|socket| socket.emit(deliver.event.as_str(), &deliver.data).is_ok())
         .count();
     if got > 0 {
         let bus = bus.clone();
-        let receipt = NotificationDelivered { user_id: user, id };
+        let receipt = receipt.clone();
         // Off the delivery loop, which must not wait for a confirm per notification. A receipt
         // lost here means one more delivery at the next connect.
         tokio::spawn(async move {
@@ -80,12 +82,4 @@ pub fn emit(io: &SocketIo, bus: &Bus, deliver: &Deliver) -> bool {
         });
     }
     true
-}
-
-/// The user and notification id of a `notification:new` addressed to that user's room only.
-fn recipient(deliver: &Deliver) -> Option<(UserId, NotificationId)> {
-    let [Room::User(room_user)] = deliver.rooms.as_slice() else { return None };
-    let user: UserId = deliver.data.get("userId")?.as_str()?.parse().ok()?;
-    let id: NotificationId = deliver.data.get("id")?.as_str()?.parse().ok()?;
-    (user == *room_user).then_some((user, id))
 }

@@ -169,6 +169,7 @@ pub fn emit_command(body: &[u8]) -> Result<Deliver, ApiError> {
         except_socket: None,
         reply: None,
         traceparent: None,
+        receipt: None,
     })
 }
 

@@ -94,12 +94,16 @@ pub async fn store(
 
 /// The `notification:new` delivery of a notification to its user's sockets.
 fn delivery(notification: &NotificationNew) -> Deliver {
-    Deliver::server_event(
+    let mut deliver = Deliver::server_event(
         vec![Room::User(notification.user_id.clone())],
         NotificationNew::NAME,
         notification,
         None,
-    )
+    );
+    // The edge that hands it to a socket says so (see the crate docs).
+    deliver.receipt =
+        Some(NotificationDelivered { user_id: notification.user_id.clone(), id: notification.id });
+    deliver
 }
 
 /// Pushes a stored notification to the user's sockets, wherever they are. It stays undelivered

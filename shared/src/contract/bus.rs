@@ -264,6 +264,11 @@ pub struct Deliver {
     /// carries its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<TraceParent>,
+    /// The receipt to send once a connected socket took the event (set by the notifier on its
+    /// `notification:new`, addressed to the recipient's user room alone): the edge emits such a
+    /// delivery socket by socket and publishes this `notification.delivered` if one took it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<NotificationDelivered>,
 }
 
 impl Deliver {
@@ -283,6 +288,7 @@ impl Deliver {
             except_socket,
             reply: None,
             traceparent: None,
+            receipt: None,
         }
     }
 }
