@@ -143,8 +143,9 @@ fn describe() {
     );
     describe_counter!(
         "bus_domain_events_total",
-        "Domain events for backends, by event and outcome: published (some queue took it) or \
-         unheard (no queue is bound to its key, so it was returned or not published at all)."
+        "Domain events for backends, by event and outcome: published (some queue took it), \
+         returned (published, but no queue is bound to its key) or skipped (not published: \
+         its key was returned within the last second)."
     );
     describe_histogram!(
         "bus_request_batch_size",

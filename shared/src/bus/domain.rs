@@ -49,7 +49,7 @@ impl DomainEvents {
         if count == 0 {
             return;
         }
-        metrics::counter!("bus_domain_events_total", "event" => E::KIND, "outcome" => "unheard")
+        metrics::counter!("bus_domain_events_total", "event" => E::KIND, "outcome" => "skipped")
             .increment(count as u64);
     }
 
@@ -76,7 +76,7 @@ impl DomainEvents {
         }
         metrics::counter!("bus_domain_events_total", "event" => E::KIND, "outcome" => "published")
             .increment(published);
-        metrics::counter!("bus_domain_events_total", "event" => E::KIND, "outcome" => "unheard")
+        metrics::counter!("bus_domain_events_total", "event" => E::KIND, "outcome" => "returned")
             .increment(returned);
         if let Some(error) = failed {
             tracing::warn!(%error, event = E::KIND, "a domain event was not published");
