@@ -8,8 +8,8 @@
 //! by a test); the bus message kinds from [`KINDS`] and [`FIXED_ROUTES`]. What has no type is
 //! written here, next to the code that renders it: the rules of each event and who receives
 //! each server event (the generator stops if an event has none, or a rule names no event), the
-//! `connect_error` messages and the ingress routes (the edge's own types, which
-//! `tests/e2e/reference.rs` checks these lists against), and the prose between.
+//! `connect_error` messages and the ingress routes (which `tests/e2e/reference.rs` checks
+//! against the edge's `ConnectRefused` and the ingress's OpenAPI document), and the prose between.
 //!
 //! The file is checked in; `tests/e2e/reference.rs` fails while it differs from what the code
 //! generates now, and [`REGENERATE`] rewrites it.
@@ -186,8 +186,9 @@ pub struct IngressField {
     pub rules: &'static str,
 }
 
-/// One ingress route. `request` names the edge's type its body is parsed into
-/// (`bins/edge/src/ingress.rs`); `tests/e2e/reference.rs` checks routes and fields against it.
+/// One ingress route. `request` names the type its body is parsed into
+/// ([`contract::ingress`](crate::contract::ingress)); `tests/e2e/reference.rs` checks routes and
+/// fields against the edge's OpenAPI document, which is built from those types.
 #[derive(Debug)]
 pub struct IngressRoute {
     pub method: &'static str,
@@ -452,10 +453,13 @@ fn error_codes(out: &mut String, types: &Types) {
 fn ingress(out: &mut String, types: &Types) {
     out.push_str(
         "\n## Ingress\n\n\
-         HTTP on the edge's port for backends, enabled by `INGRESS_API_KEYS`. Every request needs \
-         `Authorization: Bearer <one of INGRESS_API_KEYS>`; without a valid key the answer is 401 \
-         `{ error: { code: \"unauthorized\", message } }` (with `WWW-Authenticate: Bearer`). Bodies are JSON objects; unknown fields, malformed JSON, a \
-         value other than an object, or a field breaking its rule are 400 \
+         HTTP on the edge's port for backends, enabled by `INGRESS_API_KEYS`. The OpenAPI 3.1 document \
+         of every route, generated from the same types, is [`docs/openapi.json`](openapi.json); the \
+         edge serves it at `GET /api/v1/openapi.json`, the one route that needs no key. Every other \
+         request needs `Authorization: Bearer <one of INGRESS_API_KEYS>`; without a valid key the \
+         answer is 401 `{ error: { code: \"unauthorized\", message } }` (with `WWW-Authenticate: \
+         Bearer`). Bodies are JSON objects of at most 2 MB (413 `too_large` past that); unknown \
+         fields, malformed JSON, a value other than an object, or a field breaking its rule are 400 \
          `{ error: { code: \"invalid\", message } }`. A worker that does not answer within \
          `ACK_TIMEOUT_MS` gives 504 (`timeout`); a broker that does not confirm, or a worker nothing \
          serves, 503 (`unavailable`). The text rules are those of [`Content`](#type-content).\n\n\

@@ -12,6 +12,7 @@ mod foundation;
 mod loadgen;
 mod matches;
 mod newcomer;
+mod openapi;
 mod overload;
 mod presence;
 mod reference;

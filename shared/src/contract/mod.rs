@@ -5,6 +5,7 @@
 //! - [`server`]: what the server pushes to sockets (docs/reference.md, Server events);
 //! - [`object`]: payloads are JSON objects: the one way outside input is decoded;
 //! - [`text`]: the rules for text people write (message content, notifications);
+//! - [`ingress`]: the bodies of the HTTP ingress for backends, and their OpenAPI schemas;
 //! - [`ack`]: the success/failure envelope of every acknowledgement and its error codes;
 //! - [`bus`]: the bodies of bus messages, documented for other languages in `docs/asyncapi.yaml`;
 //! - `typescript` (feature `typescript`): the same client-facing types and event maps in
@@ -17,6 +18,7 @@ pub mod ack;
 pub mod bus;
 pub mod client;
 pub mod ids;
+pub mod ingress;
 pub mod object;
 pub mod server;
 pub mod text;
