@@ -136,7 +136,8 @@ fn error_meaning(code: ErrorCode) -> (&'static str, &'static str) {
         ),
         ErrorCode::NotFound => (
             "Something the caller may see does not hold what was named (a `messageId` not in that conversation).",
-            "404, for a path no route serves (with `method_not_allowed`, 405, for a method the path does not take)",
+            "404, for a path no route serves (with `method_not_allowed`, 405, for a method the path does not take) \
+             or a conversation that does not exist",
         ),
         ErrorCode::RateLimited => (
             "Past the socket's or the user's event budget (`RATE_LIMIT_*`, `USER_RATE_LIMIT_*`): the event \
@@ -195,6 +196,8 @@ pub struct IngressRoute {
     pub path: &'static str,
     pub request: Option<&'static str>,
     pub body: &'static [IngressField],
+    /// The query parameters, in the order the OpenAPI document lists them.
+    pub query: &'static [IngressField],
     pub success: &'static str,
     pub notes: &'static str,
 }
@@ -231,6 +234,7 @@ pub const INGRESS: &[IngressRoute] = &[
             ),
             field("data", "any JSON", false, "The event's payload, as is; `null` when absent."),
         ],
+        query: &[],
         success: "`202 {}` once the broker has confirmed it",
         notes: "Emits any event to a user's or a room's sockets, on every edge.",
     },
@@ -239,8 +243,29 @@ pub const INGRESS: &[IngressRoute] = &[
         path: "/api/v1/conversations",
         request: Some("CreateConversationRequest"),
         body: &[field("participants", "Array<UserId>", true, "2 to 100 distinct users.")],
+        query: &[],
         success: "`201 { conversationId }` once stored",
         notes: "Creates a conversation.",
+    },
+    IngressRoute {
+        method: "GET",
+        path: "/api/v1/conversations/{conversationId}/messages",
+        request: None,
+        body: &[],
+        query: &[
+            field(
+                "afterSeq",
+                "number",
+                false,
+                "The page holds the messages with a greater `seq`; 0 when absent.",
+            ),
+            field("limit", "number", false, "At least 1; 50 when absent, more than 200 counts as 200."),
+        ],
+        success: "`200` [`MessagesPage`](#type-messagespage)",
+        notes: "A page of a conversation's history, ascending by `seq`, like a participant's `messages:sync` but for \
+                any conversation that exists, closed ones too (404 `not_found` for one that never did). `hasMore` \
+                is true exactly when messages after the page exist: ask again with `afterSeq` = the page's last \
+                `seq`.",
     },
     IngressRoute {
         method: "POST",
@@ -251,6 +276,7 @@ pub const INGRESS: &[IngressRoute] = &[
             field("userIds", "[UserId, UserId]", true, "Two different users."),
             field("createdAt", "string", false, "RFC 3339; when the match happened."),
         ],
+        query: &[],
         success: "`202 { matchId, conversationId }` once the conversation is stored and the broker has confirmed \
                   the match; the same answer for every repeat",
         notes: "A match makes (once) a conversation between the two users, a notification of type `match` \
@@ -263,6 +289,7 @@ pub const INGRESS: &[IngressRoute] = &[
         path: "/api/v1/matches/{matchId}",
         request: None,
         body: &[],
+        query: &[],
         success: "`202 {}` once the broker has confirmed it, also for an unknown match",
         notes: "The unmatch: the match's conversation is closed for good, both users get `match:removed`, \
                 every socket of either leaves its room within 1 s, and neither gets the other's presence any \
@@ -284,6 +311,7 @@ pub const INGRESS: &[IngressRoute] = &[
             field("message", "string", true, "1 to 4000 characters under the text rules."),
             field("data", "any JSON", false, "Its strings and keys follow the text rules' character rules."),
         ],
+        query: &[],
         success: "`202 { id }` once the broker has confirmed it",
         notes: "Stored in the user's inbox and delivered as `notification:new`; kept until the user connects \
                 if they are offline.",
@@ -470,6 +498,14 @@ fn ingress(out: &mut String, types: &Types) {
     }
     for route in INGRESS {
         let _ = write!(out, "\n### `{} {}`\n\n{}\n\n", route.method, route.path, route.notes);
+        if !route.query.is_empty() {
+            out.push_str("| query parameter | type | required | rules |\n| --- | --- | --- | --- |\n");
+            for f in route.query {
+                let ty = types.render(f.ty);
+                let _ = writeln!(out, "| `{}` | {ty} | {} | {} |", f.name, yes_no(f.required), f.rules);
+            }
+            out.push('\n');
+        }
         if route.body.is_empty() {
             out.push_str("No body.\n");
             continue;

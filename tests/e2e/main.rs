@@ -9,6 +9,7 @@ mod dashboard;
 mod deploy;
 mod edge;
 mod foundation;
+mod ingress;
 mod loadgen;
 mod matches;
 mod newcomer;

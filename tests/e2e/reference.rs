@@ -68,6 +68,20 @@ fn the_reference_describes_every_ingress_route_and_body() {
 
     for route in INGRESS {
         let operation = &document["paths"][route.path][route.method.to_ascii_lowercase()];
+        let in_query: Vec<(&str, bool)> = operation["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|parameter| parameter["in"] == "query")
+            .map(|parameter| (parameter["name"].as_str().unwrap_or_default(), parameter["required"] == true))
+            .collect();
+        let documented: Vec<(&str, bool)> = route.query.iter().map(|f| (f.name, f.required)).collect();
+        assert_eq!(
+            documented, in_query,
+            "INGRESS in shared/src/reference.rs: the query parameters of {} {} must be those of the \
+             OpenAPI document, as (name, required), in order; then run `{REGENERATE}`",
+            route.method, route.path
+        );
         let Some(request) = route.request else {
             assert!(
                 operation.get("requestBody").is_none() && route.body.is_empty(),

@@ -10,7 +10,7 @@ use std::sync::{Arc, LazyLock};
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{FromRequest, Path, Request, State},
+    extract::{FromRequest, Path, Query, Request, State, rejection::QueryRejection},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
@@ -20,11 +20,13 @@ use switchboard::{
     bus::{Durability, RequestError, Routed},
     config::Secret,
     contract::{
-        AckError, ErrorCode, MatchId, NotificationId, Room,
-        bus::{CreateConversation, CreateNotification, Deliver, MatchCreated, Unmatch},
+        AckError, ConversationId, ErrorCode, MatchId, NotificationId, Room,
+        bus::{CreateConversation, CreateNotification, Deliver, MatchCreated, SyncQuery, Unmatch},
+        client::MessagesPage,
         ingress::{
             Accepted, ConversationCreatedReply, CreateConversationRequest, EmitRequest, ErrorBody,
-            ErrorDetail, MatchAccepted, MatchRequest, NotificationAccepted, NotificationRequest,
+            ErrorDetail, MatchAccepted, MatchRequest, MessagesParams, NotificationAccepted,
+            NotificationRequest,
         },
     },
 };
@@ -51,6 +53,7 @@ fn routes() -> OpenApiRouter<Arc<App>> {
     OpenApiRouter::with_openapi(Document::openapi())
         .routes(routes!(emit))
         .routes(routes!(create_conversation))
+        .routes(routes!(conversation_messages))
         .routes(routes!(create_match))
         .routes(routes!(remove_match))
         .routes(routes!(create_notification))
@@ -152,6 +155,9 @@ impl ApiError {
     fn from_request(error: RequestError) -> Self {
         match error {
             RequestError::Refused(AckError { code: ErrorCode::Invalid, message }) => Self::invalid(message),
+            RequestError::Refused(AckError { code: ErrorCode::NotFound, message }) => {
+                Self { status: StatusCode::NOT_FOUND, code: ErrorCode::NotFound.as_str(), message }
+            }
             RequestError::Timeout => Self {
                 status: StatusCode::GATEWAY_TIMEOUT,
                 code: ErrorCode::Timeout.as_str(),
@@ -312,6 +318,44 @@ async fn create_conversation(
     Ok((StatusCode::CREATED, Json(ConversationCreatedReply { conversation_id })))
 }
 
+/// A page of a conversation's messages, ascending by `seq`, like a participant's
+/// `messages:sync`.
+///
+/// Any conversation that exists, closed ones too. `hasMore` is true exactly when messages
+/// after the page exist: ask again with `afterSeq` = the last `seq` of the page.
+#[utoipa::path(
+    get,
+    path = "/api/v1/conversations/{conversationId}/messages",
+    params(("conversationId" = ConversationId, Path, description = "The conversation."), MessagesParams),
+    responses(
+        (status = 200, description = "The page.", body = MessagesPage),
+        (status = 400, description = "A parameter breaks a rule; `code` is `invalid`.", body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 404, description = "No such conversation; `code` is `not_found`.", body = ErrorBody),
+        (status = 503, description = UNAVAILABLE, body = ErrorBody),
+        (status = 504, description = TIMEOUT, body = ErrorBody),
+    ),
+)]
+async fn conversation_messages(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(conversation_id): Path<String>,
+    params: Result<Query<MessagesParams>, QueryRejection>,
+) -> Result<Json<MessagesPage>, ApiError> {
+    authorize(&app.ingress_keys, &headers)?;
+    let conversation_id: ConversationId = conversation_id.parse().map_err(invalid_id)?;
+    let Query(params) = params.map_err(|rejection| ApiError::invalid(rejection.body_text()))?;
+    let query =
+        SyncQuery { conversation_id, user_id: None, after_seq: params.after_seq, limit: params.page_size() };
+    let page = app.bus.request(&query, app.config.ack_timeout()).await.map_err(ApiError::from_request)?;
+    metrics::counter!("edge_ingress_total", "route" => "conversation_messages").increment(1);
+    Ok(Json(page))
+}
+
+fn invalid_id(error: switchboard::contract::ids::InvalidId) -> ApiError {
+    ApiError::invalid(error.0)
+}
+
 /// Publishes a confirmed command for the notifier; 503 if the broker did not confirm it.
 async fn command<M: Routed>(app: &App, message: &M) -> Result<(), ApiError> {
     app.bus.publish(message, Durability::Confirmed).await.map_err(|error| {
@@ -396,8 +440,7 @@ async fn remove_match(
     Path(match_id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     authorize(&app.ingress_keys, &headers)?;
-    let match_id: MatchId =
-        match_id.parse().map_err(|e: switchboard::contract::ids::InvalidId| ApiError::invalid(e.0))?;
+    let match_id: MatchId = match_id.parse().map_err(invalid_id)?;
     command(&app, &Unmatch { match_id }).await?;
     metrics::counter!("edge_ingress_total", "route" => "unmatch").increment(1);
     Ok((StatusCode::ACCEPTED, Json(Accepted {})))

@@ -105,6 +105,16 @@ pub async fn is_member(db: &Database, conversation: ConversationId, user: &str) 
     Ok(member)
 }
 
+/// Whether the conversation was ever created (open or closed).
+async fn exists(db: &Database, conversation: ConversationId) -> Result<bool, AckError> {
+    let (exists,): (bool,) = sqlx::query_as("SELECT EXISTS (SELECT 1 FROM conversations WHERE id = $1)")
+        .bind(conversation.0)
+        .fetch_one(db.pool())
+        .await
+        .map_err(unavailable)?;
+    Ok(exists)
+}
+
 /// Closes a conversation for good (an unmatch) and tells every edge, which take their sockets
 /// out of its room. Asking again is harmless: the edges hear it again.
 async fn close(db: &Database, bus: &Bus, request: CloseConversation) -> Result<Empty, AckError> {
@@ -145,9 +155,18 @@ async fn contacts(db: &Database, query: ContactsQuery) -> Result<Contacts, AckEr
     Ok(Contacts { user_ids: rows.into_iter().filter_map(|(u,)| u.parse().ok()).collect() })
 }
 
+/// A page of a conversation's messages: for a participant of the open conversation, or for a
+/// backend (no `user_id`), of any conversation that exists.
 async fn sync(db: &Database, query: SyncQuery) -> Result<MessagesPage, AckError> {
-    if !is_member(db, query.conversation_id, query.user_id.as_str()).await? {
-        return Err(AckError::forbidden());
+    match &query.user_id {
+        Some(user) if !is_member(db, query.conversation_id, user.as_str()).await? => {
+            return Err(AckError::forbidden());
+        }
+        Some(_) => {}
+        None if !exists(db, query.conversation_id).await? => {
+            return Err(AckError::not_found("no such conversation"));
+        }
+        None => {}
     }
     let limit = i64::from(query.limit.clamp(1, 200));
     let after = i64::try_from(query.after_seq).unwrap_or(i64::MAX);

@@ -343,12 +343,16 @@ pub struct MarkRead {
     pub expires_at: DateTime<Utc>,
 }
 
-/// `messages:sync` as a query to the messages worker.
+/// `messages:sync` as a query to the messages worker, and a backend's read of a conversation's
+/// history (ingress `GET /api/v1/conversations/{conversationId}/messages`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SyncQuery {
     pub conversation_id: ConversationId,
-    pub user_id: UserId,
+    /// The user asking, who must be a participant of the open conversation; absent for a
+    /// backend, which may read any conversation that exists, closed ones too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<UserId>,
     pub after_seq: u64,
     pub limit: u32,
 }

@@ -156,7 +156,7 @@ impl MessagesSync {
 }
 
 /// A limit is a positive integer; larger than the maximum counts as the maximum.
-fn page_limit<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+pub(crate) fn page_limit<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
     let limit = Option::<u64>::deserialize(d)?;
     match limit {
         Some(0) => Err(serde::de::Error::custom("limit must be at least 1")),
@@ -166,7 +166,7 @@ fn page_limit<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::
 }
 
 /// Reply to `messages:sync`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 #[serde(rename_all = "camelCase")]
 pub struct MessagesPage {

@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{
-    PartialSchema, ToSchema,
+    IntoParams, PartialSchema, ToSchema,
     openapi::{
         ArrayBuilder, KnownFormat, ObjectBuilder, Ref, RefOr, SchemaFormat, Type,
         schema::{Schema, SchemaType},
@@ -24,7 +24,7 @@ use super::{
         CreateConversation, EventName, NotificationData, NotificationKind, NotificationText,
         NotificationTitle,
     },
-    client::Content,
+    client::{ClientMessageId, Content, SYNC_DEFAULT_LIMIT, SYNC_MAX_LIMIT, page_limit},
     ids::{ConversationId, MatchId, MessageId, NotificationId, Room, UserId},
 };
 
@@ -112,6 +112,12 @@ string_schemas! {
     NotificationTitle => text("A notification's title", NotificationTitle::MAX_CHARS);
     NotificationText => text("A notification's message", NotificationText::MAX_CHARS);
     Content => text("A message's text", Content::MAX_CHARS);
+    ClientMessageId => string(
+        "The client's own id for a send, which makes retries safe: printable characters.",
+        Some(1),
+        Some(128),
+        None,
+    );
 }
 
 impl PartialSchema for NotificationData {
@@ -197,6 +203,28 @@ pub struct NotificationRequest {
     // `NotificationData` already takes `null`: a `oneOf` with null would match it twice.
     #[schema(nullable = false)]
     pub data: Option<NotificationData>,
+}
+
+/// The query of `GET /api/v1/conversations/{conversationId}/messages`: a page of the
+/// conversation's history, like `messages:sync`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MessagesParams {
+    /// The page holds the messages with a greater `seq`; 0 (the default) for the first page.
+    #[serde(default)]
+    pub after_seq: u64,
+    /// At least 1; 50 when absent, 200 at most (more counts as 200).
+    #[serde(default, deserialize_with = "page_limit", skip_serializing_if = "Option::is_none")]
+    #[param(minimum = 1)]
+    pub limit: Option<u32>,
+}
+
+impl MessagesParams {
+    /// The page size: 50 by default, at most 200.
+    pub fn page_size(&self) -> u32 {
+        self.limit.unwrap_or(SYNC_DEFAULT_LIMIT).min(SYNC_MAX_LIMIT)
+    }
 }
 
 /// The answer of a request that was taken and has nothing to tell: `{}`.

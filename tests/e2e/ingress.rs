@@ -1,0 +1,108 @@
+//! The ingress calls of issue 18 that read and act for backends: a conversation's messages,
+//! the presence of any users, a user's conversations, and ending a user's sockets everywhere.
+
+use serde_json::{Value, json};
+use switchboard_tests::{Bin, Driver, INGRESS_KEY, Running, TestEnv};
+
+const HOUR: chrono::Duration = chrono::Duration::hours(1);
+
+fn as_user(user: &str) -> Value {
+    json!({ "transports": ["websocket"], "auth": { "token": format!("{user}-token") } })
+}
+
+/// An edge with the workers behind it, sessions for the users, and one driver.
+struct World {
+    env: TestEnv,
+    edges: Vec<Running>,
+    _workers: Vec<Running>,
+    driver: Driver,
+}
+
+impl World {
+    async fn start(users: &[&str], edges: usize) -> World {
+        let env = TestEnv::new().await;
+        let (messages, presence) =
+            tokio::join!(env.spawn_ready(Bin::Messages, &[]), env.spawn_ready(Bin::Presence, &[]));
+        let mut running = Vec::new();
+        for _ in 0..edges {
+            running.push(env.spawn_ready(Bin::Edge, &[]).await);
+        }
+        for user in users {
+            env.add_session(&format!("{user}-token"), user, HOUR).await;
+        }
+        World { env, edges: running, _workers: vec![messages, presence], driver: Driver::start().await }
+    }
+
+    async fn connect(&mut self, client: &str, user: &str, edge: usize) {
+        let url = self.edges[edge].url();
+        self.driver.connect(client, &url, as_user(user)).await.unwrap_or_else(|e| panic!("{client}: {e}"));
+    }
+
+    /// An ingress request with the test key.
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let body = body.map(|b| b.to_string());
+        self.edges[0].call(method, path, Some(INGRESS_KEY), body.as_deref()).await
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+}
+
+#[tokio::test]
+async fn a_backend_reads_a_conversations_messages_page_by_page() {
+    let mut w = World::start(&["alice", "bob"], 1).await;
+    let conversation = w.env.create_conversation(&w.edges[0], &["alice", "bob"]).await;
+    w.connect("a", "alice", 0).await;
+    let mut sent = Vec::new();
+    for content in ["one", "two", "three"] {
+        let ack = w
+            .driver
+            .emit_ack("a", "message:send", json!({ "conversationId": conversation, "content": content }))
+            .await;
+        assert_eq!(ack["success"], true, "{ack}");
+        sent.push((ack["messageId"].clone(), content));
+    }
+    // What a page holds, less `createdAt` (checked to be there).
+    let summary = |page: &Value| -> Vec<Value> {
+        page["messages"]
+            .as_array()
+            .expect("messages")
+            .iter()
+            .map(|m| {
+                assert!(m["createdAt"].is_string(), "{m}");
+                json!([m["id"], m["conversationId"], m["senderId"], m["content"], m["seq"]])
+            })
+            .collect()
+    };
+    let expected = |seq: usize| {
+        let (id, content) = &sent[seq - 1];
+        json!([id, conversation, "alice", content, seq])
+    };
+
+    let path = format!("/api/v1/conversations/{conversation}/messages");
+    let (status, first) = w.get(&format!("{path}?limit=2")).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(summary(&first), vec![expected(1), expected(2)]);
+    assert_eq!(first["hasMore"], true);
+    let (status, rest) = w.get(&format!("{path}?afterSeq=2&limit=2")).await;
+    assert_eq!(status, 200, "{rest}");
+    assert_eq!(summary(&rest), vec![expected(3)]);
+    assert_eq!(rest["hasMore"], false);
+    let (status, all) = w.get(&path).await;
+    assert_eq!((status, summary(&all)), (200, vec![expected(1), expected(2), expected(3)]));
+
+    let unknown = uuid::Uuid::now_v7();
+    let (status, body) = w.get(&format!("/api/v1/conversations/{unknown}/messages")).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "not_found");
+    let (status, body) = w.get(&format!("{path}?limit=0")).await;
+    assert_eq!((status, &body["error"]["code"]), (400, &json!("invalid")), "{body}");
+    let (status, body) = w.get("/api/v1/conversations/nope/messages").await;
+    assert_eq!(
+        (status, body),
+        (400, json!({ "error": { "code": "invalid", "message": "conversationId must be a UUID" } }))
+    );
+    let (status, body) = w.edges[0].call(reqwest::Method::GET, &path, None, None).await;
+    assert_eq!((status, &body["error"]["code"]), (401, &json!("unauthorized")));
+}
