@@ -297,6 +297,17 @@ pub const INGRESS: &[IngressRoute] = &[
     },
     IngressRoute {
         method: "POST",
+        path: "/api/v1/presence/query",
+        request: Some("PresenceRequest"),
+        body: &[field("userIds", "Array<UserId>", true, "1 to 200 users.")],
+        query: &[],
+        success: "`200` [`PresenceReply`](#type-presencereply)",
+        notes: "Whether users are online, and when each was last seen going offline (`lastSeenAt`, null if \
+                never): any users, not only someone's contacts. Every user named is answered; one never seen \
+                is offline.",
+    },
+    IngressRoute {
+        method: "POST",
         path: "/api/v1/notifications",
         request: Some("NotificationRequest"),
         body: &[

@@ -1,8 +1,10 @@
 //! The ingress calls of issue 18 that read and act for backends: a conversation's messages,
 //! the presence of any users, a user's conversations, and ending a user's sockets everywhere.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
-use switchboard_tests::{Bin, Driver, INGRESS_KEY, Running, TestEnv};
+use switchboard_tests::{Bin, Driver, INGRESS_KEY, Running, TestEnv, eventually};
 
 const HOUR: chrono::Duration = chrono::Duration::hours(1);
 
@@ -21,8 +23,10 @@ struct World {
 impl World {
     async fn start(users: &[&str], edges: usize) -> World {
         let env = TestEnv::new().await;
+        // A short grace, so a user who leaves is offline soon.
+        let presence_env = [("PRESENCE_OFFLINE_GRACE_MS", "200")];
         let (messages, presence) =
-            tokio::join!(env.spawn_ready(Bin::Messages, &[]), env.spawn_ready(Bin::Presence, &[]));
+            tokio::join!(env.spawn_ready(Bin::Messages, &[]), env.spawn_ready(Bin::Presence, &presence_env));
         let mut running = Vec::new();
         for _ in 0..edges {
             running.push(env.spawn_ready(Bin::Edge, &[]).await);
@@ -105,4 +109,38 @@ async fn a_backend_reads_a_conversations_messages_page_by_page() {
     );
     let (status, body) = w.edges[0].call(reqwest::Method::GET, &path, None, None).await;
     assert_eq!((status, &body["error"]["code"]), (401, &json!("unauthorized")));
+}
+
+#[tokio::test]
+async fn a_backend_asks_the_presence_of_any_users() {
+    let mut w = World::start(&["alice", "carol"], 1).await;
+    w.connect("a", "alice", 0).await;
+    w.connect("c", "carol", 0).await;
+    w.driver.disconnect("c").await;
+    let ask = json!({ "userIds": ["alice", "carol", "nobody"] });
+    // alice shares no conversation with anyone: a backend is answered all the same.
+    let reply = eventually("alice online and carol offline", Duration::from_secs(10), || async {
+        let (status, reply) =
+            w.call(reqwest::Method::POST, "/api/v1/presence/query", Some(ask.clone())).await;
+        assert_eq!(status, 200, "{reply}");
+        let users = &reply["users"];
+        (users["alice"]["online"] == true
+            && users["carol"]["online"] == false
+            && users["carol"]["lastSeenAt"].is_string())
+        .then_some(reply)
+    })
+    .await;
+    let users = reply["users"].as_object().expect("users");
+    assert_eq!(users.keys().collect::<Vec<_>>(), ["alice", "carol", "nobody"]);
+    assert_eq!(users["alice"], json!({ "online": true, "lastSeenAt": null }));
+    assert_eq!(users["nobody"], json!({ "online": false, "lastSeenAt": null }));
+
+    let too_many: Vec<String> = (0..201).map(|i| format!("u{i}")).collect();
+    for bad in [json!({ "userIds": [] }), json!({ "userIds": too_many }), json!({ "userIds": ["a b"] })] {
+        let (status, body) = w.call(reqwest::Method::POST, "/api/v1/presence/query", Some(bad)).await;
+        assert_eq!((status, &body["error"]["code"]), (400, &json!("invalid")), "{body}");
+    }
+    let (status, _) =
+        w.edges[0].call(reqwest::Method::POST, "/api/v1/presence/query", None, Some(&ask.to_string())).await;
+    assert_eq!(status, 401);
 }

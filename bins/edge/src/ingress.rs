@@ -21,12 +21,14 @@ use switchboard::{
     config::Secret,
     contract::{
         AckError, ConversationId, ErrorCode, MatchId, NotificationId, Room,
-        bus::{CreateConversation, CreateNotification, Deliver, MatchCreated, SyncQuery, Unmatch},
-        client::MessagesPage,
+        bus::{
+            CreateConversation, CreateNotification, Deliver, MatchCreated, PresenceLookup, SyncQuery, Unmatch,
+        },
+        client::{MessagesPage, PresenceReply},
         ingress::{
             Accepted, ConversationCreatedReply, CreateConversationRequest, EmitRequest, ErrorBody,
             ErrorDetail, MatchAccepted, MatchRequest, MessagesParams, NotificationAccepted,
-            NotificationRequest,
+            NotificationRequest, PresenceRequest,
         },
     },
 };
@@ -56,6 +58,7 @@ fn routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(conversation_messages))
         .routes(routes!(create_match))
         .routes(routes!(remove_match))
+        .routes(routes!(presence_query))
         .routes(routes!(create_notification))
 }
 
@@ -444,6 +447,35 @@ async fn remove_match(
     command(&app, &Unmatch { match_id }).await?;
     metrics::counter!("edge_ingress_total", "route" => "unmatch").increment(1);
     Ok((StatusCode::ACCEPTED, Json(Accepted {})))
+}
+
+/// Whether users are online, and when each was last seen going offline: any users, up to 200.
+///
+/// Every user named is answered; one never seen is offline with `lastSeenAt` null.
+#[utoipa::path(
+    post,
+    path = "/api/v1/presence/query",
+    request_body = PresenceRequest,
+    responses(
+        (status = 200, description = "Each user named, once.", body = PresenceReply),
+        (status = 400, description = "The body breaks a rule; `code` is `invalid`.", body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 413, description = TOO_LARGE, body = ErrorBody),
+        (status = 503, description = UNAVAILABLE, body = ErrorBody),
+        (status = 504, description = TIMEOUT, body = ErrorBody),
+    ),
+)]
+async fn presence_query(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<PresenceReply>, ApiError> {
+    authorize(&app.ingress_keys, &headers)?;
+    let request: PresenceRequest = parse(&body.0)?;
+    let lookup = PresenceLookup { user_id: None, user_ids: request.user_ids };
+    let reply = app.bus.request(&lookup, app.config.ack_timeout()).await.map_err(ApiError::from_request)?;
+    metrics::counter!("edge_ingress_total", "route" => "presence").increment(1);
+    Ok(Json(reply))
 }
 
 /// What `POST /api/v1/notifications` makes of its body, under the id `id`: the parse, which

@@ -444,7 +444,10 @@ pub struct Contacts {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PresenceLookup {
-    pub user_id: UserId,
+    /// The user asking, who is answered about their contacts only; absent for a backend
+    /// (ingress `POST /api/v1/presence/query`), which is answered about every user it names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<UserId>,
     pub user_ids: Vec<UserId>,
 }
 

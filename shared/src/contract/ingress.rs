@@ -24,7 +24,10 @@ use super::{
         CreateConversation, EventName, NotificationData, NotificationKind, NotificationText,
         NotificationTitle,
     },
-    client::{ClientMessageId, Content, SYNC_DEFAULT_LIMIT, SYNC_MAX_LIMIT, page_limit},
+    client::{
+        ClientMessageId, Content, PRESENCE_QUERY_MAX_IDS, SYNC_DEFAULT_LIMIT, SYNC_MAX_LIMIT, page_limit,
+        presence_ids,
+    },
     ids::{ConversationId, MatchId, MessageId, NotificationId, Room, UserId},
 };
 
@@ -225,6 +228,24 @@ impl MessagesParams {
     pub fn page_size(&self) -> u32 {
         self.limit.unwrap_or(SYNC_DEFAULT_LIMIT).min(SYNC_MAX_LIMIT)
     }
+}
+
+/// `POST /api/v1/presence/query`: the presence of any users, contacts or not.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PresenceRequest {
+    /// 1 to 200 users; each is answered once, whether or not it was ever seen.
+    #[serde(deserialize_with = "presence_ids")]
+    #[schema(schema_with = presence_users)]
+    pub user_ids: Vec<UserId>,
+}
+
+fn presence_users() -> ArrayBuilder {
+    ArrayBuilder::new()
+        .items(RefOr::Ref(Ref::from_schema_name(UserId::name())))
+        .min_items(Some(1))
+        .max_items(Some(PRESENCE_QUERY_MAX_IDS))
+        .description(Some("1 to 200 users; each is answered once."))
 }
 
 /// The answer of a request that was taken and has nothing to tell: `{}`.
