@@ -307,6 +307,18 @@ pub const INGRESS: &[IngressRoute] = &[
                 is offline.",
     },
     IngressRoute {
+        method: "GET",
+        path: "/api/v1/users/{userId}/conversations",
+        request: None,
+        body: &[],
+        query: &[],
+        success: "`200` [`UserConversations`](openapi.json)",
+        notes: "Every conversation the user takes part in, open or closed, newest first: `{ conversations: [{ \
+                conversationId, participants, matchId, createdAt, closedAt, lastSeq }] }`, with `matchId` null \
+                for a conversation not made by a match and `closedAt` null while it is open. A user in none (or \
+                unknown) has an empty list.",
+    },
+    IngressRoute {
         method: "POST",
         path: "/api/v1/notifications",
         request: Some("NotificationRequest"),

@@ -25,8 +25,11 @@ impl World {
         let env = TestEnv::new().await;
         // A short grace, so a user who leaves is offline soon.
         let presence_env = [("PRESENCE_OFFLINE_GRACE_MS", "200")];
-        let (messages, presence) =
-            tokio::join!(env.spawn_ready(Bin::Messages, &[]), env.spawn_ready(Bin::Presence, &presence_env));
+        let (messages, presence, notifier) = tokio::join!(
+            env.spawn_ready(Bin::Messages, &[]),
+            env.spawn_ready(Bin::Presence, &presence_env),
+            env.spawn_ready(Bin::Notifier, &[]),
+        );
         let mut running = Vec::new();
         for _ in 0..edges {
             running.push(env.spawn_ready(Bin::Edge, &[]).await);
@@ -34,7 +37,12 @@ impl World {
         for user in users {
             env.add_session(&format!("{user}-token"), user, HOUR).await;
         }
-        World { env, edges: running, _workers: vec![messages, presence], driver: Driver::start().await }
+        World {
+            env,
+            edges: running,
+            _workers: vec![messages, presence, notifier],
+            driver: Driver::start().await,
+        }
     }
 
     async fn connect(&mut self, client: &str, user: &str, edge: usize) {
@@ -142,5 +150,50 @@ async fn a_backend_asks_the_presence_of_any_users() {
     }
     let (status, _) =
         w.edges[0].call(reqwest::Method::POST, "/api/v1/presence/query", None, Some(&ask.to_string())).await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn a_backend_lists_a_users_conversations_open_and_closed() {
+    let w = World::start(&[], 1).await;
+    let plain = w.env.create_conversation(&w.edges[0], &["bob", "alice"]).await;
+    let (status, matched) = w
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/matches",
+            Some(json!({ "matchId": "m-1", "userIds": ["carol", "alice"] })),
+        )
+        .await;
+    assert_eq!(status, 202, "{matched}");
+    let matched = matched["conversationId"].clone();
+    let (status, _) = w.call(reqwest::Method::DELETE, "/api/v1/matches/m-1", None).await;
+    assert_eq!(status, 202);
+
+    let list = eventually("the unmatched conversation closed", Duration::from_secs(10), || async {
+        let (status, list) = w.get("/api/v1/users/alice/conversations").await;
+        assert_eq!(status, 200, "{list}");
+        list["conversations"][0]["closedAt"].is_string().then_some(list)
+    })
+    .await;
+    let conversations = list["conversations"].as_array().expect("conversations");
+    assert_eq!(conversations.len(), 2, "{list}");
+    for c in conversations {
+        assert!(c["createdAt"].is_string(), "{c}");
+    }
+    let without_times = |c: &Value| {
+        json!([c["conversationId"], c["participants"], c["matchId"], c["closedAt"].is_null(), c["lastSeq"]])
+    };
+    // Newest first: the match's conversation was made after the other.
+    assert_eq!(without_times(&conversations[0]), json!([matched, ["alice", "carol"], "m-1", false, 0]));
+    assert_eq!(without_times(&conversations[1]), json!([plain, ["alice", "bob"], null, true, 0]));
+
+    let (status, bob) = w.get("/api/v1/users/bob/conversations").await;
+    assert_eq!((status, bob["conversations"].as_array().map(Vec::len)), (200, Some(1)));
+    let (status, nobody) = w.get("/api/v1/users/nobody/conversations").await;
+    assert_eq!((status, nobody), (200, json!({ "conversations": [] })));
+    let (status, body) = w.get("/api/v1/users/a%20b/conversations").await;
+    assert_eq!((status, &body["error"]["code"]), (400, &json!("invalid")), "{body}");
+    let (status, _) =
+        w.edges[0].call(reqwest::Method::GET, "/api/v1/users/alice/conversations", None, None).await;
     assert_eq!(status, 401);
 }

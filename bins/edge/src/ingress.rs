@@ -20,9 +20,10 @@ use switchboard::{
     bus::{Durability, RequestError, Routed},
     config::Secret,
     contract::{
-        AckError, ConversationId, ErrorCode, MatchId, NotificationId, Room,
+        AckError, ConversationId, ErrorCode, MatchId, NotificationId, Room, UserId,
         bus::{
-            CreateConversation, CreateNotification, Deliver, MatchCreated, PresenceLookup, SyncQuery, Unmatch,
+            CreateConversation, CreateNotification, Deliver, MatchCreated, PresenceLookup, SyncQuery,
+            Unmatch, UserConversations, UserConversationsQuery,
         },
         client::{MessagesPage, PresenceReply},
         ingress::{
@@ -59,6 +60,7 @@ fn routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(create_match))
         .routes(routes!(remove_match))
         .routes(routes!(presence_query))
+        .routes(routes!(user_conversations))
         .routes(routes!(create_notification))
 }
 
@@ -476,6 +478,34 @@ async fn presence_query(
     let reply = app.bus.request(&lookup, app.config.ack_timeout()).await.map_err(ApiError::from_request)?;
     metrics::counter!("edge_ingress_total", "route" => "presence").increment(1);
     Ok(Json(reply))
+}
+
+/// Every conversation a user takes part in, open or closed, newest first.
+///
+/// A user in none (or unknown to Switchboard) has an empty list.
+#[utoipa::path(
+    get,
+    path = "/api/v1/users/{userId}/conversations",
+    params(("userId" = UserId, Path, description = "The user.")),
+    responses(
+        (status = 200, description = "The user's conversations.", body = UserConversations),
+        (status = 400, description = "`userId` is not a valid id; `code` is `invalid`.", body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 503, description = UNAVAILABLE, body = ErrorBody),
+        (status = 504, description = TIMEOUT, body = ErrorBody),
+    ),
+)]
+async fn user_conversations(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(user_id): Path<String>,
+) -> Result<Json<UserConversations>, ApiError> {
+    authorize(&app.ingress_keys, &headers)?;
+    let query = UserConversationsQuery { user_id: user_id.parse().map_err(invalid_id)? };
+    let conversations =
+        app.bus.request(&query, app.config.ack_timeout()).await.map_err(ApiError::from_request)?;
+    metrics::counter!("edge_ingress_total", "route" => "user_conversations").increment(1);
+    Ok(Json(conversations))
 }
 
 /// What `POST /api/v1/notifications` makes of its body, under the id `id`: the parse, which

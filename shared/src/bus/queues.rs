@@ -7,7 +7,7 @@
 //! | --- | --- | --- |
 //! | `edge.<id>` (exclusive) | each edge | [`EdgeInbound`]: deliveries for the rooms it binds, closed conversations |
 //! | `messages.shard.<n>` | one messages worker at a time | [`ShardCommand`]: sends, reads, batches of them |
-//! | `messages.membership`, `.contacts`, `.close`, `.sync`, `.create` | any messages worker | one request kind each |
+//! | `messages.membership`, `.contacts`, `.close`, `.sync`, `.conversations`, `.create` | any messages worker | one request kind each |
 //! | `presence.events` | one presence worker at a time | [`PresenceInput`] |
 //! | `notifier.matches` | one notifier at a time | [`MatchEvent`] |
 //! | `notifier.notifications`, `.flush`, `.delivered`, `.list`, `.read` | any notifier | one kind each |
@@ -25,6 +25,7 @@ use crate::contract::{
         CreateNotification, Deliver, DeliverBatch, EdgeReport, EdgeStopping, FlushInbox,
         MarkNotificationRead, MarkRead, MatchCreated, MembershipQuery, NotificationDelivered,
         NotificationsQuery, PresenceChange, PresenceLookup, RequestBatch, SendMessage, SyncQuery, Unmatch,
+        UserConversationsQuery,
     },
     object,
 };
@@ -142,6 +143,10 @@ pub fn close_conversation() -> QueueSpec {
 
 pub fn sync() -> QueueSpec {
     requests::<SyncQuery>("messages.sync")
+}
+
+pub fn user_conversations() -> QueueSpec {
+    requests::<UserConversationsQuery>("messages.conversations")
 }
 
 pub fn create_conversation() -> QueueSpec {

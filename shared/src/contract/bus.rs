@@ -70,6 +70,9 @@ kinds! {
     EdgeReport => "edge.report" on EVENTS_TOPIC "presence.report";
     ContactsQuery => "conversation.contacts.query" on EVENTS_TOPIC "rpc.conversation.contacts",
         answered by Contacts;
+    UserConversationsQuery => "conversations.query" on EVENTS_TOPIC "rpc.conversations.list",
+        answered by UserConversations;
+    UserConversations => "conversations.list";
     Contacts => "conversation.contacts";
     PresenceLookup => "presence.query" on EVENTS_TOPIC "rpc.presence.query", answered by PresenceReply;
     PresenceReply => "presence.reply";
@@ -437,6 +440,39 @@ pub struct ContactsQuery {
 #[serde(rename_all = "camelCase")]
 pub struct Contacts {
     pub user_ids: Vec<UserId>,
+}
+
+/// Every conversation `user_id` takes part in, open or closed: asked of the owner of
+/// conversations by the ingress (`GET /api/v1/users/{userId}/conversations`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserConversationsQuery {
+    pub user_id: UserId,
+}
+
+/// A user's conversations, newest first (the answer to [`UserConversationsQuery`], and the
+/// ingress's).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserConversations {
+    /// Newest first; empty for a user in none.
+    pub conversations: Vec<ConversationSummary>,
+}
+
+/// One conversation of a user.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConversationSummary {
+    pub conversation_id: ConversationId,
+    /// Every participant, the user included, sorted.
+    pub participants: Vec<UserId>,
+    /// The match it was made for; null for one made with `POST /api/v1/conversations`.
+    pub match_id: Option<MatchId>,
+    pub created_at: DateTime<Utc>,
+    /// When an unmatch closed it for good; null while it is open.
+    pub closed_at: Option<DateTime<Utc>>,
+    /// The `seq` of its newest message; 0 before the first.
+    pub last_seq: i64,
 }
 
 /// `presence:query` for the presence worker: `user_id` asks about `user_ids`; only contacts
