@@ -319,6 +319,25 @@ pub const INGRESS: &[IngressRoute] = &[
                 unknown) has an empty list.",
     },
     IngressRoute {
+        method: "DELETE",
+        path: "/api/v1/users/{userId}/sockets",
+        request: None,
+        body: &[],
+        query: &[field(
+            "revokeSessions",
+            "boolean",
+            false,
+            "Also forget the sessions the edges have cached for the user (`database` mode), so a reconnect \
+             looks the session up again; `false` when absent.",
+        )],
+        success: "`202 {}` once the broker has confirmed it",
+        notes: "Ends every socket of the user on every edge: a logout everywhere, a ban. Each edge disconnects \
+                them within moments (the clients see `io server disconnect` and do not reconnect by themselves). \
+                It does not prevent a new connection: delete or expire the user's sessions in the host \
+                application first, and set `revokeSessions` so that no edge serves them from its cache \
+                (`AUTH_CACHE_TTL_MS`). A JWT stays valid until it expires.",
+    },
+    IngressRoute {
         method: "POST",
         path: "/api/v1/notifications",
         request: Some("NotificationRequest"),

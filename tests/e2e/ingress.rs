@@ -197,3 +197,43 @@ async fn a_backend_lists_a_users_conversations_open_and_closed() {
         w.edges[0].call(reqwest::Method::GET, "/api/v1/users/alice/conversations", None, None).await;
     assert_eq!(status, 401);
 }
+
+#[tokio::test]
+async fn a_backend_ends_a_users_sockets_on_every_edge_and_revokes_cached_sessions() {
+    let mut w = World::start(&["alice", "bob"], 2).await;
+    w.connect("a0", "alice", 0).await;
+    w.connect("a1", "alice", 1).await;
+    w.connect("b", "bob", 0).await;
+    // The host application deletes alice's sessions; edge 0 still has hers cached.
+    sqlx::query("DELETE FROM sessions WHERE user_id = 'alice'")
+        .execute(&w.env.db().await)
+        .await
+        .expect("delete");
+
+    let (status, body) = w.call(reqwest::Method::DELETE, "/api/v1/users/alice/sockets", None).await;
+    assert_eq!((status, body), (202, json!({})));
+    assert_eq!(w.driver.disconnected("a0").await, "io server disconnect");
+    assert_eq!(w.driver.disconnected("a1").await, "io server disconnect");
+    // bob's socket on the same edge stays.
+    let ack = w.driver.emit_ack("b", "notifications:list", json!({})).await;
+    assert_eq!(ack["success"], true, "{ack}");
+    // Without revocation the cached session still lets alice back in on edge 0.
+    w.connect("a2", "alice", 0).await;
+
+    let (status, _) =
+        w.call(reqwest::Method::DELETE, "/api/v1/users/alice/sockets?revokeSessions=true", None).await;
+    assert_eq!(status, 202);
+    assert_eq!(w.driver.disconnected("a2").await, "io server disconnect");
+    let url = w.edges[0].url();
+    let refused = w.driver.connect("a3", &url, as_user("alice")).await;
+    assert_eq!(refused, Err("unauthorized".to_owned()));
+
+    let (status, body) =
+        w.call(reqwest::Method::DELETE, "/api/v1/users/alice/sockets?revokeSessions=maybe", None).await;
+    assert_eq!((status, &body["error"]["code"]), (400, &json!("invalid")), "{body}");
+    let (status, body) = w.call(reqwest::Method::DELETE, "/api/v1/users/a%20b/sockets", None).await;
+    assert_eq!((status, &body["error"]["code"]), (400, &json!("invalid")), "{body}");
+    let (status, _) =
+        w.edges[0].call(reqwest::Method::DELETE, "/api/v1/users/alice/sockets", None, None).await;
+    assert_eq!(status, 401);
+}

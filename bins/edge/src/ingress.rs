@@ -22,13 +22,13 @@ use switchboard::{
     contract::{
         AckError, ConversationId, ErrorCode, MatchId, NotificationId, Room, UserId,
         bus::{
-            CreateConversation, CreateNotification, Deliver, MatchCreated, PresenceLookup, SyncQuery,
-            Unmatch, UserConversations, UserConversationsQuery,
+            CreateConversation, CreateNotification, Deliver, DisconnectUser, MatchCreated, PresenceLookup,
+            SyncQuery, Unmatch, UserConversations, UserConversationsQuery,
         },
         client::{MessagesPage, PresenceReply},
         ingress::{
-            Accepted, ConversationCreatedReply, CreateConversationRequest, EmitRequest, ErrorBody,
-            ErrorDetail, MatchAccepted, MatchRequest, MessagesParams, NotificationAccepted,
+            Accepted, ConversationCreatedReply, CreateConversationRequest, DisconnectParams, EmitRequest,
+            ErrorBody, ErrorDetail, MatchAccepted, MatchRequest, MessagesParams, NotificationAccepted,
             NotificationRequest, PresenceRequest,
         },
     },
@@ -61,6 +61,7 @@ fn routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(remove_match))
         .routes(routes!(presence_query))
         .routes(routes!(user_conversations))
+        .routes(routes!(disconnect_user))
         .routes(routes!(create_notification))
 }
 
@@ -506,6 +507,37 @@ async fn user_conversations(
         app.bus.request(&query, app.config.ack_timeout()).await.map_err(ApiError::from_request)?;
     metrics::counter!("edge_ingress_total", "route" => "user_conversations").increment(1);
     Ok(Json(conversations))
+}
+
+/// Ends every socket of the user on every edge: a logout everywhere, a ban.
+///
+/// Answered once the broker has confirmed the request; each edge then disconnects the user's
+/// sockets within moments. The clients see a server-side disconnect and do not reconnect by
+/// themselves. A new connection is not prevented: delete the user's sessions first, and set
+/// `revokeSessions` so that the edges do not serve them from their cache.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/users/{userId}/sockets",
+    params(("userId" = UserId, Path, description = "The user."), DisconnectParams),
+    responses(
+        (status = 202, description = "The broker has confirmed the request.", body = Accepted),
+        (status = 400, description = "A parameter breaks a rule; `code` is `invalid`.", body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 503, description = UNAVAILABLE, body = ErrorBody),
+    ),
+)]
+async fn disconnect_user(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(user_id): Path<String>,
+    params: Result<Query<DisconnectParams>, QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    authorize(&app.ingress_keys, &headers)?;
+    let user_id: UserId = user_id.parse().map_err(invalid_id)?;
+    let Query(params) = params.map_err(|rejection| ApiError::invalid(rejection.body_text()))?;
+    command(&app, &DisconnectUser { user_id, revoke_sessions: params.revoke_sessions }).await?;
+    metrics::counter!("edge_ingress_total", "route" => "disconnect").increment(1);
+    Ok((StatusCode::ACCEPTED, Json(Accepted {})))
 }
 
 /// What `POST /api/v1/notifications` makes of its body, under the id `id`: the parse, which

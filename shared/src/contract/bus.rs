@@ -66,6 +66,7 @@ kinds! {
         answered by ConversationCreated;
     ConversationCreated => "conversation.created";
     ConversationClosed => "conversation.closed" on EVENTS_TOPIC "conversation.closed";
+    DisconnectUser => "user.disconnect" on EVENTS_TOPIC "user.disconnect";
     PresenceChange => "presence.change" on EVENTS_TOPIC "presence.change";
     EdgeReport => "edge.report" on EVENTS_TOPIC "presence.report";
     ContactsQuery => "conversation.contacts.query" on EVENTS_TOPIC "rpc.conversation.contacts",
@@ -440,6 +441,21 @@ pub struct ContactsQuery {
 #[serde(rename_all = "camelCase")]
 pub struct Contacts {
     pub user_ids: Vec<UserId>,
+}
+
+/// End every socket of a user, on every edge (a logout everywhere, a ban): `events.topic`
+/// `user.disconnect`, which every edge's queue is bound to. Each edge first forgets the user's
+/// cached sessions when `revoke_sessions` is set, then disconnects the user's sockets; the
+/// clients see a server-side disconnect and do not reconnect by themselves.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DisconnectUser {
+    pub user_id: UserId,
+    /// Also forget the sessions each edge has cached for the user (`database` auth mode), so
+    /// that a reconnect looks the session up again: set it once the host application has
+    /// deleted or expired the user's sessions. A JWT cannot be revoked this way.
+    #[serde(default)]
+    pub revoke_sessions: bool,
 }
 
 /// Every conversation `user_id` takes part in, open or closed: asked of the owner of

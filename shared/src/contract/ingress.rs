@@ -248,6 +248,17 @@ fn presence_users() -> ArrayBuilder {
         .description(Some("1 to 200 users; each is answered once."))
 }
 
+/// The query of `DELETE /api/v1/users/{userId}/sockets`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DisconnectParams {
+    /// Also forget the sessions the edges have cached for the user (`database` auth mode), so
+    /// a reconnect looks the session up again; `false` when absent.
+    #[serde(default)]
+    pub revoke_sessions: bool,
+}
+
 /// The answer of a request that was taken and has nothing to tell: `{}`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
