@@ -237,3 +237,61 @@ async fn a_backend_ends_a_users_sockets_on_every_edge_and_revokes_cached_session
         w.edges[0].call(reqwest::Method::DELETE, "/api/v1/users/alice/sockets", None, None).await;
     assert_eq!(status, 401);
 }
+
+/// The same four calls from a Rust backend, over the bus (`switchboard::backend`).
+#[tokio::test]
+async fn the_rust_library_makes_the_same_calls_over_the_bus() {
+    use switchboard::{
+        backend,
+        bus::RequestError,
+        contract::{ErrorCode, UserId, bus::CreateConversation},
+    };
+    let timeout = Duration::from_secs(5);
+    let mut w = World::start(&["alice", "bob"], 1).await;
+    let bus = w.env.bus("a-backend").await;
+    let (alice, bob, nobody): (UserId, UserId, UserId) =
+        ("alice".parse().expect("id"), "bob".parse().expect("id"), "nobody".parse().expect("id"));
+    let create = CreateConversation { participants: vec![alice.clone(), bob.clone()], match_id: None };
+    let conversation = backend::create_conversation(&bus, &create, timeout).await.expect("created");
+    w.connect("a", "alice", 0).await;
+    let ack = w
+        .driver
+        .emit_ack("a", "message:send", json!({ "conversationId": conversation, "content": "hi" }))
+        .await;
+    assert_eq!(ack["success"], true, "{ack}");
+
+    let page = backend::conversation_messages(&bus, conversation, 0, 10, timeout).await.expect("a page");
+    assert_eq!(page.messages.len(), 1);
+    assert_eq!((page.messages[0].seq, page.messages[0].content.as_str(), page.has_more), (1, "hi", false));
+    let code = |error: RequestError| match error {
+        RequestError::Refused(refusal) => refusal.code,
+        other => panic!("not a refusal: {other}"),
+    };
+    let unknown = switchboard::contract::ConversationId::new();
+    let missing = backend::conversation_messages(&bus, unknown, 0, 10, timeout).await.expect_err("unknown");
+    assert_eq!(code(missing), ErrorCode::NotFound);
+    let zero = backend::conversation_messages(&bus, conversation, 0, 0, timeout).await.expect_err("limit 0");
+    assert_eq!(code(zero), ErrorCode::Invalid);
+
+    let reply = eventually("alice online", Duration::from_secs(10), || async {
+        let reply =
+            backend::presence(&bus, vec![alice.clone(), nobody.clone()], timeout).await.expect("presence");
+        reply.users.get(&alice).is_some_and(|p| p.online).then_some(reply)
+    })
+    .await;
+    let absent = &reply.users[&nobody];
+    assert_eq!((reply.users.len(), absent.online, absent.last_seen_at), (2, false, None));
+    let empty = backend::presence(&bus, Vec::new(), timeout).await.expect_err("no ids");
+    assert_eq!(code(empty), ErrorCode::Invalid);
+
+    let listed = backend::user_conversations(&bus, &alice, timeout).await.expect("conversations");
+    assert_eq!(listed.conversations.len(), 1);
+    let only = &listed.conversations[0];
+    assert_eq!(
+        (only.conversation_id, &only.participants, only.last_seq),
+        (conversation, &vec![alice.clone(), bob], 1)
+    );
+
+    backend::disconnect_user(&bus, &alice, false).await.expect("confirmed");
+    assert_eq!(w.driver.disconnected("a").await, "io server disconnect");
+}

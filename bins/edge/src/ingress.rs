@@ -21,10 +21,7 @@ use switchboard::{
     config::Secret,
     contract::{
         AckError, ConversationId, ErrorCode, MatchId, NotificationId, Room, UserId,
-        bus::{
-            CreateConversation, CreateNotification, Deliver, DisconnectUser, MatchCreated, PresenceLookup,
-            SyncQuery, Unmatch, UserConversations, UserConversationsQuery,
-        },
+        bus::{CreateConversation, CreateNotification, Deliver, MatchCreated, Unmatch, UserConversations},
         client::{MessagesPage, PresenceReply},
         ingress::{
             Accepted, ConversationCreatedReply, CreateConversationRequest, DisconnectParams, EmitRequest,
@@ -351,9 +348,15 @@ async fn conversation_messages(
     authorize(&app.ingress_keys, &headers)?;
     let conversation_id: ConversationId = conversation_id.parse().map_err(invalid_id)?;
     let Query(params) = params.map_err(|rejection| ApiError::invalid(rejection.body_text()))?;
-    let query =
-        SyncQuery { conversation_id, user_id: None, after_seq: params.after_seq, limit: params.page_size() };
-    let page = app.bus.request(&query, app.config.ack_timeout()).await.map_err(ApiError::from_request)?;
+    let page = backend::conversation_messages(
+        &app.bus,
+        conversation_id,
+        params.after_seq,
+        params.page_size(),
+        app.config.ack_timeout(),
+    )
+    .await
+    .map_err(ApiError::from_request)?;
     metrics::counter!("edge_ingress_total", "route" => "conversation_messages").increment(1);
     Ok(Json(page))
 }
@@ -475,8 +478,9 @@ async fn presence_query(
 ) -> Result<Json<PresenceReply>, ApiError> {
     authorize(&app.ingress_keys, &headers)?;
     let request: PresenceRequest = parse(&body.0)?;
-    let lookup = PresenceLookup { user_id: None, user_ids: request.user_ids };
-    let reply = app.bus.request(&lookup, app.config.ack_timeout()).await.map_err(ApiError::from_request)?;
+    let reply = backend::presence(&app.bus, request.user_ids, app.config.ack_timeout())
+        .await
+        .map_err(ApiError::from_request)?;
     metrics::counter!("edge_ingress_total", "route" => "presence").increment(1);
     Ok(Json(reply))
 }
@@ -502,9 +506,10 @@ async fn user_conversations(
     Path(user_id): Path<String>,
 ) -> Result<Json<UserConversations>, ApiError> {
     authorize(&app.ingress_keys, &headers)?;
-    let query = UserConversationsQuery { user_id: user_id.parse().map_err(invalid_id)? };
-    let conversations =
-        app.bus.request(&query, app.config.ack_timeout()).await.map_err(ApiError::from_request)?;
+    let user_id: UserId = user_id.parse().map_err(invalid_id)?;
+    let conversations = backend::user_conversations(&app.bus, &user_id, app.config.ack_timeout())
+        .await
+        .map_err(ApiError::from_request)?;
     metrics::counter!("edge_ingress_total", "route" => "user_conversations").increment(1);
     Ok(Json(conversations))
 }
@@ -535,7 +540,10 @@ async fn disconnect_user(
     authorize(&app.ingress_keys, &headers)?;
     let user_id: UserId = user_id.parse().map_err(invalid_id)?;
     let Query(params) = params.map_err(|rejection| ApiError::invalid(rejection.body_text()))?;
-    command(&app, &DisconnectUser { user_id, revoke_sessions: params.revoke_sessions }).await?;
+    backend::disconnect_user(&app.bus, &user_id, params.revoke_sessions).await.map_err(|error| {
+        tracing::warn!(%error, "user.disconnect was not confirmed");
+        ApiError::unavailable()
+    })?;
     metrics::counter!("edge_ingress_total", "route" => "disconnect").increment(1);
     Ok((StatusCode::ACCEPTED, Json(Accepted {})))
 }
