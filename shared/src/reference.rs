@@ -261,7 +261,7 @@ pub const INGRESS: &[IngressRoute] = &[
             ),
             field("limit", "number", false, "At least 1; 50 when absent, more than 200 counts as 200."),
         ],
-        success: "`200` [`MessagesPage`](#type-messagespage)",
+        success: "`200 { messages, hasMore }`, a [`MessagesPage`](#type-messagespage)",
         notes: "A page of a conversation's history, ascending by `seq`, like a participant's `messages:sync` but for \
                 any conversation that exists, closed ones too (404 `not_found` for one that never did). `hasMore` \
                 is true exactly when messages after the page exist: ask again with `afterSeq` = the page's last \
@@ -301,7 +301,7 @@ pub const INGRESS: &[IngressRoute] = &[
         request: Some("PresenceRequest"),
         body: &[field("userIds", "Array<UserId>", true, "1 to 200 users.")],
         query: &[],
-        success: "`200` [`PresenceReply`](#type-presencereply)",
+        success: "`200 { users }`, a [`PresenceReply`](#type-presencereply)",
         notes: "Whether users are online, and when each was last seen going offline (`lastSeenAt`, null if \
                 never): any users, not only someone's contacts. Every user named is answered; one never seen \
                 is offline.",
@@ -312,7 +312,7 @@ pub const INGRESS: &[IngressRoute] = &[
         request: None,
         body: &[],
         query: &[],
-        success: "`200` [`UserConversations`](openapi.json)",
+        success: "`200 { conversations }`, newest first",
         notes: "Every conversation the user takes part in, open or closed, newest first: `{ conversations: [{ \
                 conversationId, participants, matchId, createdAt, closedAt, lastSeq }] }`, with `matchId` null \
                 for a conversation not made by a match and `closedAt` null while it is open. A user in none (or \

@@ -1,9 +1,16 @@
 //! The HTTP ingress for backends (docs/reference.md, Ingress), on the edge's port under `/api/v1/`.
 //!
-//! Every route needs `Authorization: Bearer <one of INGRESS_API_KEYS>` (401 otherwise; with no
-//! keys configured the ingress is disabled and everything is 401). Bodies are parsed into the
-//! contract's types; anything malformed is 400 with `{ error: { code: "invalid", message } }`.
-//! A request is answered 202 only once the broker confirmed the message it produced.
+//! Every route but the OpenAPI document needs `Authorization: Bearer <one of INGRESS_API_KEYS>`
+//! (401 otherwise; with no keys configured the ingress is disabled and everything is 401).
+//! Bodies and query strings are parsed into the contract's types
+//! ([`switchboard::contract::ingress`]); anything malformed is 400 with
+//! `{ error: { code: "invalid", message } }`. A command is answered 202 only once the broker
+//! confirmed the message it produced; a query, 200 with the worker's answer. The reads and
+//! actions for backends go through [`switchboard::backend`], the Rust library's same calls.
+//!
+//! Each route is registered from its handler's `#[utoipa::path]`, which lists every status it
+//! can answer: the OpenAPI document (`GET /api/v1/openapi.json`, `docs/openapi.json`) is built
+//! from the same code as the router, and `tests/e2e/openapi.rs` runs schemathesis against it.
 
 use std::sync::{Arc, LazyLock};
 
