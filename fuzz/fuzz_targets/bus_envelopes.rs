@@ -64,6 +64,9 @@ static ENVELOPES: &[Decoder] = &[
     (ConversationOpened::KIND, envelope::<ConversationOpened>),
     (FlushInbox::KIND, envelope::<FlushInbox>),
     (NotificationDelivered::KIND, envelope::<NotificationDelivered>),
+    (DisconnectUser::KIND, envelope::<DisconnectUser>),
+    (UserConversationsQuery::KIND, envelope::<UserConversationsQuery>),
+    (UserConversations::KIND, envelope::<UserConversations>),
 ];
 
 /// One reply decoder per type that answers a request (`answered by` in `kinds!`).
@@ -76,6 +79,7 @@ static REPLIES: &[Decoder] = &[
     (Contacts::KIND, reply::<Contacts>),
     (PresenceReply::KIND, reply::<PresenceReply>),
     (NotificationsPage::KIND, reply::<NotificationsPage>),
+    (UserConversations::KIND, reply::<UserConversations>),
 ];
 
 fuzz_target!(|data: &[u8]| {

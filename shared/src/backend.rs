@@ -17,8 +17,10 @@
 //! # }
 //! ```
 //!
-//! `examples/emit.rs` is the same as a program. Each call returns once the broker confirmed
-//! the message; an error means it may or may not have been delivered.
+//! `examples/emit.rs` is the same as a program. Each call that sends returns once the broker
+//! confirmed the message; an error means it may or may not have been delivered. The calls that
+//! ask (a conversation's messages, presence, a user's conversations) wait at most their
+//! `timeout` for the worker that answers; every call here is one the HTTP ingress makes too.
 
 use std::collections::HashSet;
 
@@ -27,11 +29,13 @@ use serde::Serialize;
 use crate::{
     bus::{Bus, BusError, Durability, RequestError},
     contract::{
-        ConversationId, MatchId, NotificationId, Room, UserId,
+        AckError, ConversationId, MatchId, NotificationId, Room, UserId,
         bus::{
-            CreateConversation, CreateNotification, Deliver, DeliverBatch, EventName, MatchCreated,
-            NotificationData, NotificationKind, NotificationText, NotificationTitle,
+            CreateConversation, CreateNotification, Deliver, DeliverBatch, DisconnectUser, EventName,
+            MatchCreated, NotificationData, NotificationKind, NotificationText, NotificationTitle,
+            PresenceLookup, SyncQuery, UserConversations, UserConversationsQuery,
         },
+        client::{MessagesPage, PRESENCE_QUERY_MAX_IDS, PresenceReply, SYNC_MAX_LIMIT},
     },
 };
 
@@ -189,4 +193,57 @@ pub async fn notify(
     let create = CreateNotification { id, user_id: user_id.clone(), kind, title, message, data };
     bus.publish(&create, Durability::Confirmed).await?;
     Ok(id)
+}
+
+/// A page of a conversation's messages with `seq > after_seq`, ascending, at most `limit` (1 to
+/// 200; more counts as 200), of any conversation that exists, closed ones too
+/// (docs/reference.md, Ingress, `GET /api/v1/conversations/{conversationId}/messages`).
+/// `hasMore` tells whether to ask again from the page's last `seq`. An unknown conversation is
+/// `RequestError::Refused` with `not_found`.
+pub async fn conversation_messages(
+    bus: &Bus,
+    conversation_id: ConversationId,
+    after_seq: u64,
+    limit: u32,
+    timeout: std::time::Duration,
+) -> Result<MessagesPage, RequestError> {
+    if limit == 0 {
+        return Err(RequestError::Refused(AckError::invalid("limit must be at least 1")));
+    }
+    let query = SyncQuery { conversation_id, user_id: None, after_seq, limit: limit.min(SYNC_MAX_LIMIT) };
+    bus.request(&query, timeout).await
+}
+
+/// Whether each of 1 to 200 users is online, and when each was last seen going offline:
+/// every user named is answered, contacts of no one in particular (docs/reference.md, Ingress,
+/// `POST /api/v1/presence/query`).
+pub async fn presence(
+    bus: &Bus,
+    user_ids: Vec<UserId>,
+    timeout: std::time::Duration,
+) -> Result<PresenceReply, RequestError> {
+    if user_ids.is_empty() || user_ids.len() > PRESENCE_QUERY_MAX_IDS {
+        return Err(RequestError::Refused(AckError::invalid(format!(
+            "userIds must hold 1 to {PRESENCE_QUERY_MAX_IDS} ids"
+        ))));
+    }
+    bus.request(&PresenceLookup { user_id: None, user_ids }, timeout).await
+}
+
+/// Every conversation a user takes part in, open or closed, newest first (docs/reference.md,
+/// Ingress, `GET /api/v1/users/{userId}/conversations`).
+pub async fn user_conversations(
+    bus: &Bus,
+    user_id: &UserId,
+    timeout: std::time::Duration,
+) -> Result<UserConversations, RequestError> {
+    bus.request(&UserConversationsQuery { user_id: user_id.clone() }, timeout).await
+}
+
+/// Ends every socket of a user on every edge: a logout everywhere, a ban (docs/reference.md,
+/// Ingress, `DELETE /api/v1/users/{userId}/sockets`). With `revoke_sessions` each edge first
+/// forgets the sessions it cached for the user, so delete the user's sessions before calling
+/// this, or a reconnect still gets in. Returns once the broker confirmed it.
+pub async fn disconnect_user(bus: &Bus, user_id: &UserId, revoke_sessions: bool) -> Result<(), BusError> {
+    bus.publish(&DisconnectUser { user_id: user_id.clone(), revoke_sessions }, Durability::Confirmed).await
 }

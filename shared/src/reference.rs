@@ -8,8 +8,8 @@
 //! by a test); the bus message kinds from [`KINDS`] and [`FIXED_ROUTES`]. What has no type is
 //! written here, next to the code that renders it: the rules of each event and who receives
 //! each server event (the generator stops if an event has none, or a rule names no event), the
-//! `connect_error` messages and the ingress routes (the edge's own types, which
-//! `tests/e2e/reference.rs` checks these lists against), and the prose between.
+//! `connect_error` messages and the ingress routes (which `tests/e2e/reference.rs` checks
+//! against the edge's `ConnectRefused` and the ingress's OpenAPI document), and the prose between.
 //!
 //! The file is checked in; `tests/e2e/reference.rs` fails while it differs from what the code
 //! generates now, and [`REGENERATE`] rewrites it.
@@ -136,7 +136,8 @@ fn error_meaning(code: ErrorCode) -> (&'static str, &'static str) {
         ),
         ErrorCode::NotFound => (
             "Something the caller may see does not hold what was named (a `messageId` not in that conversation).",
-            "404, for a path no route serves (with `method_not_allowed`, 405, for a method the path does not take)",
+            "404, for a path no route serves (with `method_not_allowed`, 405, for a method the path does not take) \
+             or a conversation that does not exist",
         ),
         ErrorCode::RateLimited => (
             "Past the socket's or the user's event budget (`RATE_LIMIT_*`, `USER_RATE_LIMIT_*`): the event \
@@ -186,14 +187,17 @@ pub struct IngressField {
     pub rules: &'static str,
 }
 
-/// One ingress route. `request` names the edge's type its body is parsed into
-/// (`bins/edge/src/ingress.rs`); `tests/e2e/reference.rs` checks routes and fields against it.
+/// One ingress route. `request` names the type its body is parsed into
+/// ([`contract::ingress`](crate::contract::ingress)); `tests/e2e/reference.rs` checks routes and
+/// fields against the edge's OpenAPI document, which is built from those types.
 #[derive(Debug)]
 pub struct IngressRoute {
     pub method: &'static str,
     pub path: &'static str,
     pub request: Option<&'static str>,
     pub body: &'static [IngressField],
+    /// The query parameters, in the order the OpenAPI document lists them.
+    pub query: &'static [IngressField],
     pub success: &'static str,
     pub notes: &'static str,
 }
@@ -230,6 +234,7 @@ pub const INGRESS: &[IngressRoute] = &[
             ),
             field("data", "any JSON", false, "The event's payload, as is; `null` when absent."),
         ],
+        query: &[],
         success: "`202 {}` once the broker has confirmed it",
         notes: "Emits any event to a user's or a room's sockets, on every edge.",
     },
@@ -238,8 +243,29 @@ pub const INGRESS: &[IngressRoute] = &[
         path: "/api/v1/conversations",
         request: Some("CreateConversationRequest"),
         body: &[field("participants", "Array<UserId>", true, "2 to 100 distinct users.")],
+        query: &[],
         success: "`201 { conversationId }` once stored",
         notes: "Creates a conversation.",
+    },
+    IngressRoute {
+        method: "GET",
+        path: "/api/v1/conversations/{conversationId}/messages",
+        request: None,
+        body: &[],
+        query: &[
+            field(
+                "afterSeq",
+                "number",
+                false,
+                "The page holds the messages with a greater `seq`; 0 when absent.",
+            ),
+            field("limit", "number", false, "At least 1; 50 when absent, more than 200 counts as 200."),
+        ],
+        success: "`200 { messages, hasMore }`, a [`MessagesPage`](#type-messagespage)",
+        notes: "A page of a conversation's history, ascending by `seq`, like a participant's `messages:sync` but for \
+                any conversation that exists, closed ones too (404 `not_found` for one that never did). `hasMore` \
+                is true exactly when messages after the page exist: ask again with `afterSeq` = the page's last \
+                `seq`.",
     },
     IngressRoute {
         method: "POST",
@@ -250,6 +276,7 @@ pub const INGRESS: &[IngressRoute] = &[
             field("userIds", "[UserId, UserId]", true, "Two different users."),
             field("createdAt", "string", false, "RFC 3339; when the match happened."),
         ],
+        query: &[],
         success: "`202 { matchId, conversationId }` once the conversation is stored and the broker has confirmed \
                   the match; the same answer for every repeat",
         notes: "A match makes (once) a conversation between the two users, a notification of type `match` \
@@ -262,10 +289,53 @@ pub const INGRESS: &[IngressRoute] = &[
         path: "/api/v1/matches/{matchId}",
         request: None,
         body: &[],
+        query: &[],
         success: "`202 {}` once the broker has confirmed it, also for an unknown match",
         notes: "The unmatch: the match's conversation is closed for good, both users get `match:removed`, \
                 every socket of either leaves its room within 1 s, and neither gets the other's presence any \
                 more (unless they share another conversation).",
+    },
+    IngressRoute {
+        method: "POST",
+        path: "/api/v1/presence/query",
+        request: Some("PresenceRequest"),
+        body: &[field("userIds", "Array<UserId>", true, "1 to 200 users.")],
+        query: &[],
+        success: "`200 { users }`, a [`PresenceReply`](#type-presencereply)",
+        notes: "Whether users are online, and when each was last seen going offline (`lastSeenAt`, null if \
+                never): any users, not only someone's contacts. Every user named is answered; one never seen \
+                is offline.",
+    },
+    IngressRoute {
+        method: "GET",
+        path: "/api/v1/users/{userId}/conversations",
+        request: None,
+        body: &[],
+        query: &[],
+        success: "`200 { conversations }`, newest first",
+        notes: "Every conversation the user takes part in, open or closed, newest first: `{ conversations: [{ \
+                conversationId, participants, matchId, createdAt, closedAt, lastSeq }] }`, with `matchId` null \
+                for a conversation not made by a match and `closedAt` null while it is open. A user in none (or \
+                unknown) has an empty list.",
+    },
+    IngressRoute {
+        method: "DELETE",
+        path: "/api/v1/users/{userId}/sockets",
+        request: None,
+        body: &[],
+        query: &[field(
+            "revokeSessions",
+            "boolean",
+            false,
+            "Also forget the sessions the edges have cached for the user (`database` mode), so a reconnect \
+             looks the session up again; `false` when absent.",
+        )],
+        success: "`202 {}` once the broker has confirmed it",
+        notes: "Ends every socket of the user on every edge: a logout everywhere, a ban. Each edge disconnects \
+                them within moments (the clients see `io server disconnect` and do not reconnect by themselves). \
+                It does not prevent a new connection: delete or expire the user's sessions in the host \
+                application first, and set `revokeSessions` so that no edge serves them from its cache \
+                (`AUTH_CACHE_TTL_MS`). A JWT stays valid until it expires.",
     },
     IngressRoute {
         method: "POST",
@@ -283,6 +353,7 @@ pub const INGRESS: &[IngressRoute] = &[
             field("message", "string", true, "1 to 4000 characters under the text rules."),
             field("data", "any JSON", false, "Its strings and keys follow the text rules' character rules."),
         ],
+        query: &[],
         success: "`202 { id }` once the broker has confirmed it",
         notes: "Stored in the user's inbox and delivered as `notification:new`; kept until the user connects \
                 if they are offline.",
@@ -452,10 +523,13 @@ fn error_codes(out: &mut String, types: &Types) {
 fn ingress(out: &mut String, types: &Types) {
     out.push_str(
         "\n## Ingress\n\n\
-         HTTP on the edge's port for backends, enabled by `INGRESS_API_KEYS`. Every request needs \
-         `Authorization: Bearer <one of INGRESS_API_KEYS>`; without a valid key the answer is 401 \
-         `{ error: { code: \"unauthorized\", message } }` (with `WWW-Authenticate: Bearer`). Bodies are JSON objects; unknown fields, malformed JSON, a \
-         value other than an object, or a field breaking its rule are 400 \
+         HTTP on the edge's port for backends, enabled by `INGRESS_API_KEYS`. The OpenAPI 3.1 document \
+         of every route, generated from the same types, is [`docs/openapi.json`](openapi.json); the \
+         edge serves it at `GET /api/v1/openapi.json`, the one route that needs no key. Every other \
+         request needs `Authorization: Bearer <one of INGRESS_API_KEYS>`; without a valid key the \
+         answer is 401 `{ error: { code: \"unauthorized\", message } }` (with `WWW-Authenticate: \
+         Bearer`). Bodies are JSON objects of at most 2 MB (413 `too_large` past that); unknown \
+         fields, malformed JSON, a value other than an object, or a field breaking its rule are 400 \
          `{ error: { code: \"invalid\", message } }`. A worker that does not answer within \
          `ACK_TIMEOUT_MS` gives 504 (`timeout`); a broker that does not confirm, or a worker nothing \
          serves, 503 (`unavailable`). The text rules are those of [`Content`](#type-content).\n\n\
@@ -466,6 +540,14 @@ fn ingress(out: &mut String, types: &Types) {
     }
     for route in INGRESS {
         let _ = write!(out, "\n### `{} {}`\n\n{}\n\n", route.method, route.path, route.notes);
+        if !route.query.is_empty() {
+            out.push_str("| query parameter | type | required | rules |\n| --- | --- | --- | --- |\n");
+            for f in route.query {
+                let ty = types.render(f.ty);
+                let _ = writeln!(out, "| `{}` | {ty} | {} | {} |", f.name, yes_no(f.required), f.rules);
+            }
+            out.push('\n');
+        }
         if route.body.is_empty() {
             out.push_str("No body.\n");
             continue;

@@ -104,6 +104,7 @@ async fn every_client_event_and_ingress_route_refuses_an_array() {
         ("/api/v1/conversations", r#"[["alice", "carol"]]"#),
         ("/api/v1/matches", r#"["m-1", ["alice", "carol"]]"#),
         ("/api/v1/notifications", r#"["bob", "system", "Hi", "Welcome"]"#),
+        ("/api/v1/presence/query", r#"[["alice", "carol"]]"#),
     ];
     for (path, body) in bodies {
         let (status, reply) =

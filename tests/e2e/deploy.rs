@@ -33,6 +33,7 @@ fn declared_queues() -> Vec<(String, &'static str)> {
         queues::membership(),
         queues::contacts(),
         queues::sync(),
+        queues::user_conversations(),
         queues::create_conversation(),
         queues::close_conversation(),
     ] {

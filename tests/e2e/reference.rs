@@ -1,7 +1,7 @@
 //! The reference, `docs/reference.md`, is exactly what the code generates now, and the parts of
 //! it written by hand in `shared/src/reference.rs` agree with the code they describe: the
-//! `connect_error` messages and the ingress routes and bodies of the edge, and the README's
-//! configuration table.
+//! `connect_error` messages, the ingress routes and bodies of the edge (through its OpenAPI
+//! document), and the README's configuration table.
 
 use std::path::PathBuf;
 
@@ -42,45 +42,75 @@ fn the_reference_names_every_connect_error() {
     );
 }
 
-/// The routes of bins/edge/src/ingress.rs, and the fields of each body type.
+/// The routes of the ingress as its OpenAPI document has them (built from the edge's routes,
+/// `bins/edge/src/ingress.rs`), and the fields of each body type (`contract::ingress`).
 #[test]
 fn the_reference_describes_every_ingress_route_and_body() {
-    let source = read("bins/edge/src/ingress.rs");
-    let routed: Vec<(String, String)> = source
-        .lines()
-        .filter_map(|line| {
-            let rest = line.trim().strip_prefix(".route(\"")?;
-            let (path, rest) = rest.split_once("\", ")?;
-            let (method, _) = rest.split_once('(')?;
-            Some((method.to_ascii_uppercase(), without_parameter_names(path)))
-        })
-        .collect();
-    let documented: Vec<(String, String)> =
-        INGRESS.iter().map(|r| (r.method.to_owned(), without_parameter_names(r.path))).collect();
+    // Read as JSON, whose objects come out sorted by key: the comparisons below are of sorted
+    // lists.
+    let document =
+        serde_json::to_value(switchboard_edge::ingress::openapi()).expect("the document serializes");
+    let mut routed = Vec::new();
+    for (path, item) in document["paths"].as_object().expect("paths") {
+        for method in item.as_object().expect("a path item").keys() {
+            routed.push((method.to_ascii_uppercase(), path.clone()));
+        }
+    }
+    routed.sort();
+    let mut documented: Vec<(String, String)> =
+        INGRESS.iter().map(|r| (r.method.to_owned(), r.path.to_owned())).collect();
+    documented.sort();
     assert_eq!(
         documented, routed,
-        "INGRESS in shared/src/reference.rs must list the routes of bins/edge/src/ingress.rs, in its \
-         order; then run `{REGENERATE}`"
+        "INGRESS in shared/src/reference.rs must list the routes of bins/edge/src/ingress.rs; then \
+         run `{REGENERATE}`"
     );
 
     for route in INGRESS {
+        let operation = &document["paths"][route.path][route.method.to_ascii_lowercase()];
+        let in_query: Vec<(&str, bool)> = operation["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|parameter| parameter["in"] == "query")
+            .map(|parameter| (parameter["name"].as_str().unwrap_or_default(), parameter["required"] == true))
+            .collect();
+        let documented: Vec<(&str, bool)> = route.query.iter().map(|f| (f.name, f.required)).collect();
+        assert_eq!(
+            documented, in_query,
+            "INGRESS in shared/src/reference.rs: the query parameters of {} {} must be those of the \
+             OpenAPI document, as (name, required), in order; then run `{REGENERATE}`",
+            route.method, route.path
+        );
         let Some(request) = route.request else {
             assert!(
-                route.body.is_empty(),
-                "{} {} has no request type but documents a body",
+                operation.get("requestBody").is_none() && route.body.is_empty(),
+                "{} {}: a body in the code or in INGRESS but not both",
                 route.method,
                 route.path
             );
             continue;
         };
-        let fields = struct_fields(&source, request);
-        let documented: Vec<(&str, bool)> = route.body.iter().map(|f| (f.name, f.required)).collect();
-        let actual: Vec<(&str, bool)> =
-            fields.iter().map(|(name, required)| (name.as_str(), *required)).collect();
+        let reference = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{} {} takes no JSON body", route.method, route.path));
+        assert_eq!(reference, format!("#/components/schemas/{request}"), "{} {}", route.method, route.path);
+        let schema = &document["components"]["schemas"][request];
+        let required: Vec<&str> =
+            schema["required"].as_array().into_iter().flatten().filter_map(|name| name.as_str()).collect();
+        let actual: Vec<(&str, bool)> = schema["properties"]
+            .as_object()
+            .expect("a body has properties")
+            .keys()
+            .map(|name| (name.as_str(), required.contains(&name.as_str())))
+            .collect();
+        // Already sorted: JSON objects are read sorted by key.
+        let mut documented: Vec<(&str, bool)> = route.body.iter().map(|f| (f.name, f.required)).collect();
+        documented.sort_unstable();
         assert_eq!(
             documented, actual,
             "INGRESS in shared/src/reference.rs: the body of {} {} must list the fields of {request} \
-             (bins/edge/src/ingress.rs) as (JSON name, required), in order; then run `{REGENERATE}`",
+             (shared/src/contract/ingress.rs) as (JSON name, required); then run `{REGENERATE}`",
             route.method, route.path
         );
     }
@@ -129,64 +159,11 @@ fn the_reference_and_the_readme_agree_on_the_configuration() {
     );
 }
 
-/// `/api/v1/matches/{match_id}` and `/api/v1/matches/{matchId}` are the same route.
-fn without_parameter_names(path: &str) -> String {
-    let mut out = String::new();
-    let mut inside = false;
-    for c in path.chars() {
-        match c {
-            '{' => {
-                inside = true;
-                out.push(c);
-            }
-            '}' => {
-                inside = false;
-                out.push(c);
-            }
-            _ if inside => {}
-            _ => out.push(c),
-        }
-    }
-    out
-}
-
 /// The text between `header` and the next line that is a lone `}`.
 fn item_body<'a>(source: &'a str, header: &str) -> &'a str {
     let start = source.find(header).unwrap_or_else(|| panic!("`{header}` is not in the source"));
     let rest = &source[start + header.len()..];
     &rest[..rest.find("\n}").unwrap_or(rest.len())]
-}
-
-/// The JSON names of a struct's fields (camelCase unless renamed) and whether each is required
-/// (neither an `Option` nor `#[serde(default)]`).
-fn struct_fields(source: &str, name: &str) -> Vec<(String, bool)> {
-    let body = item_body(source, &format!("struct {name} {{"));
-    let (mut fields, mut rename, mut default) = (Vec::new(), None, false);
-    for line in body.lines().map(str::trim) {
-        if let Some(renamed) = line.strip_prefix("#[serde(rename = \"").and_then(|r| r.split_once('"')) {
-            rename = Some(renamed.0.to_owned());
-        } else if line.starts_with("#[serde(default") {
-            default = true;
-        } else if let Some((field, ty)) = line.split_once(": ") {
-            let json = rename.take().unwrap_or_else(|| camel_case(field));
-            fields.push((json, !(default || ty.starts_with("Option<"))));
-            default = false;
-        }
-    }
-    fields
-}
-
-fn camel_case(snake: &str) -> String {
-    let mut parts = snake.split('_');
-    let mut out = parts.next().unwrap_or_default().to_owned();
-    for part in parts {
-        let mut chars = part.chars();
-        if let Some(first) = chars.next() {
-            out.extend(first.to_uppercase());
-            out.push_str(chars.as_str());
-        }
-    }
-    out
 }
 
 /// The cells of a Markdown table row, `\|` kept inside its cell.

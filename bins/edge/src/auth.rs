@@ -144,6 +144,21 @@ impl Authenticator {
         [from_cookie, auth_token, from_header].into_iter().flatten().find(|t| !t.is_empty())
     }
 
+    /// Forgets every cached session of `user` (`database` mode; a JWT has nothing cached), so
+    /// their next handshake looks the session up again. Returns how many were forgotten. Walks
+    /// the whole cache: fine for what an operator or a host application asks now and then.
+    pub fn forget_user(&self, user: &UserId) -> usize {
+        let Method::Database { cache, .. } = &self.method else { return 0 };
+        let mut forgotten = 0;
+        for (token, cached) in cache.iter() {
+            if cached.user == *user {
+                cache.invalidate(token.as_str());
+                forgotten += 1;
+            }
+        }
+        forgotten
+    }
+
     pub async fn authenticate(&self, token: Option<&str>) -> Result<UserId, Refusal> {
         let token = token.ok_or(Refusal::NoToken)?;
         match &self.method {

@@ -61,6 +61,8 @@ pub struct Deliveries {
     ready: watch::Sender<bool>,
     /// Told when a user's first socket here opens or the last one closes (presence).
     transitions: mpsc::UnboundedSender<crate::presence::Transition>,
+    /// Whose cached sessions `user.disconnect` may revoke.
+    auth: Arc<crate::auth::Authenticator>,
 }
 
 #[derive(Default)]
@@ -79,7 +81,11 @@ struct Bindings {
 }
 
 impl Deliveries {
-    pub fn new(bus: Bus, transitions: mpsc::UnboundedSender<crate::presence::Transition>) -> Arc<Self> {
+    pub fn new(
+        bus: Bus,
+        transitions: mpsc::UnboundedSender<crate::presence::Transition>,
+        auth: Arc<crate::auth::Authenticator>,
+    ) -> Arc<Self> {
         let edge_id = Uuid::now_v7();
         let (ready, _) = watch::channel(false);
         Arc::new(Self {
@@ -89,6 +95,7 @@ impl Deliveries {
             state: Mutex::default(),
             ready,
             transitions,
+            auth,
         })
     }
 
@@ -298,6 +305,9 @@ impl Deliveries {
                         }
                         EdgeInbound::ConversationClosed(closed) => {
                             crate::events::conversations::closed(io, self, closed.conversation_id).await
+                        }
+                        EdgeInbound::DisconnectUser(disconnect) => {
+                            crate::logout::disconnect(io, &self.auth, &disconnect).await
                         }
                     }
                     in_time("acknowledging", delivery.acker.ack(BasicAckOptions::default())).await

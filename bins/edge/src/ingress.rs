@@ -1,46 +1,141 @@
 //! The HTTP ingress for backends (docs/reference.md, Ingress), on the edge's port under `/api/v1/`.
 //!
-//! Every route needs `Authorization: Bearer <one of INGRESS_API_KEYS>` (401 otherwise; with no
-//! keys configured the ingress is disabled and everything is 401). Bodies are parsed into the
-//! contract's types; anything malformed is 400 with `{ error: { code: "invalid", message } }`.
-//! A request is answered 202 only once the broker confirmed the message it produced.
+//! Every route but the OpenAPI document needs `Authorization: Bearer <one of INGRESS_API_KEYS>`
+//! (401 otherwise; with no keys configured the ingress is disabled and everything is 401).
+//! Bodies and query strings are parsed into the contract's types
+//! ([`switchboard::contract::ingress`]); anything malformed is 400 with
+//! `{ error: { code: "invalid", message } }`. A command is answered 202 only once the broker
+//! confirmed the message it produced; a query, 200 with the worker's answer. The reads and
+//! actions for backends go through [`switchboard::backend`], the Rust library's same calls.
+//!
+//! Each route is registered from its handler's `#[utoipa::path]`, which lists every status it
+//! can answer: the OpenAPI document (`GET /api/v1/openapi.json`, `docs/openapi.json`) is built
+//! from the same code as the router, and `tests/e2e/openapi.rs` runs schemathesis against it.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::Path,
-    extract::State,
-    http::{HeaderMap, StatusCode, header},
+    extract::{FromRequest, Path, Query, Request, State, rejection::QueryRejection},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::{delete, post},
+    routing::get,
 };
-use serde::Deserialize;
-use serde_json::{Value, json};
 use switchboard::{
     backend,
     bus::{Durability, RequestError, Routed},
     config::Secret,
     contract::{
-        AckError, ErrorCode, MatchId, NotificationId, Room, UserId,
-        bus::{
-            CreateConversation, CreateNotification, Deliver, EventName, MatchCreated, NotificationData,
-            NotificationKind, NotificationText, NotificationTitle, Unmatch,
+        AckError, ConversationId, ErrorCode, MatchId, NotificationId, Room, UserId,
+        bus::{CreateConversation, CreateNotification, Deliver, MatchCreated, Unmatch, UserConversations},
+        client::{MessagesPage, PresenceReply},
+        ingress::{
+            Accepted, ConversationCreatedReply, CreateConversationRequest, DisconnectParams, EmitRequest,
+            ErrorBody, ErrorDetail, MatchAccepted, MatchRequest, MessagesParams, NotificationAccepted,
+            NotificationRequest, PresenceRequest,
         },
     },
 };
+use utoipa::{
+    Modify, OpenApi,
+    openapi::security::{Http, HttpAuthScheme, SecurityScheme},
+};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::App;
 
+/// The checked-in copy of the document, relative to the workspace root.
+pub const OPENAPI_OUTPUT: &str = "docs/openapi.json";
+
+/// The command that regenerates [`OPENAPI_OUTPUT`], from the workspace root.
+pub const OPENAPI_REGENERATE: &str = "cargo run -p switchboard-edge --example openapi";
+
+/// Where the edge serves the OpenAPI document of the ingress; no key is needed to read it.
+pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
+
+/// The routes and the OpenAPI document, built together: each route is registered from its
+/// handler's `#[utoipa::path]`, so a route and its documentation cannot part.
+fn routes() -> OpenApiRouter<Arc<App>> {
+    OpenApiRouter::with_openapi(Document::openapi())
+        .routes(routes!(emit))
+        .routes(routes!(create_conversation))
+        .routes(routes!(conversation_messages))
+        .routes(routes!(create_match))
+        .routes(routes!(remove_match))
+        .routes(routes!(presence_query))
+        .routes(routes!(user_conversations))
+        .routes(routes!(disconnect_user))
+        .routes(routes!(create_notification))
+}
+
 pub fn router(app: Arc<App>) -> Router {
-    Router::new()
-        .route("/api/v1/emit", post(emit))
-        .route("/api/v1/conversations", post(create_conversation))
-        .route("/api/v1/matches", post(create_match))
-        .route("/api/v1/matches/{match_id}", delete(remove_match))
-        .route("/api/v1/notifications", post(create_notification))
-        .with_state(app)
+    let (routes, _) = routes().split_for_parts();
+    routes.route(OPENAPI_PATH, get(serve_openapi)).with_state(app)
+}
+
+/// The OpenAPI 3.1 document of every `/api/v1/*` route (checked in as `docs/openapi.json`).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().into_openapi()
+}
+
+/// [`openapi`] as the JSON text served and checked in.
+pub fn openapi_json() -> String {
+    let mut text = openapi().to_pretty_json().expect("the OpenAPI document serializes");
+    text.push('\n');
+    text
+}
+
+async fn serve_openapi() -> impl IntoResponse {
+    static DOCUMENT: LazyLock<String> = LazyLock::new(openapi_json);
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], DOCUMENT.as_str())
+}
+
+/// What the document says besides the routes: its title, and the key every route needs.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Switchboard ingress",
+        description = "HTTP on the edge's port for backends (docs/reference.md, Ingress). Every request needs \
+                       `Authorization: Bearer <one of INGRESS_API_KEYS>`. Every refusal is \
+                       `{ error: { code, message } }`.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+    ),
+    modifiers(&IngressKey),
+    security(("ingressKey" = [])),
+)]
+struct Document;
+
+struct IngressKey;
+
+impl Modify for IngressKey {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let mut scheme = Http::new(HttpAuthScheme::Bearer);
+        scheme.description = Some("One of the edge's `INGRESS_API_KEYS`.".into());
+        openapi
+            .components
+            .get_or_insert_default()
+            .add_security_scheme("ingressKey", SecurityScheme::Http(scheme));
+    }
+}
+
+/// A request's body, read whole; one past the body limit (2 MB) is 413 with the contract's
+/// error body instead of axum's plain-text one.
+pub struct Body(Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        Bytes::from_request(request, state).await.map(Body).map_err(|rejection| {
+            let status = rejection.status();
+            if status == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError { status, code: "too_large", message: "the body is larger than 2 MB".into() }
+            } else {
+                ApiError::invalid("the body could not be read")
+            }
+        })
+    }
 }
 
 /// An ingress error: the status and the contract's error body. The one place that turns a
@@ -70,6 +165,9 @@ impl ApiError {
     fn from_request(error: RequestError) -> Self {
         match error {
             RequestError::Refused(AckError { code: ErrorCode::Invalid, message }) => Self::invalid(message),
+            RequestError::Refused(AckError { code: ErrorCode::NotFound, message }) => {
+                Self { status: StatusCode::NOT_FOUND, code: ErrorCode::NotFound.as_str(), message }
+            }
             RequestError::Timeout => Self {
                 status: StatusCode::GATEWAY_TIMEOUT,
                 code: ErrorCode::Timeout.as_str(),
@@ -93,7 +191,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(json!({ "error": { "code": self.code, "message": self.message } }));
+        let body = Json(ErrorBody { error: ErrorDetail { code: self.code.into(), message: self.message } });
         let mut response = (self.status, body).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static header"));
@@ -142,16 +240,6 @@ fn reason(error: &serde_json::Error) -> String {
     text.strip_suffix(&position).map_or(text.clone(), str::to_owned)
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct EmitRequest {
-    user_id: Option<UserId>,
-    room: Option<Room>,
-    event: EventName,
-    #[serde(default)]
-    data: Value,
-}
-
 /// What `POST /api/v1/emit` makes of its body before anything is sent: the parse and the
 /// one-of rule. Every check that answers 400 is here (and in the other `*_command`
 /// functions), so the fuzz targets of `fuzz/` run exactly the handlers' code.
@@ -173,26 +261,34 @@ pub fn emit_command(body: &[u8]) -> Result<Deliver, ApiError> {
     })
 }
 
-/// `POST /api/v1/emit`: `{ userId, event, data }` or `{ room, event, data }`.
+/// Emits any event to a user's or a room's sockets, on every edge.
+///
+/// Answered once the broker has confirmed the delivery.
+#[utoipa::path(
+    post,
+    path = "/api/v1/emit",
+    request_body = EmitRequest,
+    responses(
+        (status = 202, description = "The broker has confirmed the delivery.", body = Accepted),
+        (status = 400, description = "The body breaks a rule; `code` is `invalid`.", body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 413, description = TOO_LARGE, body = ErrorBody),
+        (status = 503, description = UNAVAILABLE, body = ErrorBody),
+    ),
+)]
 async fn emit(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<impl IntoResponse, ApiError> {
     authorize(&app.ingress_keys, &headers)?;
-    let deliver = emit_command(&body)?;
+    let deliver = emit_command(&body.0)?;
     backend::deliver(&app.bus, deliver, Durability::Confirmed).await.map_err(|error| {
         tracing::warn!(%error, "ingress emit not confirmed");
         ApiError::unavailable()
     })?;
     metrics::counter!("edge_ingress_total", "route" => "emit").increment(1);
-    Ok((StatusCode::ACCEPTED, Json(json!({}))))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateConversationRequest {
-    participants: Vec<UserId>,
+    Ok((StatusCode::ACCEPTED, Json(Accepted {})))
 }
 
 /// What `POST /api/v1/conversations` makes of its body: the parse and the participants rule.
@@ -203,29 +299,78 @@ pub fn conversation_command(body: &[u8]) -> Result<CreateConversation, ApiError>
     Ok(command)
 }
 
-/// `POST /api/v1/conversations`: `{ participants: [userId, ...] }` (2 to 100, distinct);
-/// 201 `{ conversationId }` once stored.
+/// Creates a conversation.
+///
+/// Answered once it is stored.
+#[utoipa::path(
+    post,
+    path = "/api/v1/conversations",
+    request_body = CreateConversationRequest,
+    responses(
+        (status = 201, description = "Stored.", body = ConversationCreatedReply),
+        (status = 400, description = "The body breaks a rule; `code` is `invalid`.", body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 413, description = TOO_LARGE, body = ErrorBody),
+        (status = 503, description = UNAVAILABLE, body = ErrorBody),
+        (status = 504, description = TIMEOUT, body = ErrorBody),
+    ),
+)]
 async fn create_conversation(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<impl IntoResponse, ApiError> {
     authorize(&app.ingress_keys, &headers)?;
-    let command = conversation_command(&body)?;
+    let command = conversation_command(&body.0)?;
     let conversation_id = backend::create_conversation(&app.bus, &command, app.config.ack_timeout())
         .await
         .map_err(ApiError::from_request)?;
     metrics::counter!("edge_ingress_total", "route" => "conversations").increment(1);
-    Ok((StatusCode::CREATED, Json(json!({ "conversationId": conversation_id }))))
+    Ok((StatusCode::CREATED, Json(ConversationCreatedReply { conversation_id })))
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct MatchRequest {
-    match_id: MatchId,
-    user_ids: [UserId; 2],
-    #[serde(default)]
-    created_at: Option<chrono::DateTime<chrono::Utc>>,
+/// A page of a conversation's messages, ascending by `seq`, like a participant's
+/// `messages:sync`.
+///
+/// Any conversation that exists, closed ones too. `hasMore` is true exactly when messages
+/// after the page exist: ask again with `afterSeq` = the last `seq` of the page.
+#[utoipa::path(
+    get,
+    path = "/api/v1/conversations/{conversationId}/messages",
+    params(("conversationId" = ConversationId, Path, description = "The conversation."), MessagesParams),
+    responses(
+        (status = 200, description = "The page.", body = MessagesPage),
+        (status = 400, description = "A parameter breaks a rule; `code` is `invalid`.", body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 404, description = "No such conversation; `code` is `not_found`.", body = ErrorBody),
+        (status = 503, description = UNAVAILABLE, body = ErrorBody),
+        (status = 504, description = TIMEOUT, body = ErrorBody),
+    ),
+)]
+async fn conversation_messages(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(conversation_id): Path<String>,
+    params: Result<Query<MessagesParams>, QueryRejection>,
+) -> Result<Json<MessagesPage>, ApiError> {
+    authorize(&app.ingress_keys, &headers)?;
+    let conversation_id: ConversationId = conversation_id.parse().map_err(invalid_id)?;
+    let Query(params) = params.map_err(|rejection| ApiError::invalid(rejection.body_text()))?;
+    let page = backend::conversation_messages(
+        &app.bus,
+        conversation_id,
+        params.after_seq,
+        params.page_size(),
+        app.config.ack_timeout(),
+    )
+    .await
+    .map_err(ApiError::from_request)?;
+    metrics::counter!("edge_ingress_total", "route" => "conversation_messages").increment(1);
+    Ok(Json(page))
+}
+
+fn invalid_id(error: switchboard::contract::ids::InvalidId) -> ApiError {
+    ApiError::invalid(error.0)
 }
 
 /// Publishes a confirmed command for the notifier; 503 if the broker did not confirm it.
@@ -249,21 +394,37 @@ pub fn match_command(body: &[u8]) -> Result<MatchCreated, ApiError> {
     })
 }
 
-/// `POST /api/v1/matches`: `{ matchId, userIds: [a, b], createdAt? }`; 202 `{ matchId,
-/// conversationId }`, idempotent by `matchId`.
+/// Two users matched: a conversation between them (made once), a notification of type `match`
+/// for each, and `match:new` to both.
 ///
-/// The match's conversation is made first, by the owner of conversations, which makes one per
-/// `matchId` (the notifier asks the same when it handles the match, and gets the same id), so
-/// the caller learns it without a socket; then the match is published for the notifier as
-/// before. A worker that does not answer is 503 or 504 and nothing is published; trying
-/// again is safe.
+/// Idempotent by `matchId`: every repeat gets the same answer. A `matchId` is single-use: a
+/// removed match is never revived, and the same `matchId` with other users is 400.
+//
+// The match's conversation is made first, by the owner of conversations, which makes one per
+// `matchId` (the notifier asks the same when it handles the match, and gets the same id), so
+// the caller learns it without a socket; then the match is published for the notifier as
+// before. A worker that does not answer is 503 or 504 and nothing is published; trying again
+// is safe.
+#[utoipa::path(
+    post,
+    path = "/api/v1/matches",
+    request_body = MatchRequest,
+    responses(
+        (status = 202, description = "The conversation is stored and the broker has confirmed the match.", body = MatchAccepted),
+        (status = 400, description = "The body breaks a rule; `code` is `invalid`.", body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 413, description = TOO_LARGE, body = ErrorBody),
+        (status = 503, description = UNAVAILABLE, body = ErrorBody),
+        (status = 504, description = TIMEOUT, body = ErrorBody),
+    ),
+)]
 async fn create_match(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<impl IntoResponse, ApiError> {
     authorize(&app.ingress_keys, &headers)?;
-    let created = match_command(&body)?;
+    let created = match_command(&body.0)?;
     let conversation = CreateConversation {
         participants: created.user_ids.to_vec(),
         match_id: Some(created.match_id.clone()),
@@ -273,36 +434,126 @@ async fn create_match(
         .map_err(ApiError::from_request)?;
     command(&app, &created).await?;
     metrics::counter!("edge_ingress_total", "route" => "matches").increment(1);
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "matchId": created.match_id, "conversationId": conversation_id })),
-    ))
+    Ok((StatusCode::ACCEPTED, Json(MatchAccepted { match_id: created.match_id, conversation_id })))
 }
 
-/// `DELETE /api/v1/matches/{matchId}`: the unmatch; 202 even for an unknown match.
+/// The unmatch: the match's conversation is closed for good, both users get `match:removed`.
+///
+/// Answered once the broker has confirmed it, also for an unknown match.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/matches/{matchId}",
+    params(("matchId" = MatchId, Path, description = "The match to remove.")),
+    responses(
+        (status = 202, description = "The broker has confirmed the unmatch.", body = Accepted),
+        (status = 400, description = "`matchId` is not a valid id; `code` is `invalid`.", body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 503, description = UNAVAILABLE, body = ErrorBody),
+    ),
+)]
 async fn remove_match(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Path(match_id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     authorize(&app.ingress_keys, &headers)?;
-    let match_id: MatchId =
-        match_id.parse().map_err(|e: switchboard::contract::ids::InvalidId| ApiError::invalid(e.0))?;
+    let match_id: MatchId = match_id.parse().map_err(invalid_id)?;
     command(&app, &Unmatch { match_id }).await?;
     metrics::counter!("edge_ingress_total", "route" => "unmatch").increment(1);
-    Ok((StatusCode::ACCEPTED, Json(json!({}))))
+    Ok((StatusCode::ACCEPTED, Json(Accepted {})))
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct NotificationRequest {
-    user_id: UserId,
-    #[serde(rename = "type")]
-    kind: NotificationKind,
-    title: NotificationTitle,
-    message: NotificationText,
-    #[serde(default)]
-    data: Option<NotificationData>,
+/// Whether users are online, and when each was last seen going offline: any users, up to 200.
+///
+/// Every user named is answered; one never seen is offline with `lastSeenAt` null.
+#[utoipa::path(
+    post,
+    path = "/api/v1/presence/query",
+    request_body = PresenceRequest,
+    responses(
+        (status = 200, description = "Each user named, once.", body = PresenceReply),
+        (status = 400, description = "The body breaks a rule; `code` is `invalid`.", body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 413, description = TOO_LARGE, body = ErrorBody),
+        (status = 503, description = UNAVAILABLE, body = ErrorBody),
+        (status = 504, description = TIMEOUT, body = ErrorBody),
+    ),
+)]
+async fn presence_query(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<PresenceReply>, ApiError> {
+    authorize(&app.ingress_keys, &headers)?;
+    let request: PresenceRequest = parse(&body.0)?;
+    let reply = backend::presence(&app.bus, request.user_ids, app.config.ack_timeout())
+        .await
+        .map_err(ApiError::from_request)?;
+    metrics::counter!("edge_ingress_total", "route" => "presence").increment(1);
+    Ok(Json(reply))
+}
+
+/// Every conversation a user takes part in, open or closed, newest first.
+///
+/// A user in none (or unknown to Switchboard) has an empty list.
+#[utoipa::path(
+    get,
+    path = "/api/v1/users/{userId}/conversations",
+    params(("userId" = UserId, Path, description = "The user.")),
+    responses(
+        (status = 200, description = "The user's conversations.", body = UserConversations),
+        (status = 400, description = "`userId` is not a valid id; `code` is `invalid`.", body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 503, description = UNAVAILABLE, body = ErrorBody),
+        (status = 504, description = TIMEOUT, body = ErrorBody),
+    ),
+)]
+async fn user_conversations(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(user_id): Path<String>,
+) -> Result<Json<UserConversations>, ApiError> {
+    authorize(&app.ingress_keys, &headers)?;
+    let user_id: UserId = user_id.parse().map_err(invalid_id)?;
+    let conversations = backend::user_conversations(&app.bus, &user_id, app.config.ack_timeout())
+        .await
+        .map_err(ApiError::from_request)?;
+    metrics::counter!("edge_ingress_total", "route" => "user_conversations").increment(1);
+    Ok(Json(conversations))
+}
+
+/// Ends every socket of the user on every edge: a logout everywhere, a ban.
+///
+/// Answered once the broker has confirmed the request; each edge then disconnects the user's
+/// sockets within moments. The clients see a server-side disconnect and do not reconnect by
+/// themselves. A new connection is not prevented: delete the user's sessions first, and set
+/// `revokeSessions` so that the edges do not serve them from their cache.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/users/{userId}/sockets",
+    params(("userId" = UserId, Path, description = "The user."), DisconnectParams),
+    responses(
+        (status = 202, description = "The broker has confirmed the request.", body = Accepted),
+        (status = 400, description = "A parameter breaks a rule; `code` is `invalid`.", body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 503, description = UNAVAILABLE, body = ErrorBody),
+    ),
+)]
+async fn disconnect_user(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(user_id): Path<String>,
+    params: Result<Query<DisconnectParams>, QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    authorize(&app.ingress_keys, &headers)?;
+    let user_id: UserId = user_id.parse().map_err(invalid_id)?;
+    let Query(params) = params.map_err(|rejection| ApiError::invalid(rejection.body_text()))?;
+    backend::disconnect_user(&app.bus, &user_id, params.revoke_sessions).await.map_err(|error| {
+        tracing::warn!(%error, "user.disconnect was not confirmed");
+        ApiError::unavailable()
+    })?;
+    metrics::counter!("edge_ingress_total", "route" => "disconnect").increment(1);
+    Ok((StatusCode::ACCEPTED, Json(Accepted {})))
 }
 
 /// What `POST /api/v1/notifications` makes of its body, under the id `id`: the parse, which
@@ -319,17 +570,38 @@ pub fn notification_command(body: &[u8], id: NotificationId) -> Result<CreateNot
     })
 }
 
-/// `POST /api/v1/notifications`: `{ userId, type, title, message, data? }`; 202 `{ id }`. The
-/// texts follow the contract's text rules (`switchboard::contract::text`).
+/// A notification for a user's inbox, delivered as `notification:new`.
+///
+/// Kept until the user connects if they are offline. Answered once the broker has confirmed
+/// it, with the id it is stored under.
+#[utoipa::path(
+    post,
+    path = "/api/v1/notifications",
+    request_body = NotificationRequest,
+    responses(
+        (status = 202, description = "The broker has confirmed the notification.", body = NotificationAccepted),
+        (status = 400, description = "The body breaks a rule; `code` is `invalid`.", body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 413, description = TOO_LARGE, body = ErrorBody),
+        (status = 503, description = UNAVAILABLE, body = ErrorBody),
+    ),
+)]
 async fn create_notification(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<impl IntoResponse, ApiError> {
     authorize(&app.ingress_keys, &headers)?;
     let id = NotificationId::new();
-    let create = notification_command(&body, id)?;
+    let create = notification_command(&body.0, id)?;
     command(&app, &create).await?;
     metrics::counter!("edge_ingress_total", "route" => "notifications").increment(1);
-    Ok((StatusCode::ACCEPTED, Json(json!({ "id": id }))))
+    Ok((StatusCode::ACCEPTED, Json(NotificationAccepted { id })))
 }
+
+// The descriptions of the refusals every route may give.
+const UNAUTHORIZED: &str = "No valid ingress key; `code` is `unauthorized`.";
+const TOO_LARGE: &str = "The body is larger than 2 MB; `code` is `too_large`.";
+const UNAVAILABLE: &str = "The broker did not confirm, or no worker serves the request; `code` is `unavailable`. \
+                           Retry later.";
+const TIMEOUT: &str = "No answer within `ACK_TIMEOUT_MS`: the outcome is unknown; `code` is `timeout`.";

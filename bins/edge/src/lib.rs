@@ -14,6 +14,7 @@
 //! - [`inbox`]: the waiting notifications asked for at connect, and the receipts of the
 //!   notifications a socket got;
 //! - [`ingress`]: `/api/v1/*` for backends;
+//! - [`logout`]: ending a user's sockets when a backend asks (`user.disconnect`);
 //! - [`presence`]: what this edge tells the presence worker about its users.
 //!
 //! What a connection may cost before it is authenticated, and what bounds it: a handshake
@@ -39,6 +40,7 @@ pub mod events;
 pub mod inbox;
 pub mod ingress;
 pub mod limits;
+pub mod logout;
 pub mod lookups;
 pub mod origin;
 pub mod presence;
@@ -60,7 +62,8 @@ use crate::{admission::Admission, auth::Authenticator, delivery::Deliveries, lim
 pub struct App {
     pub config: Config,
     pub bus: Bus,
-    pub auth: Authenticator,
+    /// Shared with [`delivery`], which forgets a user's cached sessions on `user.disconnect`.
+    pub auth: Arc<Authenticator>,
     pub deliveries: Arc<Deliveries>,
     pub ingress_keys: Vec<Secret>,
     pub admission: Admission,
@@ -83,9 +86,10 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let with_database = config.auth_mode == AuthMode::Database;
     let process = Process::start(Role::Edge, config, shutdown, with_database).await?;
     let (transitions, transitions_out) = tokio::sync::mpsc::unbounded_channel();
-    let deliveries = Deliveries::new(process.bus.clone(), transitions);
+    let auth = Arc::new(Authenticator::new(&process.config, process.database.clone())?);
+    let deliveries = Deliveries::new(process.bus.clone(), transitions, auth.clone());
     let app = Arc::new(App {
-        auth: Authenticator::new(&process.config, process.database.clone())?,
+        auth,
         ingress_keys: process.config.ingress_keys(),
         config: process.config.clone(),
         bus: process.bus.clone(),

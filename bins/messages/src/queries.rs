@@ -13,7 +13,8 @@ use switchboard::{
         AckError, ConversationId,
         bus::{
             CloseConversation, Contacts, ContactsQuery, ConversationClosed, ConversationCreated,
-            ConversationOpened, CreateConversation, Membership, MembershipQuery, SyncQuery,
+            ConversationOpened, ConversationSummary, CreateConversation, Membership, MembershipQuery,
+            SyncQuery, UserConversations, UserConversationsQuery,
         },
         client::{Empty, MessagesPage},
     },
@@ -46,6 +47,11 @@ pub fn serve(bus: &Bus, database: &Database) -> Serving {
     bus.serve(queues::sync(), serving.options(16), move |query| {
         let db = db.clone();
         async move { sync(&db, query).await }
+    });
+    let db = database.clone();
+    bus.serve(queues::user_conversations(), serving.options(8), move |query| {
+        let db = db.clone();
+        async move { user_conversations(&db, query).await }
     });
     let (db, publisher) = (database.clone(), bus.clone());
     bus.serve(queues::create_conversation(), serving.options(8), move |request| {
@@ -105,6 +111,16 @@ pub async fn is_member(db: &Database, conversation: ConversationId, user: &str) 
     Ok(member)
 }
 
+/// Whether the conversation was ever created (open or closed).
+async fn exists(db: &Database, conversation: ConversationId) -> Result<bool, AckError> {
+    let (exists,): (bool,) = sqlx::query_as("SELECT EXISTS (SELECT 1 FROM conversations WHERE id = $1)")
+        .bind(conversation.0)
+        .fetch_one(db.pool())
+        .await
+        .map_err(unavailable)?;
+    Ok(exists)
+}
+
 /// Closes a conversation for good (an unmatch) and tells every edge, which take their sockets
 /// out of its room. Asking again is harmless: the edges hear it again.
 #[tracing::instrument(name = "close conversation", skip_all, fields(conversation = %request.conversation_id))]
@@ -147,10 +163,19 @@ async fn contacts(db: &Database, query: ContactsQuery) -> Result<Contacts, AckEr
     Ok(Contacts { user_ids: rows.into_iter().filter_map(|(u,)| u.parse().ok()).collect() })
 }
 
-#[tracing::instrument(name = "messages:sync", skip_all, fields(conversation = %query.conversation_id, user = %query.user_id))]
+/// A page of a conversation's messages: for a participant of the open conversation, or for a
+/// backend (no `user_id`), of any conversation that exists.
+#[tracing::instrument(name = "messages:sync", skip_all, fields(conversation = %query.conversation_id, user = ?query.user_id))]
 async fn sync(db: &Database, query: SyncQuery) -> Result<MessagesPage, AckError> {
-    if !is_member(db, query.conversation_id, query.user_id.as_str()).await? {
-        return Err(AckError::forbidden());
+    match &query.user_id {
+        Some(user) if !is_member(db, query.conversation_id, user.as_str()).await? => {
+            return Err(AckError::forbidden());
+        }
+        Some(_) => {}
+        None if !exists(db, query.conversation_id).await? => {
+            return Err(AckError::not_found("no such conversation"));
+        }
+        None => {}
     }
     let limit = i64::from(query.limit.clamp(1, 200));
     let after = i64::try_from(query.after_seq).unwrap_or(i64::MAX);
@@ -170,6 +195,48 @@ async fn sync(db: &Database, query: SyncQuery) -> Result<MessagesPage, AckError>
     let has_more = rows.len() as i64 > limit;
     let messages = rows.into_iter().take(limit as usize).map(StoredRow::into_message).collect();
     Ok(MessagesPage { messages, has_more })
+}
+
+/// A row of [`user_conversations`]'s query.
+#[derive(sqlx::FromRow)]
+struct SummaryRow {
+    id: Uuid,
+    participants: Vec<String>,
+    match_id: Option<String>,
+    created_at: chrono::DateTime<chrono::Utc>,
+    closed_at: Option<chrono::DateTime<chrono::Utc>>,
+    last_seq: i64,
+}
+
+/// Every conversation the user takes part in, open or closed, newest first (ids are UUIDv7).
+async fn user_conversations(
+    db: &Database,
+    query: UserConversationsQuery,
+) -> Result<UserConversations, AckError> {
+    let rows: Vec<SummaryRow> = sqlx::query_as(
+        "SELECT c.id, c.match_id, c.created_at, c.closed_at, c.last_seq, \
+           array(SELECT p.user_id FROM conversation_participants p WHERE p.conversation_id = c.id \
+                 ORDER BY p.user_id) AS participants \
+         FROM conversation_participants mine JOIN conversations c ON c.id = mine.conversation_id \
+         WHERE mine.user_id = $1 ORDER BY c.id DESC",
+    )
+    .bind(query.user_id.as_str())
+    .fetch_all(db.pool())
+    .await
+    .map_err(unavailable)?;
+    let conversations = rows
+        .into_iter()
+        .map(|row| ConversationSummary {
+            conversation_id: ConversationId(row.id),
+            // Stored ids were valid ids when they were stored.
+            participants: row.participants.into_iter().filter_map(|u| u.parse().ok()).collect(),
+            match_id: row.match_id.and_then(|m| m.parse().ok()),
+            created_at: row.created_at,
+            closed_at: row.closed_at,
+            last_seq: row.last_seq,
+        })
+        .collect();
+    Ok(UserConversations { conversations })
 }
 
 /// Stores a conversation, then tells presence (`conversation.opened`), which introduces the

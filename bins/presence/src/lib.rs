@@ -190,11 +190,17 @@ impl Worker {
         Outcome::Ack
     }
 
-    /// `presence:query`: only the caller's contacts are answered.
+    /// `presence:query`: only the caller's contacts are answered; a backend's query (no
+    /// caller) is answered about everyone it names.
     #[tracing::instrument(name = "presence:query", skip_all, fields(users = lookup.user_ids.len()))]
     async fn lookup(&self, lookup: PresenceLookup) -> Result<PresenceReply, AckError> {
-        let contacts = self.contacts(&lookup.user_id).await?;
-        let asked: Vec<UserId> = lookup.user_ids.into_iter().filter(|id| contacts.contains(id)).collect();
+        let asked: Vec<UserId> = match &lookup.user_id {
+            Some(caller) => {
+                let contacts = self.contacts(caller).await?;
+                lookup.user_ids.into_iter().filter(|id| contacts.contains(id)).collect()
+            }
+            None => lookup.user_ids,
+        };
         let names: Vec<String> = asked.iter().map(|u| u.to_string()).collect();
         let seen: BTreeMap<String, DateTime<Utc>> =
             sqlx::query_as("SELECT user_id, last_seen_at FROM last_seen WHERE user_id = ANY($1)")

@@ -1,21 +1,26 @@
 // The server-side emitter for Node backends: the calls API routes of the system we replace
-// made (emitToUser, emitToRoom), plus matches, conversations and notifications, over the edge's
-// HTTP ingress (docs/reference.md, Ingress, `Authorization: Bearer <INGRESS_API_KEYS entry>`).
+// made (emitToUser, emitToRoom), plus matches, conversations and notifications, a
+// conversation's messages, presence, a user's conversations and ending a user's sockets, over
+// the edge's HTTP ingress (docs/reference.md, Ingress; docs/openapi.json; `Authorization:
+// Bearer <INGRESS_API_KEYS entry>`).
 //
 // Each call resolves once the edge has done what the contract promises for a success (the bus
 // confirmed the message, or the conversation is stored) and rejects with an IngressError
 // otherwise: InvalidRequestError (400: fix the request), UnauthorizedError (401: the key),
-// UnavailableError (5xx or no answer: safe to retry; matches are idempotent by matchId).
+// NotFoundError (404: no such conversation), UnavailableError (5xx or no answer: safe to retry;
+// matches are idempotent by matchId).
 //
-// The request bodies below follow the contract's table; they are not generated because the
-// edge keeps its ingress request types private (bins/edge/src/ingress.rs).
+// The request bodies and the answers the generated contract has no type for follow the
+// ingress's OpenAPI document (docs/openapi.json, from shared/src/contract/ingress.rs).
 
 import type {
   ConversationId,
   ErrorCode,
   JsonValue,
   MatchId,
+  MessagesPage,
   NotificationId,
+  PresenceReply,
   ServerEvents,
   UserId,
 } from "./generated/contract.js";
@@ -49,6 +54,28 @@ export interface Notification {
   data?: JsonValue;
 }
 
+/** A page of a conversation's history: the messages with a `seq` greater than `afterSeq`. */
+export interface MessagesPageOptions {
+  /** 0 (the default) for the first page, else the last `seq` of the page before. */
+  afterSeq?: number;
+  /** At least 1; 50 when absent, more than 200 counts as 200. */
+  limit?: number;
+}
+
+/** One conversation of a user (`GET /api/v1/users/{userId}/conversations`). */
+export interface ConversationSummary {
+  conversationId: ConversationId;
+  /** Every participant, the user included, sorted. */
+  participants: UserId[];
+  /** The match it was made for; null for one made with createConversation. */
+  matchId: MatchId | null;
+  createdAt: string;
+  /** When an unmatch closed it for good; null while it is open. */
+  closedAt: string | null;
+  /** The `seq` of its newest message; 0 before the first. */
+  lastSeq: number;
+}
+
 /** Any failure of an ingress call. */
 export class IngressError extends Error {
   constructor(
@@ -67,6 +94,8 @@ export class IngressError extends Error {
 export class InvalidRequestError extends IngressError {}
 /** 401: the API key is missing or not one of the edge's INGRESS_API_KEYS. */
 export class UnauthorizedError extends IngressError {}
+/** 404: what the request names does not exist (a conversation's messages). */
+export class NotFoundError extends IngressError {}
 /** 5xx, or no answer in time: the bus or a worker is unavailable; safe to retry. */
 export class UnavailableError extends IngressError {}
 
@@ -121,6 +150,38 @@ export class SwitchboardEmitter {
     return (await this.request("POST", "/api/v1/notifications", notification)) as { id: NotificationId };
   }
 
+  /** A page of any conversation's messages, ascending by `seq`; closed conversations too. */
+  async conversationMessages(conversationId: ConversationId, options: MessagesPageOptions = {}): Promise<MessagesPage> {
+    const query = new URLSearchParams();
+    if (options.afterSeq !== undefined) query.set("afterSeq", String(options.afterSeq));
+    if (options.limit !== undefined) query.set("limit", String(options.limit));
+    const suffix = query.size > 0 ? `?${query}` : "";
+    const path = `/api/v1/conversations/${encodeURIComponent(conversationId)}/messages${suffix}`;
+    return (await this.request("GET", path)) as MessagesPage;
+  }
+
+  /** Whether each of 1 to 200 users is online, and when each was last seen going offline. */
+  async presence(userIds: UserId[]): Promise<PresenceReply> {
+    return (await this.request("POST", "/api/v1/presence/query", { userIds })) as PresenceReply;
+  }
+
+  /** Every conversation the user takes part in, open or closed, newest first. */
+  async userConversations(userId: UserId): Promise<{ conversations: ConversationSummary[] }> {
+    return (await this.request("GET", `/api/v1/users/${encodeURIComponent(userId)}/conversations`)) as {
+      conversations: ConversationSummary[];
+    };
+  }
+
+  /**
+   * Ends every socket of the user on every edge (a logout everywhere, a ban). It does not stop
+   * a new connection: delete the user's sessions first, and pass `revokeSessions: true` so that
+   * no edge serves them from its cache.
+   */
+  async disconnectUser(userId: UserId, options: { revokeSessions?: boolean } = {}): Promise<void> {
+    const suffix = options.revokeSessions ? "?revokeSessions=true" : "";
+    await this.request("DELETE", `/api/v1/users/${encodeURIComponent(userId)}/sockets${suffix}`);
+  }
+
   private async request(method: string, path: string, body?: unknown): Promise<unknown> {
     const timeoutMs = this.options.timeoutMs ?? 10_000;
     let response: Response;
@@ -149,6 +210,7 @@ export class SwitchboardEmitter {
     const message = `${method} ${path}: ${response.status} ${error?.message ?? response.statusText}`;
     if (response.status === 400) throw new InvalidRequestError(message, 400, error?.code);
     if (response.status === 401) throw new UnauthorizedError(message, 401, error?.code);
+    if (response.status === 404) throw new NotFoundError(message, 404, error?.code);
     if (response.status >= 500) throw new UnavailableError(message, response.status, error?.code);
     throw new IngressError(message, response.status, error?.code);
   }

@@ -6,6 +6,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import {
   createEmitter,
   InvalidRequestError,
+  NotFoundError,
   UnauthorizedError,
   UnavailableError,
   type SwitchboardEmitter,
@@ -108,6 +109,51 @@ describe("requests", () => {
       ["POST", "/api/v1/notifications", { userId: "bob", type: "system", title: "Hi", message: "Welcome" }],
     ]);
     expect(seen.every((r) => r.authorization === "Bearer dev-key")).toBe(true);
+  });
+});
+
+describe("the calls of issue 18", () => {
+  it("conversationMessages, presence, userConversations and disconnectUser use their routes and return the answers", async () => {
+    const page = { messages: [], hasMore: false };
+    const presence = { users: { alice: { online: true, lastSeenAt: null } } };
+    const conversations = { conversations: [] };
+    const { seen, emitter } = await ingress(({ url }) => {
+      if (url?.endsWith("/messages") || url?.includes("/messages?")) return [200, page];
+      if (url === "/api/v1/presence/query") return [200, presence];
+      if (url?.endsWith("/conversations")) return [200, conversations];
+      return [202, {}];
+    });
+
+    expect(await emitter.conversationMessages("0190a6f4-0000-7000-8000-000000000001")).toEqual(page);
+    expect(
+      await emitter.conversationMessages("0190a6f4-0000-7000-8000-000000000001", { afterSeq: 7, limit: 2 }),
+    ).toEqual(page);
+    expect(await emitter.presence(["alice"])).toEqual(presence);
+    expect(await emitter.userConversations("a:b")).toEqual(conversations);
+    await emitter.disconnectUser("alice");
+    await emitter.disconnectUser("alice", { revokeSessions: true });
+
+    expect(seen.map((r) => [r.method, r.url, r.body])).toEqual([
+      ["GET", "/api/v1/conversations/0190a6f4-0000-7000-8000-000000000001/messages", undefined],
+      ["GET", "/api/v1/conversations/0190a6f4-0000-7000-8000-000000000001/messages?afterSeq=7&limit=2", undefined],
+      ["POST", "/api/v1/presence/query", { userIds: ["alice"] }],
+      ["GET", "/api/v1/users/a%3Ab/conversations", undefined],
+      ["DELETE", "/api/v1/users/alice/sockets", undefined],
+      ["DELETE", "/api/v1/users/alice/sockets?revokeSessions=true", undefined],
+    ]);
+    expect(seen.every((r) => r.authorization === "Bearer dev-key")).toBe(true);
+  });
+
+  it("an unknown conversation is NotFoundError", async () => {
+    const body = { error: { code: "not_found", message: "no such conversation" } };
+    const { emitter } = await ingress(() => [404, body]);
+
+    const error = await emitter
+      .conversationMessages("0190a6f4-0000-7000-8000-000000000009")
+      .catch((e: unknown) => e);
+
+    expect(error).toBeInstanceOf(NotFoundError);
+    expect(error).toMatchObject({ status: 404, code: "not_found" });
   });
 });
 

@@ -5,9 +5,9 @@
 //!
 //! | queue | consumer | carries |
 //! | --- | --- | --- |
-//! | `edge.<id>` (exclusive) | each edge | [`EdgeInbound`]: deliveries for the rooms it binds, closed conversations |
+//! | `edge.<id>` (exclusive) | each edge | [`EdgeInbound`]: deliveries for the rooms it binds, closed conversations, users to disconnect |
 //! | `messages.shard.<n>` | one messages worker at a time | [`ShardCommand`]: sends, reads, batches of them |
-//! | `messages.membership`, `.contacts`, `.close`, `.sync`, `.create` | any messages worker | one request kind each |
+//! | `messages.membership`, `.contacts`, `.close`, `.sync`, `.conversations`, `.create` | any messages worker | one request kind each |
 //! | `presence.events` | one presence worker at a time | [`PresenceInput`] |
 //! | `notifier.matches` | one notifier at a time | [`MatchEvent`] |
 //! | `notifier.notifications`, `.flush`, `.delivered`, `.list`, `.read` | any notifier | one kind each |
@@ -22,9 +22,10 @@ use super::{
 use crate::contract::{
     bus::{
         CloseConversation, ContactsQuery, ConversationClosed, ConversationOpened, CreateConversation,
-        CreateNotification, Deliver, DeliverBatch, EdgeReport, EdgeStopping, FlushInbox,
+        CreateNotification, Deliver, DeliverBatch, DisconnectUser, EdgeReport, EdgeStopping, FlushInbox,
         MarkNotificationRead, MarkRead, MatchCreated, MembershipQuery, NotificationDelivered,
         NotificationsQuery, PresenceChange, PresenceLookup, RequestBatch, SendMessage, SyncQuery, Unmatch,
+        UserConversationsQuery,
     },
     object,
 };
@@ -65,8 +66,8 @@ macro_rules! inbound {
 
 inbound! {
     /// What an edge's own queue brings: deliveries for its sockets' rooms, one or many in a
-    /// message, and the conversations that closed.
-    EdgeInbound { Deliver, DeliverBatch, ConversationClosed }
+    /// message, the conversations that closed, and the users whose sockets must end.
+    EdgeInbound { Deliver, DeliverBatch, ConversationClosed, DisconnectUser }
 }
 
 inbound! {
@@ -106,10 +107,10 @@ fn requests<R: Request + FixedRoute>(name: &str) -> QueueSpec {
     QueueSpec::durable(name).carries::<R>().message_ttl_ms(REQUEST_TTL_MS)
 }
 
-/// An edge's delivery queue: exclusive to the edge, bound to `conversation.closed` here and to
-/// each room it has sockets in while it has them.
+/// An edge's delivery queue: exclusive to the edge, bound to `conversation.closed` and
+/// `user.disconnect` here and to each room it has sockets in while it has them.
 pub fn edge(name: &str) -> QueueSpec {
-    QueueSpec::exclusive(name).carries::<ConversationClosed>()
+    QueueSpec::exclusive(name).carries::<ConversationClosed>().carries::<DisconnectUser>()
 }
 
 /// The most messages a shard queue holds. Each edge already keeps at most
@@ -142,6 +143,10 @@ pub fn close_conversation() -> QueueSpec {
 
 pub fn sync() -> QueueSpec {
     requests::<SyncQuery>("messages.sync")
+}
+
+pub fn user_conversations() -> QueueSpec {
+    requests::<UserConversationsQuery>("messages.conversations")
 }
 
 pub fn create_conversation() -> QueueSpec {

@@ -49,6 +49,10 @@ impl AckError {
     pub fn forbidden() -> Self {
         Self::new(ErrorCode::Forbidden, "not allowed")
     }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NotFound, message)
+    }
+
     pub fn unavailable() -> Self {
         Self::new(ErrorCode::Unavailable, "service unavailable, try again")
     }

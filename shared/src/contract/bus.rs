@@ -67,10 +67,14 @@ kinds! {
         answered by ConversationCreated;
     ConversationCreated => "conversation.created";
     ConversationClosed => "conversation.closed" on EVENTS_TOPIC "conversation.closed";
+    DisconnectUser => "user.disconnect" on EVENTS_TOPIC "user.disconnect";
     PresenceChange => "presence.change" on EVENTS_TOPIC "presence.change";
     EdgeReport => "edge.report" on EVENTS_TOPIC "presence.report";
     ContactsQuery => "conversation.contacts.query" on EVENTS_TOPIC "rpc.conversation.contacts",
         answered by Contacts;
+    UserConversationsQuery => "conversations.query" on EVENTS_TOPIC "rpc.conversations.list",
+        answered by UserConversations;
+    UserConversations => "conversations.list";
     Contacts => "conversation.contacts";
     PresenceLookup => "presence.query" on EVENTS_TOPIC "rpc.presence.query", answered by PresenceReply;
     PresenceReply => "presence.reply";
@@ -359,12 +363,16 @@ pub struct MarkRead {
     pub expires_at: DateTime<Utc>,
 }
 
-/// `messages:sync` as a query to the messages worker.
+/// `messages:sync` as a query to the messages worker, and a backend's read of a conversation's
+/// history (ingress `GET /api/v1/conversations/{conversationId}/messages`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SyncQuery {
     pub conversation_id: ConversationId,
-    pub user_id: UserId,
+    /// The user asking, who must be a participant of the open conversation; absent for a
+    /// backend, which may read any conversation that exists, closed ones too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<UserId>,
     pub after_seq: u64,
     pub limit: u32,
 }
@@ -451,12 +459,63 @@ pub struct Contacts {
     pub user_ids: Vec<UserId>,
 }
 
+/// End every socket of a user, on every edge (a logout everywhere, a ban): `events.topic`
+/// `user.disconnect`, which every edge's queue is bound to. Each edge first forgets the user's
+/// cached sessions when `revoke_sessions` is set, then disconnects the user's sockets; the
+/// clients see a server-side disconnect and do not reconnect by themselves.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DisconnectUser {
+    pub user_id: UserId,
+    /// Also forget the sessions each edge has cached for the user (`database` auth mode), so
+    /// that a reconnect looks the session up again: set it once the host application has
+    /// deleted or expired the user's sessions. A JWT cannot be revoked this way.
+    #[serde(default)]
+    pub revoke_sessions: bool,
+}
+
+/// Every conversation `user_id` takes part in, open or closed: asked of the owner of
+/// conversations by the ingress (`GET /api/v1/users/{userId}/conversations`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserConversationsQuery {
+    pub user_id: UserId,
+}
+
+/// A user's conversations, newest first (the answer to [`UserConversationsQuery`], and the
+/// ingress's).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserConversations {
+    /// Newest first; empty for a user in none.
+    pub conversations: Vec<ConversationSummary>,
+}
+
+/// One conversation of a user.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConversationSummary {
+    pub conversation_id: ConversationId,
+    /// Every participant, the user included, sorted.
+    pub participants: Vec<UserId>,
+    /// The match it was made for; null for one made with `POST /api/v1/conversations`.
+    pub match_id: Option<MatchId>,
+    pub created_at: DateTime<Utc>,
+    /// When an unmatch closed it for good; null while it is open.
+    pub closed_at: Option<DateTime<Utc>>,
+    /// The `seq` of its newest message; 0 before the first.
+    pub last_seq: i64,
+}
+
 /// `presence:query` for the presence worker: `user_id` asks about `user_ids`; only contacts
 /// are answered.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PresenceLookup {
-    pub user_id: UserId,
+    /// The user asking, who is answered about their contacts only; absent for a backend
+    /// (ingress `POST /api/v1/presence/query`), which is answered about every user it names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<UserId>,
     pub user_ids: Vec<UserId>,
 }
 

@@ -156,7 +156,7 @@ impl MessagesSync {
 }
 
 /// A limit is a positive integer; larger than the maximum counts as the maximum.
-fn page_limit<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+pub(crate) fn page_limit<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
     let limit = Option::<u64>::deserialize(d)?;
     match limit {
         Some(0) => Err(serde::de::Error::custom("limit must be at least 1")),
@@ -166,7 +166,7 @@ fn page_limit<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::
 }
 
 /// Reply to `messages:sync`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 #[serde(rename_all = "camelCase")]
 pub struct MessagesPage {
@@ -185,7 +185,7 @@ pub struct PresenceQuery {
     pub user_ids: Vec<UserId>,
 }
 
-fn presence_ids<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<UserId>, D::Error> {
+pub(crate) fn presence_ids<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<UserId>, D::Error> {
     let ids = Vec::<UserId>::deserialize(d)?;
     if ids.is_empty() || ids.len() > PRESENCE_QUERY_MAX_IDS {
         return Err(serde::de::Error::custom(format!("userIds must hold 1 to {PRESENCE_QUERY_MAX_IDS} ids")));
@@ -194,7 +194,7 @@ fn presence_ids<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<UserId>, D
 }
 
 /// One user's presence in a `presence:query` reply.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 #[serde(rename_all = "camelCase")]
 pub struct UserPresence {
@@ -204,7 +204,7 @@ pub struct UserPresence {
 }
 
 /// Reply to `presence:query`: only the caller's contacts appear.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 pub struct PresenceReply {
     pub users: BTreeMap<UserId, UserPresence>,

@@ -5,6 +5,7 @@
 //! - [`server`]: what the server pushes to sockets (docs/reference.md, Server events);
 //! - [`object`]: payloads are JSON objects: the one way outside input is decoded;
 //! - [`text`]: the rules for text people write (message content, notifications);
+//! - [`ingress`]: the bodies of the HTTP ingress for backends, and their OpenAPI schemas;
 //! - [`ack`]: the success/failure envelope of every acknowledgement and its error codes;
 //! - [`bus`]: the bodies of bus messages, documented for other languages in `docs/asyncapi.yaml`;
 //! - [`domain`]: the domain events backends can subscribe to on the bus;
@@ -19,6 +20,7 @@ pub mod bus;
 pub mod client;
 pub mod domain;
 pub mod ids;
+pub mod ingress;
 pub mod object;
 pub mod server;
 pub mod text;

@@ -75,7 +75,7 @@ async fn in_order<R: Request + Routed>(
 async fn sync(cx: Context, request: MessagesSync) -> Result<MessagesPage, AckError> {
     let query = SyncQuery {
         conversation_id: request.conversation_id,
-        user_id: cx.client.user.clone(),
+        user_id: Some(cx.client.user.clone()),
         after_seq: request.after_seq,
         limit: request.page_size(),
     };

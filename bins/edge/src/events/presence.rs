@@ -13,6 +13,6 @@ pub fn register(socket: &socketioxide::extract::SocketRef) {
 }
 
 async fn query(cx: Context, request: PresenceQuery) -> Result<PresenceReply, AckError> {
-    let lookup = PresenceLookup { user_id: cx.client.user.clone(), user_ids: request.user_ids };
+    let lookup = PresenceLookup { user_id: Some(cx.client.user.clone()), user_ids: request.user_ids };
     cx.ask(&lookup).await
 }

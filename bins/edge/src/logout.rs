@@ -1,0 +1,28 @@
+//! Ending a user's sockets on this edge when a backend asks (ingress
+//! `DELETE /api/v1/users/{userId}/sockets`, bus `user.disconnect`, which every edge hears): a
+//! logout everywhere, a ban.
+//!
+//! The cached sessions go first (when asked), then the sockets: a client that reconnects the
+//! moment it is disconnected finds its session looked up again, not served from the cache.
+//! The clients see a server-side disconnect (`io server disconnect`), after which
+//! `socket.io-client` does not reconnect by itself; the usual clean-up follows (rooms, presence).
+
+use socketioxide::SocketIo;
+use switchboard::contract::{Room, bus::DisconnectUser};
+
+use crate::auth::Authenticator;
+
+#[tracing::instrument(skip_all, fields(user = %request.user_id, revoke = request.revoke_sessions))]
+pub async fn disconnect(io: &SocketIo, auth: &Authenticator, request: &DisconnectUser) {
+    if request.revoke_sessions {
+        let forgotten = auth.forget_user(&request.user_id);
+        tracing::info!(forgotten, "forgot the user's cached sessions");
+    }
+    let room = Room::User(request.user_id.clone()).to_string();
+    let sockets = io.within(room.clone()).sockets().len();
+    if let Err(error) = io.within(room).disconnect().await {
+        tracing::warn!(%error, "could not disconnect every socket of the user");
+    } else if sockets > 0 {
+        tracing::info!(sockets, "disconnected the user's sockets");
+    }
+}
