@@ -201,6 +201,7 @@ pub struct BatchedReply {
 /// A Socket.IO event name a backend may emit: 1 to 128 characters, no control characters (they
 /// would end up in logs), and not one of the names Socket.IO reserves for itself.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 #[serde(try_from = "String", into = "String")]
 pub struct EventName(String);
 
@@ -485,6 +486,7 @@ pub struct UserConversationsQuery {
 /// A user's conversations, newest first (the answer to [`UserConversationsQuery`], and the
 /// ingress's).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 #[serde(rename_all = "camelCase")]
 pub struct UserConversations {
     /// Newest first; empty for a user in none.
@@ -493,6 +495,7 @@ pub struct UserConversations {
 
 /// One conversation of a user.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 #[serde(rename_all = "camelCase")]
 pub struct ConversationSummary {
     pub conversation_id: ConversationId,
@@ -556,28 +559,32 @@ pub struct CreateNotification {
 }
 
 text_type!(
-    /// A notification's `type` (`match`, `system`, ...): 1 to 64 characters under the
-    /// [`text`](super::text) rules.
+    /// A notification's `type` (`match`, `system`, ...): 1 to 64 characters under the text
+    /// rules (`switchboard::contract::text`).
     NotificationKind,
     "type",
     64
 );
 text_type!(
-    /// A notification's `title`: 1 to 200 characters under the [`text`](super::text) rules.
+    /// A notification's `title`: 1 to 200 characters under the text rules
+    /// (`switchboard::contract::text`).
     NotificationTitle,
     "title",
     200
 );
 text_type!(
-    /// A notification's `message`: 1 to 4000 characters under the [`text`](super::text) rules.
+    /// A notification's `message`: 1 to 4000 characters under the text rules
+    /// (`switchboard::contract::text`).
     NotificationText,
     "message",
     4000
 );
 
-/// A notification's `data`: any JSON whose strings and keys pass the [`text`](super::text)
-/// character rules (PostgreSQL's `jsonb` refuses `\u0000`, and a client shows these strings).
+/// A notification's `data`: any JSON whose strings and keys pass the character rules of the
+/// text rules (`switchboard::contract::text`): PostgreSQL's `jsonb` refuses `\u0000`, and a
+/// client shows these strings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 #[serde(try_from = "serde_json::Value", into = "serde_json::Value")]
 pub struct NotificationData(serde_json::Value);
 

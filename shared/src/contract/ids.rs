@@ -157,6 +157,12 @@ minted_id!(
 /// A Socket.IO room as the contract names them (docs/reference.md, Ingress): every socket of a user, or the
 /// sockets that joined a conversation.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+// Serialized as its string (below), which TypeScript can spell exactly.
+#[cfg_attr(
+    feature = "typescript",
+    derive(ts_rs::TS),
+    ts(type = "`user:${UserId}` | `conversation:${ConversationId}`")
+)]
 pub enum Room {
     User(UserId),
     Conversation(ConversationId),

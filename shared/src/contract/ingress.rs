@@ -154,22 +154,27 @@ fn match_users() -> ArrayBuilder {
 /// `POST /api/v1/emit`: an event for a user's sockets or a room's, on every edge. Exactly one
 /// of `userId` and `room`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EmitRequest {
     /// Every socket of this user; exactly one of `userId` and `room`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "typescript", ts(optional))]
     pub user_id: Option<UserId>,
     /// The sockets of a room; exactly one of `userId` and `room`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "typescript", ts(optional))]
     pub room: Option<Room>,
     pub event: EventName,
     /// The event's payload, as is; `null` when absent.
     #[serde(default)]
+    #[cfg_attr(feature = "typescript", ts(as = "Option<Value>", optional))]
     pub data: Value,
 }
 
 /// `POST /api/v1/conversations`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 #[serde(deny_unknown_fields)]
 pub struct CreateConversationRequest {
     /// 2 to 100 distinct users.
@@ -179,6 +184,7 @@ pub struct CreateConversationRequest {
 
 /// `POST /api/v1/matches`: two users matched in the host application.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MatchRequest {
     /// The host application's id; the request is idempotent by it.
@@ -186,13 +192,15 @@ pub struct MatchRequest {
     /// Two different users.
     #[schema(schema_with = match_users)]
     pub user_ids: [UserId; 2],
-    /// When the match happened (RFC 3339).
+    /// When the match happened (RFC 3339); absent: when the notifier handles it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "typescript", ts(optional))]
     pub created_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// `POST /api/v1/notifications`: a notification for a user's inbox.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NotificationRequest {
     /// The recipient.
@@ -205,21 +213,26 @@ pub struct NotificationRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     // `NotificationData` already takes `null`: a `oneOf` with null would match it twice.
     #[schema(nullable = false)]
+    #[cfg_attr(feature = "typescript", ts(optional))]
     pub data: Option<NotificationData>,
 }
 
 /// The query of `GET /api/v1/conversations/{conversationId}/messages`: a page of the
 /// conversation's history, like `messages:sync`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, IntoParams)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 #[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MessagesParams {
-    /// The page holds the messages with a greater `seq`; 0 (the default) for the first page.
+    /// The page holds the messages with a greater `seq`: 0 (the default) for the first page,
+    /// else the last `seq` of the page before.
     #[serde(default)]
+    #[cfg_attr(feature = "typescript", ts(as = "Option<u64>", optional))]
     pub after_seq: u64,
     /// At least 1; 50 when absent, 200 at most (more counts as 200).
     #[serde(default, deserialize_with = "page_limit", skip_serializing_if = "Option::is_none")]
     #[param(minimum = 1)]
+    #[cfg_attr(feature = "typescript", ts(optional))]
     pub limit: Option<u32>,
 }
 
@@ -232,6 +245,7 @@ impl MessagesParams {
 
 /// `POST /api/v1/presence/query`: the presence of any users, contacts or not.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PresenceRequest {
     /// 1 to 200 users; each is answered once, whether or not it was ever seen.
@@ -250,22 +264,52 @@ fn presence_users() -> ArrayBuilder {
 
 /// The query of `DELETE /api/v1/users/{userId}/sockets`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, IntoParams)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 #[into_params(parameter_in = Query)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DisconnectParams {
     /// Also forget the sessions the edges have cached for the user (`database` auth mode), so
     /// a reconnect looks the session up again; `false` when absent.
     #[serde(default)]
+    #[cfg_attr(feature = "typescript", ts(as = "Option<bool>", optional))]
     pub revoke_sessions: bool,
+}
+
+/// Hands every body and answer of the ingress to `visitor`: the TypeScript kit's emitter
+/// (`clients/typescript/src/server.ts`) sends and reads these, generated, not written twice.
+#[cfg(feature = "typescript")]
+pub(crate) fn visit_types(visitor: &mut impl ts_rs::TypeVisitor) {
+    use super::{
+        bus::UserConversations,
+        client::{MessagesPage, PresenceReply},
+    };
+
+    visitor.visit::<EmitRequest>();
+    visitor.visit::<CreateConversationRequest>();
+    visitor.visit::<ConversationCreatedReply>();
+    visitor.visit::<MatchRequest>();
+    visitor.visit::<MatchAccepted>();
+    visitor.visit::<NotificationRequest>();
+    visitor.visit::<NotificationAccepted>();
+    visitor.visit::<MessagesParams>();
+    visitor.visit::<MessagesPage>();
+    visitor.visit::<PresenceRequest>();
+    visitor.visit::<PresenceReply>();
+    visitor.visit::<UserConversations>();
+    visitor.visit::<DisconnectParams>();
+    visitor.visit::<Accepted>();
+    visitor.visit::<ErrorBody>();
 }
 
 /// The answer of a request that was taken and has nothing to tell: `{}`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 #[serde(deny_unknown_fields)]
 pub struct Accepted {}
 
 /// `201` of `POST /api/v1/conversations`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 #[serde(rename_all = "camelCase")]
 pub struct ConversationCreatedReply {
     pub conversation_id: ConversationId,
@@ -273,6 +317,7 @@ pub struct ConversationCreatedReply {
 
 /// `202` of `POST /api/v1/matches`: the match and its conversation, the same for every repeat.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 #[serde(rename_all = "camelCase")]
 pub struct MatchAccepted {
     pub match_id: MatchId,
@@ -281,18 +326,21 @@ pub struct MatchAccepted {
 
 /// `202` of `POST /api/v1/notifications`: the id the notification is stored under.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 pub struct NotificationAccepted {
     pub id: NotificationId,
 }
 
 /// Every refusal of the ingress: `{ error: { code, message } }`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
 /// What went wrong.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[cfg_attr(feature = "typescript", derive(ts_rs::TS))]
 pub struct ErrorDetail {
     /// One of the contract's error codes (`invalid`, `unavailable`, `timeout`, ...) or one only
     /// HTTP has: `unauthorized`, `not_found`, `method_not_allowed`, `too_large`.

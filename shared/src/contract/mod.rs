@@ -9,8 +9,8 @@
 //! - [`ack`]: the success/failure envelope of every acknowledgement and its error codes;
 //! - [`bus`]: the bodies of bus messages, documented for other languages in `docs/asyncapi.yaml`;
 //! - [`domain`]: the domain events backends can subscribe to on the bus;
-//! - `typescript` (feature `typescript`): the same client-facing types and event maps in
-//!   TypeScript, for the kit in `clients/typescript`.
+//! - `typescript` (feature `typescript`): the same client-facing types, ingress bodies and event
+//!   maps in TypeScript, for the kit in `clients/typescript`.
 //!
 //! Deserializing one of these types validates it: a payload that parses is a payload the
 //! contract allows, so handlers never re-check shapes.

@@ -1,9 +1,10 @@
 //! The contract in TypeScript, for the kit in `clients/typescript` (feature `typescript`).
 //!
-//! [`generate`] writes one file: every type a client sends or receives, declared by `ts-rs` from
-//! the Rust types themselves (names, serde renames, optional fields, doc comments), then the
-//! event maps built from the one list of client events (`client.rs`) and of server events
-//! (`server.rs`), including the two interfaces `socket.io-client` types a socket with:
+//! [`generate`] writes one file: every type a client sends or receives, and every body and answer
+//! of the HTTP ingress (for the kit's emitter), declared by `ts-rs` from the Rust types
+//! themselves (names, serde renames, optional fields, doc comments), then the event maps built
+//! from the one list of client events (`client.rs`) and of server events (`server.rs`),
+//! including the two interfaces `socket.io-client` types a socket with:
 //! `Socket<ServerToClientEvents, ClientToServerEvents>`. Nothing in it is written by hand.
 //!
 //! The file is checked in; `tests/e2e/typescript.rs` fails while it differs from what the types
@@ -13,7 +14,7 @@ use std::{any::TypeId, collections::BTreeMap, fmt::Write as _};
 
 use ts_rs::{Config, TS, TypeVisitor};
 
-use super::{AckError, client, server};
+use super::{AckError, client, ingress, server};
 
 /// The generated file, relative to the workspace root.
 pub const OUTPUT: &str = "clients/typescript/src/generated/contract.ts";
@@ -32,8 +33,8 @@ pub fn generate() -> String {
     render(&Contract::collect())
 }
 
-/// The contract as `ts-rs` declares it: every type a client sends or receives, and the event
-/// lists. Read by this file's generator and by the reference's (`crate::reference`).
+/// The contract as `ts-rs` declares it: every type a client sends or receives, the ingress's
+/// bodies and answers, and the event lists. Read by this file's generator and by the reference's (`crate::reference`).
 #[derive(Default)]
 pub(crate) struct Contract {
     pub(crate) config: Config,
@@ -56,7 +57,8 @@ pub(crate) struct Declaration {
 }
 
 impl Contract {
-    /// Every type the client and server event lists name, with what they refer to.
+    /// Every type the client and server event lists and the ingress name, with what they refer
+    /// to.
     pub(crate) fn collect() -> Self {
         // Every integer of the contract (seq, limits) reaches JavaScript through JSON.parse,
         // which makes numbers, never bigints; they all stay far below 2^53.
@@ -67,6 +69,8 @@ impl Contract {
         // of a notification of type `match`.
         contract.declare::<AckError>();
         contract.declare::<server::MatchNotificationData>();
+        // The bodies and answers of the HTTP ingress, for the kit's emitter.
+        ingress::visit_types(&mut contract);
         contract
     }
 
@@ -198,5 +202,14 @@ mod tests {
         has("\"message:send\": (payload: MessageSend, ack: (reply: Ack<MessageSent>) => void) => void;");
         has("\"typing:stop\": (payload: Typing) => void;");
         has("export type UserId = string;");
+        // The ingress's bodies, as the kit's emitter sends them.
+        has(
+            "export type MatchRequest = { matchId: MatchId, userIds: [UserId, UserId], createdAt?: string, };",
+        );
+        has("export type MessagesParams = { afterSeq?: number, limit?: number, };");
+        has("export type Room = `user:${UserId}` | `conversation:${ConversationId}`;");
+        has(
+            "export type EmitRequest = { userId?: UserId, room?: Room, event: EventName, data?: JsonValue, };",
+        );
     }
 }

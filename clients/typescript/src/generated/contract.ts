@@ -2,6 +2,11 @@
 // after changing them run `clients/typescript/generate`; a test fails until the two agree.
 
 /**
+ * The answer of a request that was taken and has nothing to tell: `{}`.
+ */
+export type Accepted = Record<symbol, never>;
+
+/**
  * A failure as the client sees it. `message` is for people and never carries internals.
  */
 export type AckError = { code: ErrorCode, message: string, };
@@ -19,6 +24,11 @@ export type ClientMessageId = string;
 export type Content = string;
 
 /**
+ * `201` of `POST /api/v1/conversations`.
+ */
+export type ConversationCreatedReply = { conversationId: ConversationId, };
+
+/**
  * A conversation: two or more participants and their ordered messages.
  */
 export type ConversationId = string;
@@ -29,9 +39,72 @@ export type ConversationId = string;
 export type ConversationRef = { conversationId: ConversationId, };
 
 /**
+ * One conversation of a user.
+ */
+export type ConversationSummary = { conversationId: ConversationId, 
+/**
+ * Every participant, the user included, sorted.
+ */
+participants: Array<UserId>, 
+/**
+ * The match it was made for; null for one made with `POST /api/v1/conversations`.
+ */
+matchId: MatchId | null, createdAt: string, 
+/**
+ * When an unmatch closed it for good; null while it is open.
+ */
+closedAt: string | null, 
+/**
+ * The `seq` of its newest message; 0 before the first.
+ */
+lastSeq: number, };
+
+/**
+ * `POST /api/v1/conversations`.
+ */
+export type CreateConversationRequest = { 
+/**
+ * 2 to 100 distinct users.
+ */
+participants: Array<UserId>, };
+
+/**
+ * The query of `DELETE /api/v1/users/{userId}/sockets`.
+ */
+export type DisconnectParams = { 
+/**
+ * Also forget the sessions the edges have cached for the user (`database` auth mode), so
+ * a reconnect looks the session up again; `false` when absent.
+ */
+revokeSessions?: boolean, };
+
+/**
+ * `POST /api/v1/emit`: an event for a user's sockets or a room's, on every edge. Exactly one
+ * of `userId` and `room`.
+ */
+export type EmitRequest = { 
+/**
+ * Every socket of this user; exactly one of `userId` and `room`.
+ */
+userId?: UserId, 
+/**
+ * The sockets of a room; exactly one of `userId` and `room`.
+ */
+room?: Room, event: EventName, 
+/**
+ * The event's payload, as is; `null` when absent.
+ */
+data?: JsonValue, };
+
+/**
  * The empty success reply `{}`.
  */
 export type Empty = Record<symbol, never>;
+
+/**
+ * Every refusal of the ingress: `{ error: { code, message } }`.
+ */
+export type ErrorBody = { error: ErrorDetail, };
 
 /**
  * The contract's error codes. A client can act on each: fix the input, stop trying, back off,
@@ -39,7 +112,32 @@ export type Empty = Record<symbol, never>;
  */
 export type ErrorCode = "invalid" | "forbidden" | "not_found" | "rate_limited" | "unavailable" | "timeout";
 
+/**
+ * What went wrong.
+ */
+export type ErrorDetail = { 
+/**
+ * One of the contract's error codes (`invalid`, `unavailable`, `timeout`, ...) or one only
+ * HTTP has: `unauthorized`, `not_found`, `method_not_allowed`, `too_large`.
+ */
+code: string, 
+/**
+ * For people; never carries internals.
+ */
+message: string, };
+
+/**
+ * A Socket.IO event name a backend may emit: 1 to 128 characters, no control characters (they
+ * would end up in logs), and not one of the names Socket.IO reserves for itself.
+ */
+export type EventName = string;
+
 export type JsonValue = number | string | boolean | Array<JsonValue> | { [key in string]: JsonValue } | null;
+
+/**
+ * `202` of `POST /api/v1/matches`: the match and its conversation, the same for every repeat.
+ */
+export type MatchAccepted = { matchId: MatchId, conversationId: ConversationId, };
 
 /**
  * A match, named by the host application; matches are idempotent by this id.
@@ -68,6 +166,23 @@ export type MatchNotificationData = { matchId: MatchId, conversationId: Conversa
  * `match:removed`
  */
 export type MatchRemoved = { matchId: MatchId, conversationId: ConversationId, };
+
+/**
+ * `POST /api/v1/matches`: two users matched in the host application.
+ */
+export type MatchRequest = { 
+/**
+ * The host application's id; the request is idempotent by it.
+ */
+matchId: MatchId, 
+/**
+ * Two different users.
+ */
+userIds: [UserId, UserId], 
+/**
+ * When the match happened (RFC 3339); absent: when the notifier handles it.
+ */
+createdAt?: string, };
 
 /**
  * A stored message.
@@ -137,6 +252,21 @@ messages: Array<MessageNew>,
 hasMore: boolean, };
 
 /**
+ * The query of `GET /api/v1/conversations/{conversationId}/messages`: a page of the
+ * conversation's history, like `messages:sync`.
+ */
+export type MessagesParams = { 
+/**
+ * The page holds the messages with a greater `seq`: 0 (the default) for the first page,
+ * else the last `seq` of the page before.
+ */
+afterSeq?: number, 
+/**
+ * At least 1; 50 when absent, 200 at most (more counts as 200).
+ */
+limit?: number, };
+
+/**
  * `messages:sync`
  */
 export type MessagesSync = { conversationId: ConversationId, 
@@ -150,9 +280,27 @@ afterSeq: number,
 limit?: number, };
 
 /**
+ * `202` of `POST /api/v1/notifications`: the id the notification is stored under.
+ */
+export type NotificationAccepted = { id: NotificationId, };
+
+/**
+ * A notification's `data`: any JSON whose strings and keys pass the character rules of the
+ * text rules (`switchboard::contract::text`): PostgreSQL's `jsonb` refuses `\u0000`, and a
+ * client shows these strings.
+ */
+export type NotificationData = JsonValue;
+
+/**
  * A stored notification in a user's inbox.
  */
 export type NotificationId = string;
+
+/**
+ * A notification's `type` (`match`, `system`, ...): 1 to 64 characters under the text
+ * rules (`switchboard::contract::text`).
+ */
+export type NotificationKind = string;
 
 /**
  * `notification:new`; also the element of a `notifications:list` page.
@@ -185,6 +333,31 @@ readAt?: string, };
 export type NotificationRead = { id: NotificationId, };
 
 /**
+ * `POST /api/v1/notifications`: a notification for a user's inbox.
+ */
+export type NotificationRequest = { 
+/**
+ * The recipient.
+ */
+userId: UserId, type: NotificationKind, title: NotificationTitle, message: NotificationText, 
+/**
+ * Absent and `null` are the same: no data.
+ */
+data?: NotificationData, };
+
+/**
+ * A notification's `message`: 1 to 4000 characters under the text rules
+ * (`switchboard::contract::text`).
+ */
+export type NotificationText = string;
+
+/**
+ * A notification's `title`: 1 to 200 characters under the text rules
+ * (`switchboard::contract::text`).
+ */
+export type NotificationTitle = string;
+
+/**
  * `notifications:list`
  */
 export type NotificationsList = { 
@@ -213,6 +386,21 @@ export type PresenceQuery = { userIds: Array<UserId>, };
 export type PresenceReply = { users: { [key in UserId]: UserPresence }, };
 
 /**
+ * `POST /api/v1/presence/query`: the presence of any users, contacts or not.
+ */
+export type PresenceRequest = { 
+/**
+ * 1 to 200 users; each is answered once, whether or not it was ever seen.
+ */
+userIds: Array<UserId>, };
+
+/**
+ * A Socket.IO room as the contract names them (docs/reference.md, Ingress): every socket of a user, or the
+ * sockets that joined a conversation.
+ */
+export type Room = `user:${UserId}` | `conversation:${ConversationId}`;
+
+/**
  * `session`: sent to a socket right after it connects.
  */
 export type Session = { userId: UserId, 
@@ -239,6 +427,16 @@ since: string, };
  * `typing:start` and `typing:stop` share this body; [`Typing::START`] and [`Typing::STOP`] name them.
  */
 export type Typing = { conversationId: ConversationId, userId: UserId, };
+
+/**
+ * A user's conversations, newest first (the answer to [`UserConversationsQuery`], and the
+ * ingress's).
+ */
+export type UserConversations = { 
+/**
+ * Newest first; empty for a user in none.
+ */
+conversations: Array<ConversationSummary>, };
 
 /**
  * A user of the host application; also the routing key on `user.direct`.
