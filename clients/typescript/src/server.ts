@@ -10,23 +10,38 @@
 // NotFoundError (404: no such conversation), UnavailableError (5xx or no answer: safe to retry;
 // matches are idempotent by matchId).
 //
-// The request bodies and the answers the generated contract has no type for follow the
-// ingress's OpenAPI document (docs/openapi.json, from shared/src/contract/ingress.rs).
+// Every request body, query and answer is a type generated from the ingress's Rust types
+// (shared/src/contract/ingress.rs), the ones the edge parses and answers with and the OpenAPI
+// document (docs/openapi.json) is derived from; the names below are the kit's for them.
 
 import type {
+  Accepted,
+  ConversationCreatedReply,
   ConversationId,
+  ConversationSummary,
+  CreateConversationRequest,
+  DisconnectParams,
+  EmitRequest,
+  ErrorBody,
   ErrorCode,
   JsonValue,
+  MatchAccepted,
   MatchId,
+  MatchRequest,
   MessagesPage,
-  NotificationId,
+  MessagesParams,
+  NotificationAccepted,
+  NotificationRequest,
   PresenceReply,
+  PresenceRequest,
+  Room,
   ServerEvents,
+  UserConversations,
   UserId,
 } from "./generated/contract.js";
 
-/** A room as the contract names them: every socket of a user, or those that joined a conversation. */
-export type Room = `user:${UserId}` | `conversation:${ConversationId}`;
+// Under the same names as in the contract, with its comments.
+export type { ConversationSummary, Room };
 
 export interface EmitterOptions {
   /** The edge, e.g. `http://localhost:3001`. */
@@ -39,42 +54,14 @@ export interface EmitterOptions {
   fetch?: typeof fetch;
 }
 
-export interface Match {
-  matchId: MatchId;
-  userIds: [UserId, UserId];
-  /** RFC 3339; default: when the notifier handles it. */
-  createdAt?: string;
-}
+/** A match for publishMatch: the body of `POST /api/v1/matches`. */
+export type Match = MatchRequest;
 
-export interface Notification {
-  userId: UserId;
-  type: string;
-  title: string;
-  message: string;
-  data?: JsonValue;
-}
+/** A notification for notify: the body of `POST /api/v1/notifications`. */
+export type Notification = NotificationRequest;
 
 /** A page of a conversation's history: the messages with a `seq` greater than `afterSeq`. */
-export interface MessagesPageOptions {
-  /** 0 (the default) for the first page, else the last `seq` of the page before. */
-  afterSeq?: number;
-  /** At least 1; 50 when absent, more than 200 counts as 200. */
-  limit?: number;
-}
-
-/** One conversation of a user (`GET /api/v1/users/{userId}/conversations`). */
-export interface ConversationSummary {
-  conversationId: ConversationId;
-  /** Every participant, the user included, sorted. */
-  participants: UserId[];
-  /** The match it was made for; null for one made with createConversation. */
-  matchId: MatchId | null;
-  createdAt: string;
-  /** When an unmatch closed it for good; null while it is open. */
-  closedAt: string | null;
-  /** The `seq` of its newest message; 0 before the first. */
-  lastSeq: number;
-}
+export type MessagesPageOptions = MessagesParams;
 
 /** Any failure of an ingress call. */
 export class IngressError extends Error {
@@ -112,64 +99,57 @@ export class SwitchboardEmitter {
   emitToUser<E extends keyof ServerEvents>(userId: UserId, event: E, data: ServerEvents[E]): Promise<void>;
   emitToUser(userId: UserId, event: string, data?: unknown): Promise<void>;
   async emitToUser(userId: UserId, event: string, data?: unknown): Promise<void> {
-    await this.request("POST", "/api/v1/emit", { userId, event, data: data ?? null });
+    const body: EmitRequest = { userId, event, data: payload(data) };
+    await this.request<Accepted>("POST", "/api/v1/emit", body);
   }
 
   /** Emits an event to a room: `user:<userId>` or `conversation:<conversationId>`. */
   emitToRoom<E extends keyof ServerEvents>(room: Room, event: E, data: ServerEvents[E]): Promise<void>;
   emitToRoom(room: Room, event: string, data?: unknown): Promise<void>;
   async emitToRoom(room: Room, event: string, data?: unknown): Promise<void> {
-    await this.request("POST", "/api/v1/emit", { room, event, data: data ?? null });
+    const body: EmitRequest = { room, event, data: payload(data) };
+    await this.request<Accepted>("POST", "/api/v1/emit", body);
   }
 
   /** A conversation between 2 to 100 users; resolves once it is stored. */
-  async createConversation(participants: UserId[]): Promise<{ conversationId: ConversationId }> {
-    return (await this.request("POST", "/api/v1/conversations", { participants })) as {
-      conversationId: ConversationId;
-    };
+  async createConversation(participants: UserId[]): Promise<ConversationCreatedReply> {
+    const body: CreateConversationRequest = { participants };
+    return this.request("POST", "/api/v1/conversations", body);
   }
 
   /**
    * A match: once per matchId, a conversation, a notification for each, and match:new to both.
    * Resolves with the match's conversation, the same for every call with the same matchId.
    */
-  async publishMatch(match: Match): Promise<{ matchId: MatchId; conversationId: ConversationId }> {
-    return (await this.request("POST", "/api/v1/matches", match)) as {
-      matchId: MatchId;
-      conversationId: ConversationId;
-    };
+  async publishMatch(match: Match): Promise<MatchAccepted> {
+    return this.request("POST", "/api/v1/matches", match);
   }
 
   /** The unmatch: closes the match's conversation; both users get match:removed. */
   async removeMatch(matchId: MatchId): Promise<void> {
-    await this.request("DELETE", `/api/v1/matches/${encodeURIComponent(matchId)}`);
+    await this.request<Accepted>("DELETE", `/api/v1/matches/${encodeURIComponent(matchId)}`);
   }
 
   /** A notification, stored for the user and delivered as notification:new. */
-  async notify(notification: Notification): Promise<{ id: NotificationId }> {
-    return (await this.request("POST", "/api/v1/notifications", notification)) as { id: NotificationId };
+  async notify(notification: Notification): Promise<NotificationAccepted> {
+    return this.request("POST", "/api/v1/notifications", notification);
   }
 
   /** A page of any conversation's messages, ascending by `seq`; closed conversations too. */
   async conversationMessages(conversationId: ConversationId, options: MessagesPageOptions = {}): Promise<MessagesPage> {
-    const query = new URLSearchParams();
-    if (options.afterSeq !== undefined) query.set("afterSeq", String(options.afterSeq));
-    if (options.limit !== undefined) query.set("limit", String(options.limit));
-    const suffix = query.size > 0 ? `?${query}` : "";
-    const path = `/api/v1/conversations/${encodeURIComponent(conversationId)}/messages${suffix}`;
-    return (await this.request("GET", path)) as MessagesPage;
+    const path = `/api/v1/conversations/${encodeURIComponent(conversationId)}/messages${query(options)}`;
+    return this.request("GET", path);
   }
 
   /** Whether each of 1 to 200 users is online, and when each was last seen going offline. */
   async presence(userIds: UserId[]): Promise<PresenceReply> {
-    return (await this.request("POST", "/api/v1/presence/query", { userIds })) as PresenceReply;
+    const body: PresenceRequest = { userIds };
+    return this.request("POST", "/api/v1/presence/query", body);
   }
 
   /** Every conversation the user takes part in, open or closed, newest first. */
-  async userConversations(userId: UserId): Promise<{ conversations: ConversationSummary[] }> {
-    return (await this.request("GET", `/api/v1/users/${encodeURIComponent(userId)}/conversations`)) as {
-      conversations: ConversationSummary[];
-    };
+  async userConversations(userId: UserId): Promise<UserConversations> {
+    return this.request("GET", `/api/v1/users/${encodeURIComponent(userId)}/conversations`);
   }
 
   /**
@@ -177,12 +157,17 @@ export class SwitchboardEmitter {
    * a new connection: delete the user's sessions first, and pass `revokeSessions: true` so that
    * no edge serves them from its cache.
    */
-  async disconnectUser(userId: UserId, options: { revokeSessions?: boolean } = {}): Promise<void> {
-    const suffix = options.revokeSessions ? "?revokeSessions=true" : "";
-    await this.request("DELETE", `/api/v1/users/${encodeURIComponent(userId)}/sockets${suffix}`);
+  async disconnectUser(userId: UserId, options: DisconnectParams = {}): Promise<void> {
+    // false is the default: left out of the query.
+    const suffix = query({ revokeSessions: options.revokeSessions || undefined });
+    await this.request<Accepted>("DELETE", `/api/v1/users/${encodeURIComponent(userId)}/sockets${suffix}`);
   }
 
-  private async request(method: string, path: string, body?: unknown): Promise<unknown> {
+  /**
+   * Sends one request and resolves with its answer, typed as the route's success answer: the
+   * edge answers with the contract's type, so the answer is not checked again here.
+   */
+  private async request<Answer>(method: string, path: string, body?: object): Promise<Answer> {
     const timeoutMs = this.options.timeoutMs ?? 10_000;
     let response: Response;
     try {
@@ -205,15 +190,35 @@ export class SwitchboardEmitter {
     } catch {
       // Not JSON (a proxy's error page, say): reported by status below.
     }
-    if (response.ok) return parsed;
-    const error = (parsed as { error?: { code?: ErrorCode; message?: string } } | undefined)?.error;
+    if (response.ok) return parsed as Answer;
+    const error = (parsed as Partial<ErrorBody> | undefined)?.error;
     const message = `${method} ${path}: ${response.status} ${error?.message ?? response.statusText}`;
-    if (response.status === 400) throw new InvalidRequestError(message, 400, error?.code);
-    if (response.status === 401) throw new UnauthorizedError(message, 401, error?.code);
-    if (response.status === 404) throw new NotFoundError(message, 404, error?.code);
-    if (response.status >= 500) throw new UnavailableError(message, response.status, error?.code);
-    throw new IngressError(message, response.status, error?.code);
+    // ErrorBody's code is a string: the contract's codes and the ones only HTTP has
+    // ("unauthorized", "too_large", ...); IngressError has always typed it as ErrorCode.
+    const code = error?.code as ErrorCode | undefined;
+    if (response.status === 400) throw new InvalidRequestError(message, 400, code);
+    if (response.status === 401) throw new UnauthorizedError(message, 401, code);
+    if (response.status === 404) throw new NotFoundError(message, 404, code);
+    if (response.status >= 500) throw new UnavailableError(message, response.status, code);
+    throw new IngressError(message, response.status, code);
   }
+}
+
+/**
+ * An event's payload as the emit body carries it: absent becomes `null`. Typed overloads take
+ * the contract's payloads; the untyped ones anything `JSON.stringify` writes as is.
+ */
+function payload(data: unknown): JsonValue {
+  return (data ?? null) as JsonValue;
+}
+
+/** `?name=value&...` of the query parameters that are set, or nothing when none is. */
+function query(params: { [name: string]: number | boolean | undefined }): string {
+  const search = new URLSearchParams();
+  for (const [name, value] of Object.entries(params)) {
+    if (value !== undefined) search.set(name, String(value));
+  }
+  return search.size > 0 ? `?${search}` : "";
 }
 
 /** An emitter for the edge at `options.url`. */
