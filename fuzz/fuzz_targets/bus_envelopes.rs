@@ -23,7 +23,7 @@ use switchboard::{
     contract::{
         bus::*,
         client::{Empty, MessageSent, MessagesPage, NotificationsPage, PresenceReply},
-        object,
+        domain, object,
     },
 };
 use switchboard_fuzz::{assert_same, pick};
@@ -67,6 +67,14 @@ static ENVELOPES: &[Decoder] = &[
     (DisconnectUser::KIND, envelope::<DisconnectUser>),
     (UserConversationsQuery::KIND, envelope::<UserConversationsQuery>),
     (UserConversations::KIND, envelope::<UserConversations>),
+    (domain::MessageStored::KIND, envelope::<domain::MessageStored>),
+    (domain::MessageRead::KIND, envelope::<domain::MessageRead>),
+    (domain::UserOnline::KIND, envelope::<domain::UserOnline>),
+    (domain::UserOffline::KIND, envelope::<domain::UserOffline>),
+    (domain::MatchCreated::KIND, envelope::<domain::MatchCreated>),
+    (domain::MatchRemoved::KIND, envelope::<domain::MatchRemoved>),
+    (domain::NotificationDelivered::KIND, envelope::<domain::NotificationDelivered>),
+    (domain::NotificationRead::KIND, envelope::<domain::NotificationRead>),
 ];
 
 /// One reply decoder per type that answers a request (`answered by` in `kinds!`).

@@ -78,10 +78,25 @@ kinds = [
          "data": {"conversationId": U, "senderId": "a", "senderSocket": "s", "content": "hi", "clientMessageId": "c1", "expiresAt": T}},
         {"id": U, "correlationId": "c2", "kind": "message.read",
          "data": {"conversationId": U, "messageId": U, "userId": "a", "readerSocket": "s", "expiresAt": T}}]}),
+    ("conversation.opened", {"conversationId": U, "participants": ["a", "b"]}),
+    ("notification.flush", {"userId": "a"}),
+    ("notification.delivered", {"userId": "a", "id": U}),
+    ("user.disconnect", {"userId": "a", "revokeSessions": True}),
+    ("conversations.query", {"userId": "a"}),
+    ("conversations.list", {"conversations": [{"conversationId": U, "participants": ["a", "b"], "matchId": "m",
+                                               "createdAt": T, "closedAt": T, "lastSeq": 3}]}),
+    ("domain.message.stored", message_new),
+    ("domain.message.read", {"conversationId": U, "messageId": U, "userId": "b", "readAt": T}),
+    ("domain.user.online", {"userId": "a", "at": T}),
+    ("domain.user.offline", {"userId": "a", "lastSeenAt": T}),
+    ("domain.match.created", {"matchId": "m", "conversationId": U, "userIds": ["a", "b"], "createdAt": T}),
+    ("domain.match.removed", {"matchId": "m", "conversationId": U}),
+    ("domain.notification.delivered", {"notificationId": U, "userId": "a", "deliveredAt": T}),
+    ("domain.notification.read", {"notificationId": U, "userId": "a", "readAt": T}),
 ]
 bodies = dict(kinds)
 answers = ["conversation.membership", "message.sent", "ok", "messages.page", "conversation.created",
-           "conversation.contacts", "presence.reply", "notifications.page"]
+           "conversation.contacts", "presence.reply", "notifications.page", "conversations.list"]
 
 def envelope(kind, data):
     return {"v": 1, "kind": kind, "id": U, "sentAt": T, "data": data}
