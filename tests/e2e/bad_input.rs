@@ -8,13 +8,9 @@ use switchboard::{
     bus::{FixedRoute, Shard, topology},
     contract::{ConversationId, bus::CreateNotification, client::event},
 };
-use switchboard_tests::{Bin, Driver, Running, TestEnv, eventually, raw_envelope};
+use switchboard_tests::{Bin, Driver, Running, TestEnv, as_user, eventually, raw_envelope};
 
 const HOUR: chrono::Duration = chrono::Duration::hours(1);
-
-fn as_user(user: &str) -> Value {
-    json!({ "transports": ["websocket"], "auth": { "token": format!("{user}-token") } })
-}
 
 /// One edge, the workers a test asks for, sessions for every user, and a driver.
 struct World {

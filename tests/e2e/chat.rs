@@ -4,13 +4,9 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
-use switchboard_tests::{Bin, Driver, Running, TestEnv};
+use switchboard_tests::{Bin, Driver, Running, TestEnv, as_user};
 
 const HOUR: chrono::Duration = chrono::Duration::hours(1);
-
-fn as_user(user: &str) -> Value {
-    json!({ "transports": ["websocket"], "auth": { "token": format!("{user}-token") } })
-}
 
 /// Two edges, two messages workers, sessions for the users, and one driver.
 struct Chat {

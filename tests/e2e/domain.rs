@@ -12,14 +12,10 @@ use lapin::{
 };
 use serde_json::{Value, json};
 use switchboard::bus::topology::EVENTS_TOPIC;
-use switchboard_tests::{Bin, Driver, Running, TestEnv, eventually, rabbit};
+use switchboard_tests::{Bin, Driver, Running, TestEnv, as_user, eventually, rabbit};
 use tokio::sync::mpsc;
 
 const HOUR: chrono::Duration = chrono::Duration::hours(1);
-
-fn as_user(user: &str) -> Value {
-    json!({ "transports": ["websocket"], "auth": { "token": format!("{user}-token") } })
-}
 
 /// A backend's own queue on `events.topic`, bound to `key`: what it receives, as
 /// `(routing key, envelope kind, data)`.

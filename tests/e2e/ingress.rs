@@ -4,13 +4,9 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use switchboard_tests::{Bin, Driver, INGRESS_KEY, Running, TestEnv, eventually};
+use switchboard_tests::{Bin, Driver, INGRESS_KEY, Running, TestEnv, as_user, eventually};
 
 const HOUR: chrono::Duration = chrono::Duration::hours(1);
-
-fn as_user(user: &str) -> Value {
-    json!({ "transports": ["websocket"], "auth": { "token": format!("{user}-token") } })
-}
 
 /// An edge with the workers behind it, sessions for the users, and one driver.
 struct World {

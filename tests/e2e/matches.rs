@@ -4,14 +4,10 @@
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use serde_json::{Value, json};
-use switchboard_tests::{Bin, Driver, Running, TestEnv, eventually};
+use serde_json::json;
+use switchboard_tests::{Bin, Driver, Running, TestEnv, as_user, eventually};
 
 const HOUR: chrono::Duration = chrono::Duration::hours(1);
-
-fn as_user(user: &str) -> Value {
-    json!({ "transports": ["websocket"], "auth": { "token": format!("{user}-token") } })
-}
 
 struct World {
     env: TestEnv,

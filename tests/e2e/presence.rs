@@ -4,17 +4,13 @@
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use serde_json::{Value, json};
-use switchboard_tests::{Bin, Driver, Running, TestEnv, eventually};
+use serde_json::json;
+use switchboard_tests::{Bin, Driver, Running, TestEnv, as_user, eventually};
 
 const HOUR: chrono::Duration = chrono::Duration::hours(1);
 /// Fast clocks for tests: edges report every 500 ms (dead after 1.5 s), 1 s of grace.
 const CLOCKS: [(&str, &str); 2] =
     [("PRESENCE_REPORT_INTERVAL_MS", "500"), ("PRESENCE_OFFLINE_GRACE_MS", "1000")];
-
-fn as_user(user: &str) -> Value {
-    json!({ "transports": ["websocket"], "auth": { "token": format!("{user}-token") } })
-}
 
 struct World {
     env: TestEnv,

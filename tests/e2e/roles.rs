@@ -6,9 +6,9 @@
 
 use std::{io::Write, process::Stdio, time::Duration};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::Connection;
-use switchboard_tests::{Bin, Driver, Running, TestEnv, eventually};
+use switchboard_tests::{Bin, Driver, Running, TestEnv, as_user, eventually};
 
 const INIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/k8s/overlays/dev/postgres-init.yaml");
 
@@ -98,10 +98,6 @@ async fn attempt(env: &TestEnv, role: &str, sql: &str) -> Result<(), String> {
     sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(&mut connection).await.map(drop).map_err(
         |error| error.as_database_error().and_then(|e| e.code()).map(|c| c.into_owned()).unwrap_or_default(),
     )
-}
-
-fn as_user(user: &str) -> Value {
-    json!({ "transports": ["websocket"], "auth": { "token": format!("{user}-token") } })
 }
 
 async fn spawn(env: &TestEnv, bin: Bin, role: &str, extra: &[(&str, &str)]) -> Running {

@@ -16,8 +16,8 @@ use opentelemetry_proto::tonic::{
     common::v1::{AnyValue, KeyValue, any_value::Value as Attribute},
 };
 use prost::Message;
-use serde_json::{Value, json};
-use switchboard_tests::{Bin, Driver, TestEnv, eventually};
+use serde_json::json;
+use switchboard_tests::{Bin, Driver, TestEnv, as_user, eventually};
 
 const HOUR: chrono::Duration = chrono::Duration::hours(1);
 
@@ -93,10 +93,6 @@ async fn start_collector() -> (String, Spans) {
     let addr: SocketAddr = listener.local_addr().expect("its address");
     tokio::spawn(async move { axum::serve(listener, app).await });
     (format!("http://{addr}"), spans)
-}
-
-fn as_user(user: &str) -> Value {
-    json!({ "transports": ["websocket"], "auth": { "token": format!("{user}-token") } })
 }
 
 #[tokio::test]

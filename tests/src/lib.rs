@@ -25,6 +25,12 @@ pub fn admin_database_url() -> String {
         .unwrap_or_else(|_| "postgres://switchboard:switchboard@127.0.0.1:5432/switchboard".into())
 }
 
+/// The `socket.io-client` options of `user`, signed in with the session token
+/// `<user>-token` (see [`TestEnv::add_session`]) over websocket.
+pub fn as_user(user: &str) -> serde_json::Value {
+    serde_json::json!({ "transports": ["websocket"], "auth": { "token": format!("{user}-token") } })
+}
+
 /// The ingress key every test edge accepts.
 pub const INGRESS_KEY: &str = "test-ingress-key";
 
