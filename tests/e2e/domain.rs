@@ -4,68 +4,25 @@
 
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use lapin::{
-    Connection, ConnectionProperties,
-    options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions},
-    types::FieldTable,
-};
 use serde_json::{Value, json};
-use switchboard::bus::topology::EVENTS_TOPIC;
-use switchboard_tests::{Bin, Driver, Running, TestEnv, as_user, eventually, rabbit};
-use tokio::sync::mpsc;
+use switchboard_tests::{Bin, Driver, Listener, Running, TestEnv, as_user, eventually};
 
 const HOUR: chrono::Duration = chrono::Duration::hours(1);
 
-/// A backend's own queue on `events.topic`, bound to `key`: what it receives, as
-/// `(routing key, envelope kind, data)`.
+/// A backend's own queue on `events.topic`: what it receives, as `(routing key, envelope kind,
+/// data)`.
 struct Backend {
-    received: mpsc::UnboundedReceiver<(String, String, Value)>,
-    _connection: Connection,
+    listener: Listener,
 }
 
 impl Backend {
     async fn bind(env: &TestEnv, key: &str) -> Backend {
-        let uri = format!("amqp://guest:guest@127.0.0.1:5672/{}", rabbit::encode(&env.vhost));
-        let connection = Connection::connect(&uri, ConnectionProperties::default()).await.expect("connect");
-        let channel = connection.create_channel().await.expect("a channel");
-        let queue = channel
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions { exclusive: true, ..Default::default() },
-                FieldTable::default(),
-            )
-            .await
-            .expect("declare the backend's queue");
-        channel
-            .queue_bind(
-                queue.name().clone(),
-                EVENTS_TOPIC.into(),
-                key.into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("bind it");
-        let mut consumer = channel
-            .basic_consume(
-                queue.name().clone(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("consume");
-        let (sender, received) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            while let Some(Ok(delivery)) = consumer.next().await {
-                let envelope: Value = serde_json::from_slice(&delivery.data).expect("a JSON envelope");
-                let kind = envelope["kind"].as_str().unwrap_or_default().to_owned();
-                let _ = sender.send((delivery.routing_key.to_string(), kind, envelope["data"].clone()));
-                let _ = delivery.acker.ack(BasicAckOptions::default()).await;
-            }
-        });
-        Backend { received, _connection: connection }
+        Backend { listener: env.listen(key).await }
+    }
+
+    async fn recv(&mut self, timeout: Duration) -> Option<(String, String, Value)> {
+        let (key, envelope) = self.listener.next_within(timeout).await?;
+        Some((key, envelope["kind"].as_str().unwrap_or_default().to_owned(), envelope["data"].clone()))
     }
 
     /// The next event of `kind`, within 10 s; the events of other kinds before it are kept.
@@ -75,10 +32,11 @@ impl Backend {
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
-            let (key, got, data) = tokio::time::timeout_at(deadline, self.received.recv())
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let (key, got, data) = self
+                .recv(left)
                 .await
-                .unwrap_or_else(|_| panic!("no {kind} within 10 s; got meanwhile: {others:?}"))
-                .expect("the consumer runs");
+                .unwrap_or_else(|| panic!("no {kind} within 10 s; got meanwhile: {others:?}"));
             assert_eq!(key, got, "an event's routing key is its kind");
             if got == kind {
                 return data;
@@ -90,7 +48,7 @@ impl Backend {
     /// Everything that arrives until nothing has for `quiet`.
     async fn rest(&mut self, quiet: Duration) -> Vec<(String, String, Value)> {
         let mut rest = Vec::new();
-        while let Ok(Some(event)) = tokio::time::timeout(quiet, self.received.recv()).await {
+        while let Some(event) = self.recv(quiet).await {
             rest.push(event);
         }
         rest

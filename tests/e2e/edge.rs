@@ -5,10 +5,6 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use lapin::{
-    options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions},
-    types::FieldTable,
-};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 use switchboard_tests::{Bin, Driver, Running, TestEnv, eventually};
@@ -612,37 +608,7 @@ async fn sigterm_announces_the_users_closes_sockets_and_deletes_the_queue() {
     let mut edge = env.spawn_ready(Bin::Edge, &[("SHUTDOWN_GRACE_MS", "3000")]).await;
     sessions(&env, &["alice", "bob"]).await;
     // Listen for edge.stopping the way presence will.
-    let uri = format!("amqp://guest:guest@127.0.0.1:5672/{}", env.vhost);
-    let connection =
-        lapin::Connection::connect(&uri, lapin::ConnectionProperties::default()).await.expect("amqp");
-    let channel = connection.create_channel().await.expect("channel");
-    let queue = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions { exclusive: true, ..Default::default() },
-            FieldTable::default(),
-        )
-        .await
-        .expect("queue");
-    channel
-        .queue_bind(
-            queue.name().clone(),
-            "events.topic".into(),
-            "edge.stopping".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("bind");
-    let mut consumer = channel
-        .basic_consume(
-            queue.name().clone(),
-            "".into(),
-            BasicConsumeOptions { no_ack: true, ..Default::default() },
-            FieldTable::default(),
-        )
-        .await
-        .expect("consume");
+    let mut stopping = env.listen("edge.stopping").await;
 
     let mut driver = Driver::start().await;
     driver.connect("alice", &edge.url(), as_user("alice", "websocket")).await.expect("connects");
@@ -661,12 +627,7 @@ async fn sigterm_announces_the_users_closes_sockets_and_deletes_the_queue() {
     let status = edge.wait_exit(Duration::from_secs(5)).await;
     assert_eq!(status.code(), Some(0));
 
-    let delivery = tokio::time::timeout(Duration::from_secs(5), consumer.next())
-        .await
-        .expect("edge.stopping arrives")
-        .expect("a delivery")
-        .expect("ok");
-    let body: Value = serde_json::from_slice(&delivery.data).expect("JSON");
+    let (_, body) = stopping.next_within(Duration::from_secs(5)).await.expect("edge.stopping arrives");
     assert_eq!(body["kind"], "edge.stopping");
     let mut users: Vec<String> = body["data"]["users"]
         .as_array()

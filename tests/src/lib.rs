@@ -215,9 +215,55 @@ impl TestEnv {
         let _ = connection.close(200, "done".into()).await;
     }
 
+    /// A private queue of this test on `events.topic`, bound to `key` (a topic pattern), as a
+    /// backend or a worker binds one: what the processes publish there from now on.
+    pub async fn listen(&self, key: &str) -> Listener {
+        use futures::StreamExt;
+        use lapin::{Connection, ConnectionProperties, options::*, types::FieldTable};
+        let uri = format!("amqp://guest:guest@127.0.0.1:5672/{}", rabbit::encode(&self.vhost));
+        let connection =
+            Connection::connect(&uri, ConnectionProperties::default()).await.expect("connect to the broker");
+        let channel = connection.create_channel().await.expect("a channel");
+        let exclusive = QueueDeclareOptions { exclusive: true, ..Default::default() };
+        let queue =
+            channel.queue_declare("".into(), exclusive, FieldTable::default()).await.expect("a queue");
+        let topic = switchboard::bus::topology::EVENTS_TOPIC;
+        let bind = QueueBindOptions::default();
+        channel
+            .queue_bind(queue.name().clone(), topic.into(), key.into(), bind, FieldTable::default())
+            .await
+            .expect("bind the queue");
+        let no_ack = BasicConsumeOptions { no_ack: true, ..Default::default() };
+        let mut consumer = channel
+            .basic_consume(queue.name().clone(), "".into(), no_ack, FieldTable::default())
+            .await
+            .expect("consume");
+        let (sender, received) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(Ok(delivery)) = consumer.next().await {
+                let envelope = serde_json::from_slice(&delivery.data).expect("a JSON envelope");
+                let _ = sender.send((delivery.routing_key.to_string(), envelope));
+            }
+        });
+        Listener { received, _connection: connection }
+    }
+
     /// The messages parked in the dead-letter queue so far (left there).
     pub async fn dead_letters(&self) -> Vec<serde_json::Value> {
         self.rabbit.peek(&self.vhost, switchboard::bus::dead_letter::QUEUE, 1000).await
+    }
+}
+
+/// What a [`TestEnv::listen`] queue received: `(routing key, envelope)` in arrival order.
+pub struct Listener {
+    received: tokio::sync::mpsc::UnboundedReceiver<(String, serde_json::Value)>,
+    _connection: lapin::Connection,
+}
+
+impl Listener {
+    /// The next message, or `None` when none came within `timeout`.
+    pub async fn next_within(&mut self, timeout: Duration) -> Option<(String, serde_json::Value)> {
+        tokio::time::timeout(timeout, self.received.recv()).await.ok().flatten()
     }
 }
 
