@@ -306,8 +306,13 @@ impl Deliveries {
                         EdgeInbound::ConversationClosed(closed) => {
                             crate::events::conversations::closed(io, self, closed.conversation_id).await
                         }
+                        // Off the delivery loop: forgetting cached sessions walks the whole
+                        // session cache, which must not hold up everyone's deliveries.
                         EdgeInbound::DisconnectUser(disconnect) => {
-                            crate::logout::disconnect(io, &self.auth, &disconnect).await
+                            let (io, auth) = (io.clone(), self.auth.clone());
+                            tokio::spawn(
+                                async move { crate::logout::disconnect(&io, &auth, &disconnect).await },
+                            );
                         }
                     }
                     in_time("acknowledging", delivery.acker.ack(BasicAckOptions::default())).await

@@ -19,10 +19,14 @@ pub async fn disconnect(io: &SocketIo, auth: &Authenticator, request: &Disconnec
         tracing::info!(forgotten, "forgot the user's cached sessions");
     }
     let room = Room::User(request.user_id.clone()).to_string();
-    let sockets = io.within(room.clone()).sockets().len();
-    if let Err(error) = io.within(room).disconnect().await {
-        tracing::warn!(%error, "could not disconnect every socket of the user");
-    } else if sockets > 0 {
-        tracing::info!(sockets, "disconnected the user's sockets");
+    let sockets = io.within(room).sockets();
+    let count = sockets.len();
+    for socket in sockets {
+        if let Err(error) = socket.disconnect() {
+            tracing::debug!(%error, "a socket of the user was already gone");
+        }
+    }
+    if count > 0 {
+        tracing::info!(sockets = count, "disconnected the user's sockets");
     }
 }
