@@ -118,6 +118,20 @@ pub enum BusError {
     Nacked,
 }
 
+impl BusError {
+    /// Why TLS refused the connection ([`ConnectError::Trust`]), when it did: said as an ERROR
+    /// now and then, where any other failure to connect is a warning per attempt.
+    pub fn trust_refusal(&self) -> Option<&str> {
+        match self {
+            BusError::Connect(error) => match error.as_ref() {
+                deadpool::managed::PoolError::Backend(ConnectError::Trust(reason)) => Some(reason),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
 impl From<lapin::Error> for BusError {
     fn from(e: lapin::Error) -> Self {
         BusError::Broker(Arc::new(e))
@@ -345,11 +359,7 @@ impl Bus {
             // Bounded as a whole: a broker that takes the connection but does not answer on it
             // (still starting) is tried again, not waited for.
             let attempt = tokio::time::timeout(BROKER_CALL_TIMEOUT * 2, self.connect_and_declare());
-            let connected = attempt.await.unwrap_or_else(|_| {
-                Err(Unreached::Bus(BusError::Unavailable(
-                    "the broker did not answer in time (connecting)".into(),
-                )))
-            });
+            let connected = attempt.await.unwrap_or(Err(BusError::Timeout("connecting")));
             match connected {
                 Ok(events) => {
                     delays = backoff();
@@ -366,15 +376,17 @@ impl Bus {
                         None => return,
                     }
                 }
-                Err(Unreached::Trust(reason)) => {
+                Err(error) => match error.trust_refusal() {
                     // The certificate or the CA may be fixed without a restart (the CA file is
                     // read again at every attempt): keep trying, and say what is wrong once,
                     // then as a reminder now and then.
-                    if refusals.ready() {
-                        tracing::error!(%reason, "refused the broker's TLS connection; retrying");
+                    Some(reason) => {
+                        if refusals.ready() {
+                            tracing::error!(%reason, "refused the broker's TLS connection; retrying");
+                        }
                     }
-                }
-                Err(Unreached::Bus(error)) => tracing::warn!(%error, "cannot reach the broker; retrying"),
+                    None => tracing::warn!(%error, "cannot reach the broker; retrying"),
+                },
             }
             let delay = delays.next().unwrap_or(MAX_RECONNECT_DELAY);
             tokio::select! {
@@ -386,14 +398,8 @@ impl Bus {
 
     async fn connect_and_declare(
         &self,
-    ) -> Result<std::pin::Pin<Box<dyn futures::Stream<Item = lapin::Event> + Send>>, Unreached> {
-        let connection = match self.inner.pool.get().await {
-            Ok(connection) => connection,
-            Err(deadpool::managed::PoolError::Backend(ConnectError::Trust(reason))) => {
-                return Err(Unreached::Trust(reason));
-            }
-            Err(error) => return Err(Unreached::Bus(error.into())),
-        };
+    ) -> Result<std::pin::Pin<Box<dyn futures::Stream<Item = lapin::Event> + Send>>, BusError> {
+        let connection = self.inner.pool.get().await?;
         let events: std::pin::Pin<Box<dyn futures::Stream<Item = lapin::Event> + Send>> =
             Box::pin(connection.events_listener());
         let declared = async {
@@ -409,7 +415,7 @@ impl Bus {
                 tokio::spawn(async move {
                     in_time("closing a connection", stale.close(320, "unresponsive".into())).await
                 });
-                return Err(Unreached::Bus(error));
+                return Err(error);
             }
         };
         // Closing the channel is tidy but not needed: a failure here changes nothing.
@@ -426,14 +432,6 @@ impl Bus {
         }
         self.inner.ready.send_replace(false);
     }
-}
-
-/// Why the supervisor could not connect.
-enum Unreached {
-    /// TLS refused the connection ([`ConnectError::Trust`]): said as an ERROR, now and then.
-    Trust(String),
-    /// Anything else: the broker is down, restarting, or slow; a warning per attempt.
-    Bus(BusError),
 }
 
 /// How often a TLS refusal that goes on is reported again.
