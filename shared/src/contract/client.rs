@@ -151,8 +151,14 @@ pub struct MessagesSync {
 impl MessagesSync {
     /// The page size: 50 by default, at most 200.
     pub fn page_size(&self) -> u32 {
-        self.limit.unwrap_or(SYNC_DEFAULT_LIMIT).min(SYNC_MAX_LIMIT)
+        sync_page_size(self.limit)
     }
+}
+
+/// The size of a page of a conversation's messages asked with `limit`, by a socket
+/// (`messages:sync`) or a backend (the ingress): 50 by default, at most 200.
+pub fn sync_page_size(limit: Option<u32>) -> u32 {
+    limit.unwrap_or(SYNC_DEFAULT_LIMIT).min(SYNC_MAX_LIMIT)
 }
 
 /// A limit is a positive integer; larger than the maximum counts as the maximum.

@@ -24,10 +24,7 @@ use super::{
         CreateConversation, EventName, NotificationData, NotificationKind, NotificationText,
         NotificationTitle,
     },
-    client::{
-        ClientMessageId, Content, PRESENCE_QUERY_MAX_IDS, SYNC_DEFAULT_LIMIT, SYNC_MAX_LIMIT, page_limit,
-        presence_ids,
-    },
+    client::{ClientMessageId, Content, PRESENCE_QUERY_MAX_IDS, page_limit, presence_ids, sync_page_size},
     ids::{ConversationId, MatchId, MessageId, NotificationId, Room, UserId},
 };
 
@@ -239,7 +236,7 @@ pub struct MessagesParams {
 impl MessagesParams {
     /// The page size: 50 by default, at most 200.
     pub fn page_size(&self) -> u32 {
-        self.limit.unwrap_or(SYNC_DEFAULT_LIMIT).min(SYNC_MAX_LIMIT)
+        sync_page_size(self.limit)
     }
 }
 
