@@ -50,7 +50,7 @@ fn declared_queues() -> Vec<(String, &'static str)> {
     ] {
         queues.push((queue.name, NOTIFIER));
     }
-    // bins/edge/src/delivery.rs: one exclusive queue per edge process, `edge.<uuid>`.
+    // bins/edge/src/bindings.rs: one exclusive queue per edge process, `edge.<uuid>`.
     queues.push((format!("edge.{}", uuid::Uuid::nil()), "switchboard-edge"));
     queues
 }

@@ -8,7 +8,7 @@
 //!   socket: while the user has a socket here, what is created for them reaches it live.
 //!   Asked after the connect, not when the binding is made: what the flush pushes then finds
 //!   the socket connected. Asked again for every user when the edge's queue comes back after
-//!   it was lost (see `delivery`), since what was routed to it meanwhile is gone.
+//!   it was lost (see [`crate::inbound`]), since what was routed to it meanwhile is gone.
 //! - [`emit`]: a delivery that carries a receipt (the notifier's `notification:new`, for the
 //!   recipient's user room) is emitted socket by socket, and if one connected socket took it,
 //!   the receipt (`notification.delivered`) is published, which alone marks the notification
@@ -16,7 +16,6 @@
 //!   admitted) stays for the next connect. Only the bus can ask for a receipt: what a backend
 //!   emits through the ingress never carries one, whatever its event and payload.
 
-use crate::delivery::Deliveries;
 use socketioxide::SocketIo;
 use switchboard::{
     Bus,
@@ -27,12 +26,13 @@ use switchboard::{
     },
 };
 
+use crate::bindings::Bindings;
+
 /// Asks for the user's undelivered notifications, until the broker took the request or the
 /// user has no socket here any more (or the edge stops): the request must not be lost, or what
 /// waits in the inbox would wait for another connect. Asked once per user here, by the first
-/// of their sockets to connect ([`Deliveries::take_unflushed`]).
-pub async fn flush_inbox(deliveries: &Deliveries, user: &UserId) {
-    let bus = &deliveries.bus;
+/// of their sockets to connect ([`Bindings::take_unflushed`]).
+pub async fn flush_inbox(bus: &Bus, bindings: &Bindings, user: &UserId) {
     let flush = FlushInbox { user_id: user.clone() };
     let mut delays = switchboard::bus::backoff();
     loop {
@@ -47,7 +47,7 @@ pub async fn flush_inbox(deliveries: &Deliveries, user: &UserId) {
             }
         }
         tokio::time::sleep(delays.next().unwrap_or(switchboard::bus::MAX_RECONNECT_DELAY)).await;
-        if !deliveries.has(&Room::User(user.clone())).await {
+        if !bindings.has(&Room::User(user.clone())).await {
             return;
         }
     }

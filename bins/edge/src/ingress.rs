@@ -43,7 +43,7 @@ use utoipa::{
 };
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::App;
+use crate::app::App;
 
 /// The checked-in copy of the document, relative to the workspace root.
 pub const OPENAPI_OUTPUT: &str = "docs/openapi.json";

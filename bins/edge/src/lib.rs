@@ -1,21 +1,30 @@
 //! `switchboard-edge`: the Socket.IO server for clients (websocket and long-polling), the HTTP
 //! ingress for backends, and health and metrics, all on `WEBSOCKET_PORT` (docs/reference.md, Processes).
 //!
-//! Following a connection through the modules:
+//! Following a connection through the modules (each does one thing, and none imports another
+//! that imports it back, directly or not: a test in this file checks it):
 //! - [`origin`]: the handshake's `Origin` check, before Socket.IO sees the request;
+//! - [`socket_io`]: the Socket.IO layer and what a connection may cost before its CONNECT;
 //! - [`limits`]: budgets shared by many connections: handshakes per client address, events
 //!   per user;
 //! - [`auth`]: who is connecting (cookie, `auth.token`, bearer; database or JWT), with
 //!   [`lookups`] bounding and batching the session queries;
-//! - [`connection`]: admit or refuse, bind the user's deliveries, `session`, clean-up;
-//! - [`events`]: client events, one module per family, behind one ack/validation wrapper;
+//! - [`connection`]: admit or refuse, `session`, clean-up;
+//! - [`client`]: one socket's state, and the [`Turn`](client::Turn) that keeps its events in
+//!   order;
+//! - [`bindings`]: this edge's queue and the rooms it is bound to, counted per local socket;
+//! - [`events`]: client events, one module per family, behind one ack/validation wrapper
+//!   ([`events::handler`]);
+//! - [`rooms`]: conversation rooms: join, leave, and closing one on every edge;
+//! - [`typing`]: typing indicators and their expiry;
 //! - [`admission`]: how many chat commands may wait for a shard before new ones are refused;
-//! - [`delivery`]: this edge's queue, its bindings, and emitting what arrives to sockets;
+//! - [`inbound`]: the edge queue's consumer, one module per kind it carries (deliveries,
+//!   closed conversations, users to disconnect);
 //! - [`inbox`]: the waiting notifications asked for at connect, and the receipts of the
 //!   notifications a socket got;
 //! - [`ingress`]: `/api/v1/*` for backends;
-//! - [`logout`]: ending a user's sockets when a backend asks (`user.disconnect`);
-//! - [`presence`]: what this edge tells the presence worker about its users.
+//! - [`presence`]: what this edge tells the presence worker about its users;
+//! - [`app`]: what every handler shares.
 //!
 //! What a connection may cost before it is authenticated, and what bounds it: a handshake
 //! without CONNECT lives `CONNECT_TIMEOUT_MS`; binary packets close it; handshakes and
@@ -33,46 +42,37 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+pub mod app;
 pub mod auth;
+pub mod bindings;
+pub mod client;
 pub mod connection;
-pub mod delivery;
 pub mod events;
+pub mod inbound;
 pub mod inbox;
 pub mod ingress;
 pub mod limits;
-pub mod logout;
 pub mod lookups;
 pub mod origin;
 pub mod presence;
+pub mod rooms;
+pub mod socket_io;
 pub mod telemetry;
+pub mod typing;
 
 use std::{sync::Arc, time::Duration};
 
 use switchboard::{
-    Bus, Config, Role, Shutdown,
-    bus::{Durability, RequestBatcher, Route, Shard},
-    config::{AllowedOrigins, AuthMode, Secret},
+    Config, Role, Shutdown,
+    bus::{Durability, Route, Shard},
+    config::{AllowedOrigins, AuthMode},
     contract::bus::EdgeStopping,
     service::Process,
 };
 
-use crate::{admission::Admission, auth::Authenticator, delivery::Deliveries, limits::Limits};
-
-/// What every handler of the edge shares.
-pub struct App {
-    pub config: Config,
-    pub bus: Bus,
-    /// Shared with [`delivery`], which forgets a user's cached sessions on `user.disconnect`.
-    pub auth: Arc<Authenticator>,
-    pub deliveries: Arc<Deliveries>,
-    pub ingress_keys: Vec<Secret>,
-    pub admission: Admission,
-    /// Handshakes per client address and events per user (see [`limits`]).
-    pub limits: Arc<Limits>,
-    /// One batcher per chat shard (index = shard): every chat command of this edge to that
-    /// shard goes through it, in the order the sockets' turns let them in.
-    pub shards: Vec<RequestBatcher>,
-}
+use crate::{
+    admission::Admission, app::App, auth::Authenticator, bindings::Bindings, inbound::Inbound, limits::Limits,
+};
 
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     telemetry::describe();
@@ -87,13 +87,13 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let process = Process::start(Role::Edge, config, shutdown, with_database).await?;
     let (transitions, transitions_out) = tokio::sync::mpsc::unbounded_channel();
     let auth = Arc::new(Authenticator::new(&process.config, process.database.clone())?);
-    let deliveries = Deliveries::new(process.bus.clone(), transitions, auth.clone());
+    let bindings = Arc::new(Bindings::new(transitions));
     let app = Arc::new(App {
-        auth,
+        auth: auth.clone(),
         ingress_keys: process.config.ingress_keys(),
         config: process.config.clone(),
         bus: process.bus.clone(),
-        deliveries: deliveries.clone(),
+        bindings: bindings.clone(),
         admission: Admission::new(process.config.chat_inflight_per_shard),
         limits: Arc::new(Limits::new(&process.config)),
         shards: Shard::all()
@@ -101,11 +101,12 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
             .collect(),
     });
     app.limits.start(&process.shutdown);
-    let (socket_io, io) = connection::build(app.clone());
-    deliveries.start(io.clone(), &process.shutdown);
+    let (socket_io, io) = socket_io::build(app.clone());
+    Inbound { io: io.clone(), bus: process.bus.clone(), bindings: bindings.clone(), auth }
+        .start(&process.shutdown);
     presence::start(
         process.bus.clone(),
-        deliveries.clone(),
+        bindings.clone(),
         transitions_out,
         Duration::from_millis(process.config.presence_report_interval_ms),
         &process.shutdown,
@@ -122,9 +123,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         // waiting for a ping timeout.
         io.close().await;
     });
-    let deliveries_ready = deliveries.clone();
     let readiness = process.readiness().check("deliveries", move || {
-        let ready = deliveries_ready.is_ready();
+        let ready = bindings.is_ready();
         async move { if ready { Ok(()) } else { Err("the delivery queue is not consuming".to_owned()) } }
     });
     process.serve_with(routes, readiness).await
@@ -133,8 +133,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
 /// Tells the bus that this edge's users are leaving, so presence need not wait for the edge's
 /// reports to stop. Bounded: a broker that is down must not hold up the shutdown.
 async fn say_goodbye(app: &App) {
-    let users = app.deliveries.users().await;
-    let goodbye = EdgeStopping { edge_id: app.deliveries.edge_id, users };
+    let users = app.bindings.users().await;
+    let goodbye = EdgeStopping { edge_id: app.bindings.edge_id, users };
     let publish = app.bus.publish(&goodbye, Durability::Confirmed);
     match tokio::time::timeout(Duration::from_secs(2), publish).await {
         Ok(Ok(())) => tracing::info!(users = goodbye.users.len(), "told the bus this edge is stopping"),

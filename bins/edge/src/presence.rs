@@ -8,21 +8,15 @@ use std::{sync::Arc, time::Duration};
 use switchboard::{
     Bus, Shutdown,
     bus::Durability,
-    contract::{
-        UserId,
-        bus::{EdgeReport, PresenceChange},
-    },
+    contract::bus::{EdgeReport, PresenceChange},
 };
 use tokio::sync::mpsc;
 
-use crate::delivery::Deliveries;
-
-/// A user's first socket here opened (`true`) or the last one closed (`false`).
-pub type Transition = (UserId, bool);
+use crate::bindings::{Bindings, Transition};
 
 pub fn start(
     bus: Bus,
-    deliveries: Arc<Deliveries>,
+    bindings: Arc<Bindings>,
     mut transitions: mpsc::UnboundedReceiver<Transition>,
     interval: Duration,
     shutdown: &Shutdown,
@@ -33,19 +27,19 @@ pub fn start(
         loop {
             tokio::select! {
                 Some((user, online)) = transitions.recv() => {
-                    let change = PresenceChange { edge_id: deliveries.edge_id, user_id: user, online, at: chrono::Utc::now() };
+                    let change = PresenceChange { edge_id: bindings.edge_id, user_id: user, online, at: chrono::Utc::now() };
                     // Best effort: a change lost here is healed by the next report.
                     if let Err(error) = bus.publish(&change, Durability::Transient).await {
                         tracing::debug!(%error, "a presence change was not sent");
                     }
                 }
                 _ = reports.tick() => {
-                    if !deliveries.is_ready() {
+                    if !bindings.is_ready() {
                         continue;
                     }
                     let report = EdgeReport {
-                        edge_id: deliveries.edge_id,
-                        users: deliveries.users().await,
+                        edge_id: bindings.edge_id,
+                        users: bindings.users().await,
                         interval_ms: interval.as_millis() as u64,
                     };
                     if let Err(error) = bus.publish(&report, Durability::Transient).await {

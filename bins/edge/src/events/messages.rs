@@ -5,7 +5,7 @@
 //! [`RequestBatcher`](switchboard::bus::RequestBatcher): what arrives for a shard while its
 //! last message is on its way to the broker goes out together in the next one. One socket's
 //! commands are queued strictly in the order the socket sent them, even when it does not wait
-//! for acks: every event takes a [`Turn`](crate::connection::Turn) in arrival order, and a
+//! for acks: every event takes a [`Turn`](crate::client::Turn) in arrival order, and a
 //! command is queued only once every earlier event of the socket was queued or dropped; the
 //! batcher publishes in queue order. Waiting for the broker's confirm and for the reply
 //! happens after the turn is passed on, so neither holds the socket's next command up.
@@ -20,7 +20,7 @@ use switchboard::{
     },
 };
 
-use super::{Context, on, on_ordered, request_error};
+use super::handler::{Context, on, on_ordered, request_error};
 
 pub fn register(socket: &socketioxide::extract::SocketRef) {
     on_ordered(socket, event::MESSAGE_SEND, send);

@@ -1,7 +1,7 @@
 //! Client events (docs/reference.md, Client events): one module per event family, and the one place that
 //! turns a handler's result into the contract's acknowledgement.
 //!
-//! A family registers its events with [`on`]. Before a handler runs, the wrapper applies the
+//! A family registers its events with [`handler::on`]. Before a handler runs, the wrapper applies the
 //! socket's rate limit and then its user's budget on this edge (`rate_limited` either way;
 //! see [`crate::limits`]), parses the payload into its contract type (`invalid`,
 //! with the reason; a payload must be a JSON object, see `switchboard::contract::object`), and
@@ -12,55 +12,13 @@
 //! An event name no family registered is answered `invalid` when it carries an ack.
 
 pub mod conversations;
+pub mod handler;
 pub mod messages;
 pub mod notifications;
 pub mod presence;
 pub mod typing;
 
-use std::{future::Future, sync::Arc, time::Instant};
-
-use serde::{Serialize, de::DeserializeOwned};
-use serde_json::Value;
-use socketioxide::extract::{AckSender, Event, SocketRef, State, TryData};
-use switchboard::{
-    bus::{Request, RequestError, Routed},
-    contract::{AckError, ack::ack_body, object},
-    trace,
-};
-use tracing::Instrument;
-
-use crate::{
-    App,
-    connection::{Client, Turn},
-};
-
-/// What a handler gets besides its payload.
-pub struct Context {
-    pub socket: SocketRef,
-    pub client: Arc<Client>,
-    pub app: Arc<App>,
-    /// This event's place in the socket's order, for handlers registered with [`on_ordered`]
-    /// (they wait for it, and dropping it passes the turn on); `None` for the others, whose
-    /// turn was passed on before they started.
-    pub turn: Option<Turn>,
-}
-
-impl Context {
-    /// Asks a worker over the bus (request/reply, to the request's route) within the ack
-    /// timeout, and reads a failure the contract's way.
-    pub async fn ask<R: Request + Routed>(&self, request: &R) -> Result<R::Response, AckError> {
-        self.app.bus.request(request, self.app.config.ack_timeout()).await.map_err(request_error)
-    }
-}
-
-/// The contract's reading of a failed request to a worker.
-pub fn request_error(error: RequestError) -> AckError {
-    match error {
-        RequestError::Timeout => AckError::timeout(),
-        RequestError::Refused(error) => error,
-        RequestError::Bus(_) | RequestError::Malformed(_) => AckError::unavailable(),
-    }
-}
+use socketioxide::extract::SocketRef;
 
 /// Registers every family's events on a newly connected socket.
 pub fn register(socket: &SocketRef) {
@@ -69,111 +27,5 @@ pub fn register(socket: &SocketRef) {
     notifications::register(socket);
     presence::register(socket);
     typing::register(socket);
-    socket.on_fallback(unknown_event);
-}
-
-/// Registers `handler` for `event` behind the rate limit, payload validation and timeout.
-pub fn on<P, R, F, Fut>(socket: &SocketRef, event: &'static str, handler: F)
-where
-    P: DeserializeOwned + Send + 'static,
-    R: Serialize + Send + 'static,
-    F: Fn(Context, P) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Result<R, AckError>> + Send + 'static,
-{
-    register_event(socket, event, false, handler);
-}
-
-/// [`on`] for events whose effects must keep the order the socket sent them in: the handler
-/// gets the event's [`Turn`].
-pub fn on_ordered<P, R, F, Fut>(socket: &SocketRef, event: &'static str, handler: F)
-where
-    P: DeserializeOwned + Send + 'static,
-    R: Serialize + Send + 'static,
-    F: Fn(Context, P) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Result<R, AckError>> + Send + 'static,
-{
-    register_event(socket, event, true, handler);
-}
-
-fn register_event<P, R, F, Fut>(socket: &SocketRef, event: &'static str, ordered: bool, handler: F)
-where
-    P: DeserializeOwned + Send + 'static,
-    R: Serialize + Send + 'static,
-    F: Fn(Context, P) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Result<R, AckError>> + Send + 'static,
-{
-    socket.on(
-        event,
-        move |socket: SocketRef,
-              turn: Turn,
-              TryData(data): TryData<Value>,
-              ack: AckSender,
-              State(app): State<Arc<App>>| {
-            let handler = handler.clone();
-            // The first span of a message's trace (a disabled callsite unless traces are
-            // exported; see `switchboard::trace`).
-            let span = tracing::debug_span!(target: trace::TARGET, "client event", otel.name = event, otel.kind = "server");
-            let handled = async move {
-                let started = Instant::now();
-                metrics::counter!("edge_events_in_total", "event" => event).increment(1);
-                let Some(client) = socket.extensions.get::<Arc<Client>>() else { return };
-                let result = if !client.allow_event() || !app.limits.allow_user_event(&client.user) {
-                    Err(AckError::rate_limited())
-                } else {
-                    match data
-                        .map_err(|e| e.to_string())
-                        .and_then(|v| object::from_value::<P>(v).map_err(|e| e.to_string()))
-                    {
-                        Err(reason) => Err(AckError::invalid(reason)),
-                        Ok(payload) => {
-                            let timeout = app.config.ack_timeout();
-                            let turn = ordered.then_some(turn);
-                            let context = Context { socket: socket.clone(), client, app, turn };
-                            match tokio::time::timeout(timeout, handler(context, payload)).await {
-                                Ok(result) => result,
-                                Err(_) => Err(AckError::timeout()),
-                            }
-                        }
-                    }
-                };
-                reply(event, ack, &result);
-                metrics::histogram!("edge_event_duration_seconds", "event" => event)
-                    .record(started.elapsed().as_secs_f64());
-            };
-            handled.instrument(span)
-        },
-    );
-}
-
-fn reply<R: Serialize>(event: &'static str, ack: AckSender, result: &Result<R, AckError>) {
-    let outcome = match result {
-        Ok(_) => "ok",
-        Err(error) => error.code.as_str(),
-    };
-    metrics::counter!("edge_acks_total", "event" => event, "result" => outcome).increment(1);
-    if let Err(error) = ack.send(&ack_body(result)) {
-        tracing::debug!(%error, event, "could not send an ack");
-    }
-}
-
-/// Any event no family handles: `invalid` if the client asked for an ack, ignored otherwise.
-async fn unknown_event(socket: SocketRef, Event(name): Event, ack: AckSender, State(app): State<Arc<App>>) {
-    metrics::counter!("edge_events_in_total", "event" => "unknown").increment(1);
-    let limited = socket
-        .extensions
-        .get::<Arc<Client>>()
-        .is_some_and(|c| !c.allow_event() || !app.limits.allow_user_event(&c.user));
-    let error = if limited {
-        AckError::rate_limited()
-    } else {
-        AckError::invalid(format!("unknown event {:?}", truncate(&name, 64)))
-    };
-    reply::<()>("unknown", ack, &Err(error));
-}
-
-fn truncate(text: &str, max: usize) -> &str {
-    match text.char_indices().nth(max) {
-        Some((index, _)) => &text[..index],
-        None => text,
-    }
+    handler::on_unknown(socket);
 }

@@ -6,7 +6,7 @@ use switchboard::contract::{
     client::{Empty, NotificationRead, NotificationsList, NotificationsPage, event},
 };
 
-use super::{Context, on};
+use super::handler::{Context, on};
 
 pub fn register(socket: &socketioxide::extract::SocketRef) {
     on(socket, event::NOTIFICATIONS_LIST, list);

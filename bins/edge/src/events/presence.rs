@@ -6,7 +6,7 @@ use switchboard::contract::{
     client::{PresenceQuery, PresenceReply, event},
 };
 
-use super::{Context, on};
+use super::handler::{Context, on};
 
 pub fn register(socket: &socketioxide::extract::SocketRef) {
     on(socket, event::PRESENCE_QUERY, query);
