@@ -416,6 +416,62 @@ async fn bindings_follow_the_sockets_on_each_edge() {
     .await;
 }
 
+/// Rooms bind in parallel (issue 15): users connecting together each get their own binding and
+/// their own deliveries, and nobody else's.
+#[tokio::test]
+async fn users_connecting_at_once_each_get_their_binding_and_their_deliveries() {
+    let users: Vec<String> = (0..60).map(|i| format!("crowd-{i}")).collect();
+    let names: Vec<&str> = users.iter().map(String::as_str).collect();
+    let mut t = TwoEdges::start(&names).await;
+    let url = t.edges[0].url();
+    let clients: Vec<(String, Value)> = users.iter().map(|u| (u.clone(), as_user(u, "websocket"))).collect();
+    let results = t.driver.connect_all(&url, &clients).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let bindings = t.env.rabbit.bindings(&t.env.vhost).await;
+    let mut bound: Vec<String> = bindings
+        .iter()
+        .filter(|b| b["source"] == "user.direct")
+        .filter_map(|b| b["routing_key"].as_str().map(str::to_owned))
+        .collect();
+    bound.sort();
+    let mut expected = users.clone();
+    expected.sort();
+    assert_eq!(bound, expected, "one binding per user, made before each connect");
+    for (i, user) in users.iter().enumerate() {
+        let (status, _) =
+            t.edges[0].post("/api/v1/emit", json!({ "userId": user, "event": "yours", "data": i })).await;
+        assert_eq!(status, 202);
+    }
+    for (i, user) in users.iter().enumerate() {
+        assert_eq!(t.driver.event(user, "yours").await, json!(i), "{user}");
+    }
+    for user in &users {
+        t.driver.no_event(user, "yours", Duration::from_millis(5)).await;
+    }
+}
+
+/// A user's last socket leaving while their next one connects: the unbind and the bind reach
+/// the broker in the order they were decided, so the new socket is never left unbound.
+#[tokio::test]
+async fn a_socket_replacing_its_users_last_one_keeps_the_binding() {
+    let mut t = TwoEdges::start(&["alice"]).await;
+    t.connect("alice-0", "alice", 0, "websocket").await;
+    for i in 1..=40 {
+        let (previous, client) = (format!("alice-{}", i - 1), format!("alice-{i}"));
+        t.driver.start_disconnect(&previous).await;
+        t.connect(&client, "alice", 0, "websocket").await;
+        t.driver.disconnected(&previous).await;
+        let (status, _) =
+            t.edges[0].post("/api/v1/emit", json!({ "userId": "alice", "event": "hello", "data": i })).await;
+        assert_eq!(status, 202);
+        assert_eq!(t.driver.event(&client, "hello").await, json!(i), "iteration {i}");
+    }
+    eventually("one binding for alice's one socket", Duration::from_secs(5), || async {
+        (t.bound("alice").await == 1).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn bad_input_is_invalid_and_the_socket_keeps_working() {
     let env = TestEnv::new().await;

@@ -113,6 +113,32 @@ impl Driver {
         }
     }
 
+    /// Connects several clients at once (every command goes out before any answer is read) and
+    /// returns each one's result, in the order given.
+    pub async fn connect_all(
+        &mut self,
+        url: &str,
+        clients: &[(String, Value)],
+    ) -> Vec<Result<String, String>> {
+        for (client, options) in clients {
+            self.send(json!({ "cmd": "connect", "client": client, "url": url, "options": options })).await;
+        }
+        let mut results = Vec::with_capacity(clients.len());
+        for (client, _) in clients {
+            let line = self
+                .wait_for(&format!("{client} to connect or fail"), |l| {
+                    l["client"] == client.as_str() && (l["type"] == "connect" || l["type"] == "connect_error")
+                })
+                .await;
+            results.push(if line["type"] == "connect" {
+                Ok(line["id"].as_str().unwrap_or_default().to_owned())
+            } else {
+                Err(line["message"].as_str().unwrap_or_default().to_owned())
+            });
+        }
+        results
+    }
+
     /// Emits with an acknowledgement and returns the reply.
     pub async fn emit_ack(&mut self, client: &str, event: &str, args: Value) -> Value {
         self.next_req += 1;
@@ -259,8 +285,13 @@ impl Driver {
 
     /// Disconnects a client and waits until the driver reports it gone.
     pub async fn disconnect(&mut self, client: &str) {
-        self.send(json!({ "cmd": "disconnect", "client": client })).await;
+        self.start_disconnect(client).await;
         self.disconnected(client).await;
+    }
+
+    /// Asks for a client's disconnect without waiting for it ([`Driver::disconnected`] does).
+    pub async fn start_disconnect(&mut self, client: &str) {
+        self.send(json!({ "cmd": "disconnect", "client": client })).await;
     }
 }
 

@@ -23,8 +23,12 @@
 //! The counts also say who is here: a user's first socket opening and their last one closing
 //! are [`Transition`]s, which [`crate::presence`] reports.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+};
 
+use futures::{StreamExt, TryStreamExt};
 use lapin::{
     Channel,
     options::{QueueBindOptions, QueueDeleteOptions},
@@ -34,14 +38,25 @@ use switchboard::{
     Bus,
     bus::{BusError, Route, in_time, queues},
     contract::{Room, UserId},
+    sync::lock,
 };
-use tokio::sync::{Mutex, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
 /// A user's first socket here opened (`true`) or the last one closed (`false`).
 pub type Transition = (UserId, bool);
 
+/// How many rooms are re-bound at once when the queue comes back.
+const REBIND_AT_ONCE: usize = 64;
+
 /// The edge's queue and the rooms it is bound to.
+///
+/// **Concurrency.** Each room has its own slot, locked across its `queue.bind` or
+/// `queue.unbind` round trip, so one room's binds and unbinds reach the broker in the order
+/// they were decided, while different rooms (many users connecting at once) bind in parallel.
+/// The map of slots is locked only for a lookup. A slot lives while its room has sockets here
+/// (and during the first bind or last unbind); one that has been given up is marked `gone`, and
+/// whoever waited for it starts again with a fresh slot.
 pub struct Bindings {
     pub edge_id: Uuid,
     /// `edge.<edge id>`.
@@ -57,8 +72,10 @@ pub struct Bindings {
 struct State {
     /// The channel on the connection that owns the exclusive queue; `None` while it is down.
     channel: Option<Channel>,
-    /// Local sockets per room: a room is bound while its count is above zero.
-    counts: HashMap<Room, usize>,
+    /// One slot per room that has (or is getting, or is losing) a local socket.
+    rooms: HashMap<Room, Arc<tokio::sync::Mutex<Slot>>>,
+    /// The users with at least one socket here (their room bound and counted).
+    users: HashSet<UserId>,
     /// Set at shutdown: the queue is about to be deleted, so unbinding is pointless.
     closing: bool,
     /// Users whose first socket here is bound but whose waiting notifications nobody asked
@@ -66,6 +83,14 @@ struct State {
     /// user here, not per socket: while a user has a socket here, what is created for them
     /// reaches it live.
     unflushed: HashSet<UserId>,
+}
+
+/// One room's local sockets: the room is bound while `count` is above zero.
+#[derive(Default)]
+struct Slot {
+    count: usize,
+    /// Taken out of the map: a new slot stands for the room now.
+    gone: bool,
 }
 
 impl Bindings {
@@ -85,29 +110,39 @@ impl Bindings {
     }
 
     /// Declares the queue on `channel` and binds every room that has local sockets; from then
-    /// on, rooms are bound on this channel. Done under the lock, so a room added meanwhile is
-    /// either re-bound here or bound by its own [`Bindings::add`] on the new channel.
+    /// on, rooms are bound on this channel. A room whose first socket comes meanwhile sees the
+    /// new channel and binds itself; one being bound on the old channel fails with it and is
+    /// refused.
     pub async fn open(&self, bus: &Bus, channel: &Channel) -> Result<(), BusError> {
-        let mut state = self.state.lock().await;
         bus.declare(channel, &queues::edge(&self.queue)).await?;
-        for room in state.counts.keys() {
-            bind(channel, &self.queue, room).await?;
-        }
-        state.channel = Some(channel.clone());
-        Ok(())
+        let slots: Vec<(Room, Arc<tokio::sync::Mutex<Slot>>)> = {
+            let mut state = lock(&self.state);
+            state.channel = Some(channel.clone());
+            state.rooms.iter().map(|(room, slot)| (room.clone(), slot.clone())).collect()
+        };
+        futures::stream::iter(slots)
+            .map(|(room, slot)| async move {
+                let slot = slot.lock().await;
+                if slot.gone || slot.count == 0 { Ok(()) } else { bind(channel, &self.queue, &room).await }
+            })
+            .buffer_unordered(REBIND_AT_ONCE)
+            .try_collect::<()>()
+            .await
     }
 
     /// The channel is gone: nothing can be bound until the next [`Bindings::open`].
-    pub async fn lost(&self) {
+    pub fn lost(&self) {
         self.set_ready(false);
-        self.state.lock().await.channel = None;
+        lock(&self.state).channel = None;
     }
 
     /// At shutdown: no more unbinding one by one, the queue goes as a whole.
     pub async fn delete(&self, channel: &Channel) {
-        let mut state = self.state.lock().await;
-        state.closing = true;
-        state.channel = None;
+        {
+            let mut state = lock(&self.state);
+            state.closing = true;
+            state.channel = None;
+        }
         self.set_ready(false);
         let deleted = in_time(
             "deleting the queue",
@@ -125,58 +160,79 @@ impl Bindings {
     }
 
     /// [`Bindings::add`], unless `room` already has `limit` local sockets: then nothing
-    /// changes and `Ok(false)` is returned. Counting and adding happen under one lock, so
-    /// concurrent connects cannot overshoot the limit.
+    /// changes and `Ok(false)` is returned. Counting and adding happen under the room's lock,
+    /// so concurrent connects cannot overshoot the limit.
     pub async fn add_within(&self, room: &Room, limit: usize) -> Result<bool, BusError> {
-        let mut state = self.state.lock().await;
-        let count = state.counts.get(room).copied().unwrap_or(0);
-        if count >= limit {
-            return Ok(false);
+        loop {
+            let slot = lock(&self.state).rooms.entry(room.clone()).or_default().clone();
+            let mut held = slot.lock().await;
+            if held.gone {
+                continue;
+            }
+            if held.count >= limit {
+                if held.count == 0 {
+                    self.give_up(room, &slot, &mut held);
+                }
+                return Ok(false);
+            }
+            if held.count == 0 {
+                // Read now, not before the wait for the slot: the queue may have come back.
+                let channel = lock(&self.state).channel.clone();
+                let bound = match channel {
+                    Some(channel) => bind(&channel, &self.queue, room).await,
+                    None => Err(BusError::Unavailable("the edge's queue is not ready".into())),
+                };
+                if let Err(error) = bound {
+                    self.give_up(room, &slot, &mut held);
+                    return Err(error);
+                }
+            }
+            held.count += 1;
+            if let (1, Room::User(user)) = (held.count, room) {
+                let mut state = lock(&self.state);
+                state.users.insert(user.clone());
+                state.unflushed.insert(user.clone());
+                let _ = self.transitions.send((user.clone(), true));
+            }
+            return Ok(true);
         }
-        if count == 0 {
-            let channel = state
-                .channel
-                .clone()
-                .ok_or_else(|| BusError::Unavailable("the edge's queue is not ready".into()))?;
-            bind(&channel, &self.queue, room).await?;
-        }
-        state.counts.insert(room.clone(), count + 1);
-        if let (0, Room::User(user)) = (count, room) {
-            state.unflushed.insert(user.clone());
-            let _ = self.transitions.send((user.clone(), true));
-        }
-        Ok(true)
     }
 
-    /// Whether a local socket is in `room`.
-    pub async fn has(&self, room: &Room) -> bool {
-        self.state.lock().await.counts.contains_key(room)
+    /// Whether `user` has a socket here.
+    pub fn has_user(&self, user: &UserId) -> bool {
+        lock(&self.state).users.contains(user)
     }
 
     /// Whether a socket of `user` that just connected must ask for the user's waiting
     /// notifications: true for the first to connect since the user's first socket here was
     /// bound. Whoever gets true asks.
-    pub async fn take_unflushed(&self, user: &UserId) -> bool {
-        self.state.lock().await.unflushed.remove(user)
+    pub fn take_unflushed(&self, user: &UserId) -> bool {
+        lock(&self.state).unflushed.remove(user)
     }
 
     /// Removes one local socket from `room`, unbinding the queue if it was the last.
     pub async fn remove(&self, room: &Room) {
-        let mut state = self.state.lock().await;
-        let Some(count) = state.counts.get_mut(room) else { return };
-        *count -= 1;
-        if *count > 0 {
+        let Some(slot) = lock(&self.state).rooms.get(room).cloned() else { return };
+        let mut held = slot.lock().await;
+        if held.gone || held.count == 0 {
             return;
         }
-        state.counts.remove(room);
-        if let Room::User(user) = room {
-            state.unflushed.remove(user);
-            let _ = self.transitions.send((user.clone(), false));
-        }
-        if state.closing {
+        held.count -= 1;
+        if held.count > 0 {
             return;
         }
-        if let Some(channel) = state.channel.clone() {
+        let channel = {
+            let mut state = lock(&self.state);
+            if let Room::User(user) = room {
+                state.users.remove(user);
+                state.unflushed.remove(user);
+                let _ = self.transitions.send((user.clone(), false));
+            }
+            if state.closing { None } else { state.channel.clone() }
+        };
+        // Unbound before the slot is given up: a socket of the room that comes meanwhile waits
+        // for this slot, then binds again, after the unbind.
+        if let Some(channel) = channel {
             let Route { exchange, key, .. } = Route::room(room);
             let unbound = in_time(
                 "unbinding a room",
@@ -193,19 +249,21 @@ impl Bindings {
                 tracing::warn!(%room, %error, "could not unbind a room");
             }
         }
+        self.give_up(room, &slot, &mut held);
+    }
+
+    /// Takes a slot with no socket out of the map, unless another already stands for the room.
+    fn give_up(&self, room: &Room, slot: &Arc<tokio::sync::Mutex<Slot>>, held: &mut Slot) {
+        held.gone = true;
+        let mut state = lock(&self.state);
+        if state.rooms.get(room).is_some_and(|current| Arc::ptr_eq(current, slot)) {
+            state.rooms.remove(room);
+        }
     }
 
     /// The users with at least one socket here.
-    pub async fn users(&self) -> Vec<UserId> {
-        let state = self.state.lock().await;
-        state
-            .counts
-            .keys()
-            .filter_map(|room| match room {
-                Room::User(user) => Some(user.clone()),
-                Room::Conversation(_) => None,
-            })
-            .collect()
+    pub fn users(&self) -> Vec<UserId> {
+        lock(&self.state).users.iter().cloned().collect()
     }
 }
 

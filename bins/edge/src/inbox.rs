@@ -47,7 +47,7 @@ pub async fn flush_inbox(bus: &Bus, bindings: &Bindings, user: &UserId) {
             }
         }
         tokio::time::sleep(delays.next().unwrap_or(switchboard::bus::MAX_RECONNECT_DELAY)).await;
-        if !bindings.has(&Room::User(user.clone())).await {
+        if !bindings.has_user(user) {
             return;
         }
     }

@@ -133,7 +133,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
 /// Tells the bus that this edge's users are leaving, so presence need not wait for the edge's
 /// reports to stop. Bounded: a broker that is down must not hold up the shutdown.
 async fn say_goodbye(app: &App) {
-    let users = app.bindings.users().await;
+    let users = app.bindings.users();
     let goodbye = EdgeStopping { edge_id: app.bindings.edge_id, users };
     let publish = app.bus.publish(&goodbye, Durability::Confirmed);
     match tokio::time::timeout(Duration::from_secs(2), publish).await {

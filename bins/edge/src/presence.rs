@@ -39,7 +39,7 @@ pub fn start(
                     }
                     let report = EdgeReport {
                         edge_id: bindings.edge_id,
-                        users: bindings.users().await,
+                        users: bindings.users(),
                         interval_ms: interval.as_millis() as u64,
                     };
                     if let Err(error) = bus.publish(&report, Durability::Transient).await {

@@ -70,7 +70,7 @@ impl Inbound {
                         tracing::warn!(queue = %this.bindings.queue, %error, "delivery queue lost; re-creating it")
                     }
                 }
-                this.bindings.lost().await;
+                this.bindings.lost();
                 tokio::select! {
                     _ = tokio::time::sleep(delays.next().unwrap_or(switchboard::bus::MAX_RECONNECT_DELAY)) => {}
                     _ = shutdown.triggered() => break,
@@ -146,7 +146,7 @@ impl Inbound {
     /// again (one that reached no socket was never marked delivered).
     async fn resumed(&self, since: chrono::DateTime<chrono::Utc>) {
         metrics::counter!("edge_deliveries_resumed_total").increment(1);
-        let users = self.bindings.users().await;
+        let users = self.bindings.users();
         tracing::warn!(queue = %self.bindings.queue, %since, sockets = self.io.sockets().len(), "deliveries resumed; telling every socket to catch up");
         let event = <server::SyncRequired as server::ServerEvent>::NAME;
         if let Err(error) = self.io.emit(event, &server::SyncRequired { since }).await {
