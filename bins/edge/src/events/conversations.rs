@@ -6,19 +6,18 @@
 //! user is a participant; the edge has no database of its own. The room is bound on this
 //! edge's queue before the join is acknowledged.
 
-use socketioxide::extract::SocketRef;
 use switchboard::contract::{
     AckError,
     bus::MembershipQuery,
     client::{ConversationRef, Empty, event},
 };
 
-use super::handler::{Context, on};
+use super::handler::{Context, Events};
 use crate::rooms;
 
-pub fn register(socket: &SocketRef) {
-    on(socket, event::CONVERSATION_JOIN, join);
-    on(socket, event::CONVERSATION_LEAVE, leave);
+pub fn register(events: &mut Events) {
+    events.on(event::CONVERSATION_JOIN, join);
+    events.on(event::CONVERSATION_LEAVE, leave);
 }
 
 async fn join(cx: Context, request: ConversationRef) -> Result<Empty, AckError> {

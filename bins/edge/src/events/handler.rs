@@ -1,11 +1,12 @@
 //! The one wrapper every client event goes through (see [`crate::events`]): rate limits,
 //! payload validation, the ack timeout, and the acknowledgement in the contract's shape.
 
-use std::{future::Future, sync::Arc, time::Instant};
+use std::{collections::HashMap, future::Future, sync::Arc, time::Instant};
 
+use futures::future::BoxFuture;
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
-use socketioxide::extract::{AckSender, Event, SocketRef, State, TryData};
+use socketioxide::extract::{AckSender, SocketRef};
 use switchboard::{
     bus::{Request, RequestError, Routed},
     contract::{AckError, ack::ack_body, object},
@@ -23,7 +24,8 @@ pub struct Context {
     pub socket: SocketRef,
     pub client: Arc<Client>,
     pub app: Arc<App>,
-    /// This event's place in the socket's order, for handlers registered with [`on_ordered`]
+    /// This event's place in the socket's order, for handlers registered with
+    /// [`Events::on_ordered`]
     /// (they wait for it, and dropping it passes the turn on); `None` for the others, whose
     /// turn was passed on before they started.
     pub turn: Option<Turn>,
@@ -46,52 +48,65 @@ pub fn request_error(error: RequestError) -> AckError {
     }
 }
 
-/// Answers every event no family registered.
-pub fn on_unknown(socket: &SocketRef) {
-    socket.on_fallback(unknown_event);
+/// Every client event's handler, registered once for all sockets (a table per socket cost
+/// about a kilobyte of each idle connection). Each socket has one zero-sized fallback handler
+/// that looks the event up here ([`crate::events::register`]).
+#[derive(Default)]
+pub struct Events {
+    handlers: HashMap<&'static str, Handler>,
 }
 
-/// Registers `handler` for `event` behind the rate limit, payload validation and timeout.
-pub fn on<P, R, F, Fut>(socket: &SocketRef, event: &'static str, handler: F)
-where
-    P: DeserializeOwned + Send + 'static,
-    R: Serialize + Send + 'static,
-    F: Fn(Context, P) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Result<R, AckError>> + Send + 'static,
-{
-    register_event(socket, event, false, handler);
+/// One event's wrapped handler: what Socket.IO extracted, to the ack.
+type Handler = Box<dyn Fn(Call) -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// An incoming event, as Socket.IO extracted it.
+pub struct Call {
+    pub socket: SocketRef,
+    /// Taken in arrival order, when the packet was read.
+    pub turn: Turn,
+    /// The first argument, or why it could not be read.
+    pub data: Result<Value, String>,
+    pub ack: AckSender,
+    pub app: Arc<App>,
 }
 
-/// [`on`] for events whose effects must keep the order the socket sent them in: the handler
-/// gets the event's [`Turn`].
-pub fn on_ordered<P, R, F, Fut>(socket: &SocketRef, event: &'static str, handler: F)
-where
-    P: DeserializeOwned + Send + 'static,
-    R: Serialize + Send + 'static,
-    F: Fn(Context, P) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Result<R, AckError>> + Send + 'static,
-{
-    register_event(socket, event, true, handler);
-}
+impl Events {
+    /// Registers `handler` for `event` behind the rate limit, payload validation and timeout.
+    pub fn on<P, R, F, Fut>(&mut self, event: &'static str, handler: F)
+    where
+        P: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+        F: Fn(Context, P) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, AckError>> + Send + 'static,
+    {
+        self.register(event, false, handler);
+    }
 
-fn register_event<P, R, F, Fut>(socket: &SocketRef, event: &'static str, ordered: bool, handler: F)
-where
-    P: DeserializeOwned + Send + 'static,
-    R: Serialize + Send + 'static,
-    F: Fn(Context, P) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Result<R, AckError>> + Send + 'static,
-{
-    socket.on(
-        event,
-        move |socket: SocketRef,
-              turn: Turn,
-              TryData(data): TryData<Value>,
-              ack: AckSender,
-              State(app): State<Arc<App>>| {
+    /// [`Events::on`] for events whose effects must keep the order the socket sent them in:
+    /// the handler gets the event's [`Turn`].
+    pub fn on_ordered<P, R, F, Fut>(&mut self, event: &'static str, handler: F)
+    where
+        P: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+        F: Fn(Context, P) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, AckError>> + Send + 'static,
+    {
+        self.register(event, true, handler);
+    }
+
+    fn register<P, R, F, Fut>(&mut self, event: &'static str, ordered: bool, handler: F)
+    where
+        P: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+        F: Fn(Context, P) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, AckError>> + Send + 'static,
+    {
+        let wrapped = move |call: Call| -> BoxFuture<'static, ()> {
             let handler = handler.clone();
             // The first span of a message's trace (a disabled callsite unless traces are
             // exported; see `switchboard::trace`).
             let span = tracing::debug_span!(target: trace::TARGET, "client event", otel.name = event, otel.kind = "server");
+            let Call { socket, turn, data, ack, app } = call;
             let handled = async move {
                 let started = Instant::now();
                 metrics::counter!("edge_events_in_total", "event" => event).increment(1);
@@ -99,10 +114,7 @@ where
                 let result = if !client.allow_event() || !app.limits.allow_user_event(&client.user) {
                     Err(AckError::rate_limited())
                 } else {
-                    match data
-                        .map_err(|e| e.to_string())
-                        .and_then(|v| object::from_value::<P>(v).map_err(|e| e.to_string()))
-                    {
+                    match data.and_then(|v| object::from_value::<P>(v).map_err(|e| e.to_string())) {
                         Err(reason) => Err(AckError::invalid(reason)),
                         Ok(payload) => {
                             let timeout = app.config.ack_timeout();
@@ -119,9 +131,18 @@ where
                 metrics::histogram!("edge_event_duration_seconds", "event" => event)
                     .record(started.elapsed().as_secs_f64());
             };
-            handled.instrument(span)
-        },
-    );
+            Box::pin(handled.instrument(span))
+        };
+        self.handlers.insert(event, Box::new(wrapped));
+    }
+
+    /// Handles one incoming event named `name`.
+    pub async fn handle(&self, name: &str, call: Call) {
+        match self.handlers.get(name) {
+            Some(handler) => handler(call).await,
+            None => unknown_event(name, call),
+        }
+    }
 }
 
 fn reply<R: Serialize>(event: &'static str, ack: AckSender, result: &Result<R, AckError>) {
@@ -136,8 +157,9 @@ fn reply<R: Serialize>(event: &'static str, ack: AckSender, result: &Result<R, A
 }
 
 /// Any event no family handles: `invalid` if the client asked for an ack, ignored otherwise.
-async fn unknown_event(socket: SocketRef, Event(name): Event, ack: AckSender, State(app): State<Arc<App>>) {
+fn unknown_event(name: &str, call: Call) {
     metrics::counter!("edge_events_in_total", "event" => "unknown").increment(1);
+    let Call { socket, ack, app, .. } = call;
     let limited = socket
         .extensions
         .get::<Arc<Client>>()
@@ -145,7 +167,7 @@ async fn unknown_event(socket: SocketRef, Event(name): Event, ack: AckSender, St
     let error = if limited {
         AckError::rate_limited()
     } else {
-        AckError::invalid(format!("unknown event {:?}", truncate(&name, 64)))
+        AckError::invalid(format!("unknown event {:?}", truncate(name, 64)))
     };
     reply::<()>("unknown", ack, &Err(error));
 }

@@ -20,12 +20,12 @@ use switchboard::{
     },
 };
 
-use super::handler::{Context, on, on_ordered, request_error};
+use super::handler::{Context, Events, request_error};
 
-pub fn register(socket: &socketioxide::extract::SocketRef) {
-    on_ordered(socket, event::MESSAGE_SEND, send);
-    on_ordered(socket, event::MESSAGE_READ, read);
-    on(socket, event::MESSAGES_SYNC, sync);
+pub fn register(events: &mut Events) {
+    events.on_ordered(event::MESSAGE_SEND, send);
+    events.on_ordered(event::MESSAGE_READ, read);
+    events.on(event::MESSAGES_SYNC, sync);
 }
 
 async fn send(cx: Context, request: MessageSend) -> Result<MessageSent, AckError> {

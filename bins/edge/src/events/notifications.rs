@@ -6,11 +6,11 @@ use switchboard::contract::{
     client::{Empty, NotificationRead, NotificationsList, NotificationsPage, event},
 };
 
-use super::handler::{Context, on};
+use super::handler::{Context, Events};
 
-pub fn register(socket: &socketioxide::extract::SocketRef) {
-    on(socket, event::NOTIFICATIONS_LIST, list);
-    on(socket, event::NOTIFICATION_READ, read);
+pub fn register(events: &mut Events) {
+    events.on(event::NOTIFICATIONS_LIST, list);
+    events.on(event::NOTIFICATION_READ, read);
 }
 
 async fn list(cx: Context, request: NotificationsList) -> Result<NotificationsPage, AckError> {

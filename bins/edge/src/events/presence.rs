@@ -6,10 +6,10 @@ use switchboard::contract::{
     client::{PresenceQuery, PresenceReply, event},
 };
 
-use super::handler::{Context, on};
+use super::handler::{Context, Events};
 
-pub fn register(socket: &socketioxide::extract::SocketRef) {
-    on(socket, event::PRESENCE_QUERY, query);
+pub fn register(events: &mut Events) {
+    events.on(event::PRESENCE_QUERY, query);
 }
 
 async fn query(cx: Context, request: PresenceQuery) -> Result<PresenceReply, AckError> {

@@ -1,17 +1,16 @@
 //! `typing:start` and `typing:stop`: allowed in a conversation the socket joined; what they
 //! cause (the relay to the room, the expiry) is [`crate::typing`].
 
-use socketioxide::extract::SocketRef;
 use switchboard::contract::{
     AckError,
     client::{ConversationRef, Empty, event},
 };
 
-use super::handler::{Context, on};
+use super::handler::{Context, Events};
 
-pub fn register(socket: &SocketRef) {
-    on(socket, event::TYPING_START, start);
-    on(socket, event::TYPING_STOP, stop);
+pub fn register(events: &mut Events) {
+    events.on(event::TYPING_START, start);
+    events.on(event::TYPING_STOP, stop);
 }
 
 async fn start(cx: Context, request: ConversationRef) -> Result<Empty, AckError> {
