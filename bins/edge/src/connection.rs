@@ -99,9 +99,6 @@ pub async fn admit(
         }
     }
     socket.join(room.to_string());
-    // As in Socket.IO's own servers, a socket is also in a room named by its id: deliveries
-    // that leave out the socket that caused them (`except_socket`) exclude that room.
-    socket.join(socket.id.to_string());
     let client = Arc::new(Client::new(user, &app.config));
     socket.extensions.insert(client.clone());
     // The clean-up is registered here, before the client is told it is connected, not in

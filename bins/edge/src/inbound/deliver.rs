@@ -38,10 +38,13 @@ async fn emit(io: &SocketIo, bus: &Bus, mut deliver: Deliver, sent_at: chrono::D
     // A notification is emitted socket by socket, and its receipt sent, by the inbox.
     if !crate::inbox::emit(io, bus, &deliver) {
         let rooms: Vec<String> = deliver.rooms.iter().map(Room::to_string).collect();
-        let mut operator = io.to(rooms);
-        if let Some(except) = deliver.except_socket.as_deref().and_then(|sid| Sid::from_str(sid).ok()) {
-            operator = operator.except(except);
-        }
+        // The socket to leave out, when it is here, broadcasts to the rooms itself: Socket.IO
+        // then skips it. (Excluding it by name would need a room per socket.)
+        let sender = deliver.except_socket.as_deref().and_then(|sid| Sid::from_str(sid).ok());
+        let operator = match sender.and_then(|sid| io.get_socket(sid)) {
+            Some(sender) => sender.to(rooms),
+            None => io.to(rooms),
+        };
         if let Err(error) = operator.emit(deliver.event.as_str(), &deliver.data).await {
             tracing::debug!(%error, event = %deliver.event, "a socket could not take a delivery");
         }
