@@ -1,6 +1,12 @@
-//! A batch of chat commands (`message.send`, `message.read`): read once ([`prepare`]), stored
-//! in one transaction ([`store`]), then fanned out and answered ([`publish`]). See the crate
-//! docs for why in that order, and [`store`] for what happens to one bad command in a batch.
+//! A batch of chat commands (`message.send`, `message.read`): read once
+//! ([`prepare`](crate::handlers::prepare)), stored in one transaction ([`store`]), then fanned
+//! out and answered ([`publish`]). See the crate docs for why in that order, and [`store`] for
+//! what happens to one bad command in a batch.
+//!
+//! This is the machinery every command of a batch shares: the command as the batch carries it,
+//! the one call of the batch function and what it decided, and the gathering of the fan-out and
+//! answers. What is particular to a kind (its columns in that call, how its result is read, and
+//! its fan-out and answer) is in the kind's handler module, [`send_message`] and [`mark_read`].
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -11,40 +17,45 @@ use switchboard::{
     Bus,
     backend::deliver_all,
     bus::{
-        BusError, BusMessage, DomainEvents, Durability, Envelope, Inbound, Outgoing, Poison,
-        batched::ACK_IN_FAN_OUT, queues::ShardCommand, rpc::Request,
+        BusError, BusMessage, DomainEvents, Durability, Outgoing, Poison, batched::ACK_IN_FAN_OUT,
+        rpc::Request,
     },
     contract::{
-        AckError, ConversationId, ErrorCode, MessageId, Room, UserId,
+        AckError, ConversationId, MessageId, Room, UserId,
         bus::{BatchedRequest, Deliver, MarkRead, SendMessage, TraceParent},
-        client::{Empty, MessageSent},
         domain::{MessageRead as DomainRead, MessageStored},
-        server::{MessageNew, MessageReadEvent, ServerEvent},
+        server::{MessageNew, MessageReadEvent},
     },
     db::{Database, is_transient},
     trace,
 };
 use uuid::Uuid;
 
+use crate::handlers::{
+    mark_read,
+    send_message::{self, SendOutcome},
+};
+
 /// A decoded command: what to do, its id, and where it came from (where its answer goes).
 #[derive(Clone)]
 pub struct Command {
     /// The idempotency key: the envelope id of a command that came alone, the item id of one
     /// that came in a request batch.
-    id: Uuid,
-    action: Action,
+    pub(crate) id: Uuid,
+    pub(crate) action: Action,
     /// The delivery that carried it (alone or with others).
-    delivery: Arc<Delivery>,
+    pub(crate) delivery: Arc<Delivery>,
     /// The item's correlation id when it came in a request batch.
-    item_correlation: Option<String>,
+    pub(crate) item_correlation: Option<String>,
     /// The queue it was consumed from, for parking.
-    queue: Arc<str>,
+    pub(crate) queue: Arc<str>,
     /// The trace it belongs to, when traces are exported (see `switchboard::trace`).
-    traceparent: Option<TraceParent>,
+    pub(crate) traceparent: Option<TraceParent>,
 }
 
+/// A command's kind and body: one variant per kind a batch stores.
 #[derive(Clone)]
-enum Action {
+pub(crate) enum Action {
     Send(SendMessage),
     Read(MarkRead),
 }
@@ -63,14 +74,14 @@ impl Command {
     }
 
     /// Whether the requester takes the answer inside the fan-out (an edge of this version).
-    fn takes_ack_in_fan_out(&self) -> bool {
+    pub(crate) fn takes_ack_in_fan_out(&self) -> bool {
         self.delivery.properties.headers().as_ref().is_some_and(|headers| {
             matches!(headers.inner().get(ACK_IN_FAN_OUT), Some(AMQPValue::Boolean(true)))
         })
     }
 
     /// The socket that sent it, which does not get the event it causes.
-    fn socket(&self) -> Option<String> {
+    pub(crate) fn socket(&self) -> Option<String> {
         match &self.action {
             Action::Send(command) => command.sender_socket.clone(),
             Action::Read(command) => command.reader_socket.clone(),
@@ -78,7 +89,7 @@ impl Command {
     }
 
     /// The answer to this command, for [`Bus::reply_many`].
-    fn reply<R: Request>(&self, result: Result<R::Response, AckError>) -> Outgoing<'_> {
+    pub(crate) fn reply<R: Request>(&self, result: Result<R::Response, AckError>) -> Outgoing<'_> {
         let properties = &self.delivery.properties;
         match &self.item_correlation {
             Some(correlation) => Outgoing::item::<R>(properties, correlation, result),
@@ -110,7 +121,7 @@ impl Command {
 
 /// Parks one item of a request batch by itself: the item is the parked body, with the
 /// properties of the delivery that carried it.
-async fn park_item(
+pub(crate) async fn park_item(
     bus: &Bus,
     queue: &str,
     delivery: &Delivery,
@@ -121,21 +132,8 @@ async fn park_item(
     bus.dead_letter_body(queue, &delivery.properties, &body, poison).await
 }
 
-/// What the transaction decided for one send.
-enum SendOutcome {
-    Stored(MessageNew),
-    /// Already stored by an earlier delivery or an earlier command with the same
-    /// `clientMessageId`; `fan_out` when it was this same command (a redelivery, or a retry
-    /// after a commit whose answer was lost), whose fan-out may never have happened.
-    Existing {
-        message: MessageNew,
-        fan_out: bool,
-    },
-    Refused(AckError),
-}
-
 /// What was decided for one command.
-enum Decision {
+pub(crate) enum Decision {
     Send(SendOutcome),
     Read(Result<MessageReadEvent, AckError>),
 }
@@ -168,100 +166,10 @@ pub enum BatchError {
     Bus(#[from] BusError),
 }
 
-/// Reads the deliveries of the shard queue `queue`, once: the commands to store, in order. A
-/// delivery is one command, or a [`RequestBatch`] of them. What cannot be read (or is of a
-/// kind this queue does not carry) is parked in the dead-letter queue and, when it can be
-/// answered, answered `invalid`, so it is out of the way before any transaction. `Err` only
-/// when the broker could not take a parked copy: the caller retries.
-pub async fn prepare(
-    bus: &Bus,
-    queue: &Arc<str>,
-    deliveries: &[Arc<Delivery>],
-) -> Result<Vec<Command>, BusError> {
-    let mut commands = Vec::with_capacity(deliveries.len());
-    for delivery in deliveries {
-        let command = |id, action| Command {
-            id,
-            action,
-            delivery: delivery.clone(),
-            item_correlation: None,
-            queue: queue.clone(),
-            traceparent: trace::from_header(&delivery.properties),
-        };
-        match Envelope::<ShardCommand>::decode_inbound(&delivery.data) {
-            Ok(Envelope { id, data: ShardCommand::SendMessage(send), .. }) => {
-                commands.push(command(id, Action::Send(send)))
-            }
-            Ok(Envelope { id, data: ShardCommand::MarkRead(read), .. }) => {
-                commands.push(command(id, Action::Read(read)))
-            }
-            Ok(Envelope { data: ShardCommand::RequestBatch(batch), .. }) => {
-                for item in batch.requests {
-                    unpack(bus, queue, delivery, item, &mut commands).await?;
-                }
-            }
-            Err(error) => {
-                bus.dead_letter(queue, delivery, &error.into()).await?;
-                // A command of a kind this queue answers can be told; a batch that cannot be
-                // read cannot (its requesters time out), nor can a kind of another queue.
-                let refusal = AckError::invalid("the command could not be read");
-                match switchboard::bus::kind_of(delivery).as_deref() {
-                    Some(SendMessage::KIND) => {
-                        bus.reply::<SendMessage>(&delivery.properties, Err(refusal)).await
-                    }
-                    Some(MarkRead::KIND) => bus.reply::<MarkRead>(&delivery.properties, Err(refusal)).await,
-                    _ => {}
-                }
-            }
-        }
-    }
-    Ok(commands)
-}
-
-/// One item of a request batch: a command for `commands`, or parked (and answered `invalid`
-/// when its kind is one this queue answers).
-async fn unpack(
-    bus: &Bus,
-    queue: &Arc<str>,
-    delivery: &Arc<Delivery>,
-    item: BatchedRequest,
-    commands: &mut Vec<Command>,
-) -> Result<(), BusError> {
-    let action = match ShardCommand::decode_body(&item.kind, item.data.get().as_bytes()) {
-        Some(Ok(ShardCommand::SendMessage(send))) => Ok(Action::Send(send)),
-        Some(Ok(ShardCommand::MarkRead(read))) => Ok(Action::Read(read)),
-        Some(Ok(ShardCommand::RequestBatch(_))) => {
-            return park_item(bus, queue, delivery, &item, &Poison::refused("a batch inside a batch")).await;
-        }
-        Some(Err(error)) => Err(error),
-        None => return park_item(bus, queue, delivery, &item, &Poison::unknown_kind(Some(&item.kind))).await,
-    };
-    match action {
-        Ok(action) => commands.push(Command {
-            id: item.id,
-            action,
-            delivery: delivery.clone(),
-            item_correlation: Some(item.correlation_id),
-            queue: queue.clone(),
-            traceparent: item.traceparent,
-        }),
-        Err(error) => {
-            park_item(bus, queue, delivery, &item, &Poison::malformed(error)).await?;
-            let refusal = AckError::invalid("the command could not be read");
-            let (request, correlation) = (&delivery.properties, item.correlation_id.as_str());
-            bus.reply_many(vec![match item.kind.as_str() {
-                SendMessage::KIND => Outgoing::item::<SendMessage>(request, correlation, Err(refusal)),
-                _ => Outgoing::item::<MarkRead>(request, correlation, Err(refusal)),
-            }])
-            .await;
-        }
-    }
-    Ok(())
-}
-
-/// Stores the commands [`prepare`] read, in one transaction. `Err` means the database or the
-/// broker is away: the same commands should be stored again later (what was committed before
-/// the error is found again by its command ids, so nothing is stored twice).
+/// Stores the commands [`prepare`](crate::handlers::prepare) read, in one transaction. `Err`
+/// means the database or the broker is away: the same commands should be stored again later
+/// (what was committed before the error is found again by its command ids, so nothing is
+/// stored twice).
 ///
 /// A command past its expiry is left out and never answered. A batch the database refuses for
 /// a reason that is not transient is stored again one command at a time: the command the
@@ -346,28 +254,12 @@ async fn store_batch(
     now: DateTime<Utc>,
     thorough: bool,
 ) -> Result<(Vec<Decision>, HashMap<ConversationId, Vec<UserId>>), sqlx::Error> {
-    let mut sends = SendColumns::default();
-    let (mut read_conversations, mut readers, mut read_messages) = (Vec::new(), Vec::new(), Vec::new());
-    let mut reads: Vec<&MarkRead> = Vec::new();
+    let mut sends = send_message::Columns::default();
+    let mut reads = mark_read::Columns::default();
     for command in commands {
         match &command.action {
-            Action::Send(send) => {
-                sends.conversation.push(send.conversation_id.0);
-                sends.sender.push(send.sender_id.to_string());
-                sends.content.push(send.content.as_str().to_owned());
-                sends.client_id.push(send.client_message_id.as_ref().map(|c| c.as_str().to_owned()));
-                sends.command.push(command.id);
-                // A command delivered for the first time cannot have been stored before.
-                let redelivered = command.delivery.redelivered;
-                sends.look_up_command.push(redelivered || thorough);
-                sends.message.push(MessageId::new().0);
-            }
-            Action::Read(read) => {
-                read_conversations.push(read.conversation_id.0);
-                readers.push(read.user_id.to_string());
-                read_messages.push(read.message_id.0);
-                reads.push(read);
-            }
+            Action::Send(send) => sends.push(command, send, thorough),
+            Action::Read(read) => reads.push(read),
         }
     }
     let rows: Vec<BatchRow> = sqlx::query_as(
@@ -381,9 +273,9 @@ async fn store_batch(
     .bind(&sends.command)
     .bind(&sends.look_up_command)
     .bind(&sends.message)
-    .bind(&read_conversations)
-    .bind(&readers)
-    .bind(&read_messages)
+    .bind(&reads.conversation)
+    .bind(&reads.reader)
+    .bind(&reads.message)
     .bind(now)
     .fetch_all(database.pool())
     .await?;
@@ -395,33 +287,10 @@ async fn store_batch(
     for mut row in rows {
         let (part, outcome) = (std::mem::take(&mut row.part), row.outcome.take());
         match (part.as_str(), outcome.as_deref()) {
-            ("send", Some("forbidden")) => send_outcomes.push(SendOutcome::Refused(AckError::forbidden())),
-            ("send", Some(outcome)) => {
-                let message = row.into_message().ok_or_else(|| malformed("a send without its message"))?;
-                send_outcomes.push(match outcome {
-                    "stored" => SendOutcome::Stored(message),
-                    // This very command (its id) was stored before: by a delivery that died before
-                    // its fan-out (a broker redelivery), or by this worker's own earlier attempt
-                    // whose commit went through but whose answer was lost (a database failover),
-                    // after which nothing was fanned out. Either way its recipients may never
-                    // have had it, so it is fanned out again: at least once, and a client that
-                    // sees a seq twice drops the second.
-                    "redelivered" => SendOutcome::Existing { message, fan_out: true },
-                    _ => SendOutcome::Existing { message, fan_out: false },
-                });
-            }
+            ("send", Some(outcome)) => send_outcomes.push(send_message::decided(outcome, row)?),
             ("read", outcome) => {
                 let read = reads.get(row.index()).ok_or_else(|| malformed("a read out of range"))?;
-                read_outcomes.push(match outcome {
-                    Some("read") => Ok(MessageReadEvent {
-                        conversation_id: read.conversation_id,
-                        message_id: read.message_id,
-                        user_id: read.user_id.clone(),
-                        read_at: now,
-                    }),
-                    Some("forbidden") => Err(AckError::forbidden()),
-                    _ => Err(AckError::new(ErrorCode::NotFound, "no such message in this conversation")),
-                });
+                read_outcomes.push(mark_read::decided(read, outcome, now));
             }
             ("participants", _) => {
                 if let Some(conversation) = row.conversation_id {
@@ -449,25 +318,13 @@ async fn store_batch(
 
 /// The function's answer did not have the shape this build expects (a schema from another
 /// version): permanent, like any other refusal.
-fn malformed(what: &str) -> sqlx::Error {
+pub(crate) fn malformed(what: &str) -> sqlx::Error {
     sqlx::Error::Protocol(format!("switchboard_chat_batch answered {what}"))
-}
-
-/// The send columns of one `switchboard_chat_batch` call.
-#[derive(Default)]
-struct SendColumns {
-    conversation: Vec<Uuid>,
-    sender: Vec<String>,
-    content: Vec<String>,
-    client_id: Vec<Option<String>>,
-    command: Vec<Uuid>,
-    look_up_command: Vec<bool>,
-    message: Vec<Uuid>,
 }
 
 /// One row of `switchboard_chat_batch`.
 #[derive(sqlx::FromRow)]
-struct BatchRow {
+pub(crate) struct BatchRow {
     part: String,
     idx: Option<i32>,
     outcome: Option<String>,
@@ -487,7 +344,7 @@ impl BatchRow {
         self.idx.and_then(|i| usize::try_from(i).ok()).unwrap_or(0).saturating_sub(1)
     }
 
-    fn into_message(self) -> Option<MessageNew> {
+    pub(crate) fn into_message(self) -> Option<MessageNew> {
         Some(MessageNew {
             id: MessageId(self.message_id?),
             conversation_id: ConversationId(self.conversation_id?),
@@ -511,74 +368,15 @@ impl BatchRow {
 /// already took one from the fan-out ignores the second.
 pub async fn publish(bus: &Bus, domain: &DomainEvents, commands: &[Command], decided: Decided) {
     let Decided { per_command, participants } = decided;
-    // Each fanned-out item carries its message's trace on: the one this fan-out's span
-    // continues goes on from that span, the others from their own edge's.
-    let (here, continued) = (trace::current(), commands.iter().find_map(Command::traceparent));
-    let trace_of = |command: &Command| match command.traceparent() {
-        Some(parent) if Some(parent) == continued && here.is_some() => here.clone(),
-        parent => parent.cloned(),
-    };
-    // Built only while some backend listens (see `DomainEvents`).
-    let (mut stored, mut read) = (Vec::new(), Vec::new());
-    let (stored_heard, read_heard) = (domain.heard::<MessageStored>(), domain.heard::<DomainRead>());
-    let mut unheard = (0, 0);
-    let mut fan_out = Vec::new();
-    let mut replies = Vec::new();
-    let mut inside = Vec::new();
+    let mut gathered = FanOut::new(domain, commands, participants);
     for (command, decision) in commands.iter().zip(per_command) {
         match decision {
             None => {}
-            Some(Decision::Send(outcome)) => {
-                let (reply, message) = match outcome {
-                    SendOutcome::Stored(message) => (Ok(sent(&message)), Some(message)),
-                    SendOutcome::Existing { message, fan_out } => {
-                        (Ok(sent(&message)), fan_out.then_some(message))
-                    }
-                    SendOutcome::Refused(error) => (Err(error), None),
-                };
-                let reply = command.reply::<SendMessage>(reply);
-                let Some(message) = message else {
-                    replies.push(reply);
-                    continue;
-                };
-                let rooms = rooms_of(participants.get(&message.conversation_id), None);
-                let mut item = Deliver::server_event(rooms, MessageNew::NAME, &message, command.socket());
-                if stored_heard {
-                    stored.push(MessageStored(message.clone()));
-                } else {
-                    unheard.0 += 1;
-                }
-                item.traceparent = trace_of(command);
-                if command.takes_ack_in_fan_out()
-                    && item.except_socket.is_some()
-                    && item.rooms.contains(&Room::User(message.sender_id.clone()))
-                {
-                    item.reply = reply.batched();
-                }
-                match item.reply {
-                    Some(_) => inside.push(reply),
-                    None => replies.push(reply),
-                }
-                fan_out.push(item);
-                metrics::counter!("messages_stored_total").increment(1);
-            }
-            Some(Decision::Read(outcome)) => {
-                if let Ok(event) = &outcome {
-                    if read_heard {
-                        read.push(DomainRead(event.clone()));
-                    } else {
-                        unheard.1 += 1;
-                    }
-                    let rooms = rooms_of(participants.get(&event.conversation_id), Some(&event.user_id));
-                    let mut item =
-                        Deliver::server_event(rooms, MessageReadEvent::NAME, event, command.socket());
-                    item.traceparent = trace_of(command);
-                    fan_out.push(item);
-                }
-                replies.push(command.reply::<MarkRead>(outcome.map(|_| Empty {})));
-            }
+            Some(Decision::Send(outcome)) => send_message::publish(command, outcome, &mut gathered),
+            Some(Decision::Read(outcome)) => mark_read::publish(command, outcome, &mut gathered),
         }
     }
+    let FanOut { items: fan_out, mut replies, inside, stored, read, unheard, .. } = gathered;
     domain.unheard::<MessageStored>(unheard.0);
     domain.unheard::<DomainRead>(unheard.1);
     // As few broker messages as the batch allows: one per edge for the whole batch. The domain
@@ -600,8 +398,94 @@ pub async fn publish(bus: &Bus, domain: &DomainEvents, commands: &[Command], dec
     bus.reply_many(replies).await;
 }
 
-fn sent(message: &MessageNew) -> MessageSent {
-    MessageSent { message_id: message.id, seq: message.seq, created_at: message.created_at }
+/// What [`publish`] gathers from a batch's decisions, command by command, before anything goes
+/// out: each kind's module adds its command's fan-out item, domain event and answer.
+pub(crate) struct FanOut<'a> {
+    /// The participants of the batch's conversations, whom the fan-out is for.
+    participants: HashMap<ConversationId, Vec<UserId>>,
+    /// The trace of this fan-out's span, and the command trace that span continues.
+    here: Option<TraceParent>,
+    continued: Option<&'a TraceParent>,
+    /// Built only while some backend listens (see `DomainEvents`).
+    stored: Vec<MessageStored>,
+    read: Vec<DomainRead>,
+    stored_heard: bool,
+    read_heard: bool,
+    /// The domain events left unbuilt: stored, read.
+    unheard: (usize, usize),
+    /// The `edge.deliver.batch` items.
+    items: Vec<Deliver>,
+    /// The answers that go as replies.
+    replies: Vec<Outgoing<'a>>,
+    /// The answers that travel inside their fan-out item; sent as replies too should the
+    /// fan-out fail.
+    inside: Vec<Outgoing<'a>>,
+}
+
+impl<'a> FanOut<'a> {
+    fn new(
+        domain: &DomainEvents,
+        commands: &'a [Command],
+        participants: HashMap<ConversationId, Vec<UserId>>,
+    ) -> Self {
+        Self {
+            participants,
+            // Each fanned-out item carries its message's trace on: the one this fan-out's span
+            // continues goes on from that span, the others from their own edge's.
+            here: trace::current(),
+            continued: commands.iter().find_map(Command::traceparent),
+            stored: Vec::new(),
+            read: Vec::new(),
+            stored_heard: domain.heard::<MessageStored>(),
+            read_heard: domain.heard::<DomainRead>(),
+            unheard: (0, 0),
+            items: Vec::new(),
+            replies: Vec::new(),
+            inside: Vec::new(),
+        }
+    }
+
+    /// The user rooms of a conversation's participants, leaving out `except`.
+    pub(crate) fn rooms(&self, conversation: &ConversationId, except: Option<&UserId>) -> Vec<Room> {
+        rooms_of(self.participants.get(conversation), except)
+    }
+
+    /// Fans `item` out, carrying on the trace of `command`, which caused it.
+    pub(crate) fn deliver(&mut self, command: &Command, mut item: Deliver) {
+        item.traceparent = match command.traceparent() {
+            Some(parent) if Some(parent) == self.continued && self.here.is_some() => self.here.clone(),
+            parent => parent.cloned(),
+        };
+        self.items.push(item);
+    }
+
+    /// An answer sent as a reply.
+    pub(crate) fn reply(&mut self, reply: Outgoing<'a>) {
+        self.replies.push(reply);
+    }
+
+    /// An answer that travels inside its fan-out item (`item.reply`).
+    pub(crate) fn reply_inside(&mut self, reply: Outgoing<'a>) {
+        self.inside.push(reply);
+    }
+
+    /// `domain.message.stored` for `message`, while some backend listens.
+    pub(crate) fn stored(&mut self, message: &MessageNew) {
+        if self.stored_heard {
+            self.stored.push(MessageStored(message.clone()));
+        } else {
+            self.unheard.0 += 1;
+        }
+    }
+
+    /// `domain.message.read` for `event`, while some backend listens.
+    pub(crate) fn read(&mut self, event: &MessageReadEvent) {
+        if self.read_heard {
+            self.read.push(DomainRead(event.clone()));
+        } else {
+            self.unheard.1 += 1;
+        }
+    }
 }
 
 /// The user rooms of a conversation's participants, leaving out `except`.
@@ -612,30 +496,4 @@ fn rooms_of(participants: Option<&Vec<UserId>>, except: Option<&UserId>) -> Vec<
         .filter(|user| Some(*user) != except)
         .map(|user| Room::User(user.clone()))
         .collect()
-}
-
-/// A row of `messages`, as every query of this crate reads it.
-#[derive(sqlx::FromRow)]
-pub struct StoredRow {
-    id: Uuid,
-    conversation_id: Uuid,
-    seq: i64,
-    sender_id: String,
-    content: String,
-    client_message_id: Option<String>,
-    created_at: DateTime<Utc>,
-}
-
-impl StoredRow {
-    pub fn into_message(self) -> MessageNew {
-        MessageNew {
-            id: MessageId(self.id),
-            conversation_id: ConversationId(self.conversation_id),
-            sender_id: self.sender_id.parse().unwrap_or_else(|_| "unknown".parse().expect("valid")),
-            content: self.content,
-            seq: self.seq,
-            created_at: self.created_at,
-            client_message_id: self.client_message_id.and_then(|c| c.try_into().ok()),
-        }
-    }
 }

@@ -27,15 +27,16 @@
 //! shards at its next rebalance (every second). Either way one conversation's commands are
 //! handled by one copy at a time, in queue order.
 //!
-//! **Batches, and one committer** ([`batch`], [`committer`]). Edges send a shard's commands
-//! alone or several in one `rpc.requests` message. A shard consumer reads what its prefetch
-//! already holds (up to 256 messages), decodes it once, and hands it to the copy's one
-//! committer; it reads and decodes its next batch while that one is being stored. The
-//! committer stores everything its shards handed in since its last transaction began in one
-//! transaction (group commit), whichever shards it came from: at low rates a command is
-//! stored alone and at once; at high rates the number of transactions follows the database's
-//! pace, not the number of shards. Shards' batches are stored and answered in the order they
-//! were handed in, so each shard's (and each conversation's) order holds.
+//! **Batches, and one committer** ([`batch`], [`committer`]; each kind's part in [`handlers`]).
+//! Edges send a shard's commands alone or several in one `rpc.requests` message. A shard
+//! consumer reads what its prefetch already holds (up to 256 messages), decodes it once, and
+//! hands it to the copy's one committer; it reads and decodes its next batch while that one is
+//! being stored. The committer stores everything its shards handed in since its last
+//! transaction began in one transaction (group commit), whichever shards it came from: at low
+//! rates a command is stored alone and at once; at high rates the number of transactions
+//! follows the database's pace, not the number of shards. Shards' batches are stored and
+//! answered in the order they were handed in, so each shard's (and each conversation's) order
+//! holds.
 //!
 //! **Durable ack, idempotency, gapless seq.** In the transaction each conversation's row is
 //! locked, then for each new message its `last_seq` is advanced and the message inserted, so
@@ -73,10 +74,10 @@
 //! **The database.** A batch is one call of the `switchboard_chat_batch` function (see its
 //! migration): one round trip, one transaction, every inner statement a key lookup.
 //!
-//! **Queries** ([`queries`]): membership, `messages:sync` and conversation creation are
-//! read-mostly requests served by every copy from competing consumers. A created conversation
-//! is announced on `events.topic` as `conversation.opened` (its participants), from which
-//! presence introduces the online participants to each other.
+//! **Queries** ([`handlers`], a module per request kind): membership, `messages:sync` and
+//! conversation creation are read-mostly requests served by every copy from competing
+//! consumers. A created conversation is announced on `events.topic` as `conversation.opened`
+//! (its participants), from which presence introduces the online participants to each other.
 //!
 //! [`Shard::COUNT`]: switchboard::bus::Shard::COUNT
 
@@ -84,7 +85,7 @@
 
 pub mod batch;
 pub mod committer;
-pub mod queries;
+pub mod handlers;
 pub mod shards;
 pub mod telemetry;
 
@@ -94,7 +95,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     telemetry::describe();
     let process = Process::start(Role::Messages, config, shutdown, true).await?;
     let database = process.database.clone().expect("the messages worker has a database");
-    let serving = queries::serve(&process.bus, &database);
+    let serving = handlers::serve(&process.bus, &database);
     shards::start(process.bus.clone(), database, process.shutdown.clone());
     let readiness = process.readiness().check("requests", move || {
         let ready = serving.all_started();

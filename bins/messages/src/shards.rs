@@ -26,8 +26,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::{
-    batch,
     committer::{self, Committer, Stopped},
+    handlers,
 };
 
 /// The advisory-lock namespace of the messages worker ("SBMS").
@@ -261,7 +261,7 @@ async fn consume_once(
                 let last = deliveries.last().map(|d| d.acker.clone()).expect("a batch is never empty");
                 // Read once: what can never be handled is parked now, not at every retry.
                 let read = retry_in_place(stop.cancelled(), || async {
-                    batch::prepare(bus, &name, &deliveries)
+                    handlers::prepare(bus, &name, &deliveries)
                         .await
                         .inspect_err(|error| tracing::warn!(shard = shard.index(), %error, "cannot park a command; retrying"))
                         .ok()

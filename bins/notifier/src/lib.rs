@@ -12,9 +12,10 @@
 //! leaves the message to be redone, and every step is idempotent: the match row is keyed by
 //! `matchId`, the conversation is created by the owner of conversations once per `matchId`,
 //! the notifications are unique per `(matchId, user)`. The inbox's `notifier.flush` and
-//! `notifier.delivered` are declared the same way.
+//! `notifier.delivered` are declared the same way. Each kind the queues carry is handled in a
+//! module named after it ([`handlers`]).
 //!
-//! **Inbox.** The promise: a notification is delivered at the first connect after its
+//! **Inbox** ([`inbox`]). The promise: a notification is delivered at the first connect after its
 //! creation (or at once, to a user who is connected), every time, and it counts as delivered
 //! only when a socket got it. Three messages keep it:
 //! - a notification is stored first (`delivered_at` null), then pushed as `notification:new`
@@ -42,12 +43,13 @@
 //! client is connected, so a push it causes can miss the socket), and only for an edge's
 //! first socket of the user.
 //!
-//! **Unmatch.** The conversation is closed by its owner (which tells every edge to take the
-//! sockets out of its room and forgets the contacts), then the match is marked removed, then
-//! both users get `match:removed`.
+//! **Unmatch** ([`handlers::unmatch`]). The conversation is closed by its owner (which tells
+//! every edge to take the sockets out of its room and forgets the contacts), then the match is
+//! marked removed, then both users get `match:removed`.
 
 #![forbid(unsafe_code)]
 
+pub mod handlers;
 pub mod inbox;
 pub mod matches;
 pub mod telemetry;
@@ -57,7 +59,7 @@ use std::{sync::Arc, time::Duration};
 use switchboard::{
     Bus, Config, Role, Shutdown,
     bus::DomainEvents,
-    bus::{ConsumeOptions, Outcome, Poison, queues},
+    bus::{Outcome, Poison},
     db::Database,
     service::Process,
 };
@@ -148,27 +150,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
 }
 
 fn start_consumers(notifier: &Arc<Notifier>) {
-    let worker = notifier.clone();
-    notifier.bus.consume(queues::matches(), ConsumeOptions::ordered(), move |incoming| {
-        let worker = worker.clone();
-        async move { matches::handle(&worker, incoming).await }
-    });
-    let worker = notifier.clone();
-    notifier.bus.consume(queues::notifications(), ConsumeOptions::concurrent(8), move |incoming| {
-        let worker = worker.clone();
-        async move { inbox::handle_create(&worker, incoming).await }
-    });
-    let worker = notifier.clone();
-    notifier.bus.consume(queues::flush_inbox(), ConsumeOptions::concurrent(8), move |incoming| {
-        let worker = worker.clone();
-        async move { inbox::handle_flush(&worker, incoming).await }
-    });
-    let worker = notifier.clone();
-    notifier.bus.consume(queues::delivered_notifications(), ConsumeOptions::concurrent(8), move |incoming| {
-        let worker = worker.clone();
-        async move { inbox::handle_delivered(&worker, incoming).await }
-    });
-    inbox::serve(notifier);
+    handlers::consume(notifier);
     tokio::spawn(retire_inbox_queue(notifier.bus.clone()));
 }
 

@@ -1,54 +1,30 @@
-//! `match.created` and the unmatch, in the order they were published (one active consumer).
-//!
-//! A match: (1) its row, once per `matchId` (a removed match is never brought back); (2) its
-//! conversation, made by the owner of conversations once per `matchId`; (3) one notification of
-//! type `match` per user, once per `(matchId, user)`; (4) `match:new` and `notification:new` to
-//! both; (5) `announced_at`, so a replay sends nothing again. A copy that dies between two
-//! steps leaves the message unacknowledged, and the redelivery redoes only what is missing.
+//! The `matches` table, one row per `matchId`, as both match handlers read it
+//! ([`match_created`](crate::handlers::match_created) writes it,
+//! [`unmatch`](crate::handlers::unmatch) marks it removed), and how they tell a user.
 
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, Utc};
 use switchboard::{
-    backend::{self, deliver},
-    bus::{Durability, Incoming, Outcome, queues::MatchEvent},
-    contract::domain,
-    contract::{
-        ConversationId, MatchId, NotificationId, Room, UserId,
-        bus::{
-            CloseConversation, CreateConversation, CreateNotification, Deliver, MatchCreated,
-            NotificationData,
-        },
-        server::{MatchNew, MatchNotificationData, MatchRemoved, ServerEvent},
-    },
+    backend::deliver,
+    bus::Durability,
+    contract::{MatchId, Room, UserId, bus::Deliver},
 };
 use uuid::Uuid;
 
-use crate::{Failure, Notifier, inbox};
+use crate::{Failure, Notifier};
 
-pub async fn handle(notifier: &Notifier, incoming: Incoming) -> Outcome {
-    let result = match incoming.decode_inbound::<MatchEvent>().map(|envelope| envelope.data) {
-        Ok(MatchEvent::MatchCreated(created)) => matched(notifier, created).await,
-        Ok(MatchEvent::Unmatch(unmatch)) => unmatched(notifier, unmatch.match_id).await,
-        Err(error) => return Outcome::DeadLetter(error.into()),
-    };
-    match result {
-        Ok(()) => Outcome::Ack,
-        // Away (the database, the owner of conversations): tried again later, in order.
-        // Refused for good: parked, and the next match goes on.
-        Err(failure) => failure.outcome("a match"),
-    }
-}
-
+/// A row of `matches`, as the match handlers read it.
 #[derive(sqlx::FromRow)]
-struct MatchRow {
-    user_a: String,
-    user_b: String,
-    conversation_id: Option<Uuid>,
-    created_at: DateTime<Utc>,
-    announced_at: Option<DateTime<Utc>>,
-    removed_at: Option<DateTime<Utc>>,
+pub struct MatchRow {
+    pub user_a: String,
+    pub user_b: String,
+    pub conversation_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub announced_at: Option<DateTime<Utc>>,
+    pub removed_at: Option<DateTime<Utc>>,
 }
 
-async fn row(notifier: &Notifier, id: &MatchId) -> Result<Option<MatchRow>, Failure> {
+/// The match's row, if it was ever stored.
+pub async fn row(notifier: &Notifier, id: &MatchId) -> Result<Option<MatchRow>, Failure> {
     Ok(sqlx::query_as(
         "SELECT user_a, user_b, conversation_id, created_at, announced_at, removed_at FROM matches WHERE match_id = $1",
     )
@@ -57,120 +33,8 @@ async fn row(notifier: &Notifier, id: &MatchId) -> Result<Option<MatchRow>, Fail
     .await?)
 }
 
-#[tracing::instrument(name = "match created", skip_all, fields(match_id = %created.match_id))]
-async fn matched(notifier: &Notifier, created: MatchCreated) -> Result<(), Failure> {
-    let [first, second] = created.user_ids;
-    if first == second {
-        tracing::warn!(match_id = %created.match_id, "dropping a match of a user with themselves");
-        return Ok(());
-    }
-    let (a, b) = if first < second { (first, second) } else { (second, first) };
-    let at = created.created_at.unwrap_or_else(Utc::now).trunc_subsecs(6);
-    sqlx::query(
-        "INSERT INTO matches (match_id, user_a, user_b, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-    )
-    .bind(created.match_id.as_str())
-    .bind(a.as_str())
-    .bind(b.as_str())
-    .bind(at)
-    .execute(notifier.database.pool())
-    .await?;
-    let Some(stored) = row(notifier, &created.match_id).await? else {
-        return Err(Failure::Retry("the match row vanished".into()));
-    };
-    if stored.removed_at.is_some() || stored.announced_at.is_some() {
-        return Ok(());
-    }
-    let users: [UserId; 2] = [parse(&stored.user_a)?, parse(&stored.user_b)?];
-    let conversation = match stored.conversation_id {
-        Some(id) => ConversationId(id),
-        None => {
-            let create =
-                CreateConversation { participants: users.to_vec(), match_id: Some(created.match_id.clone()) };
-            let made = backend::create_conversation(&notifier.bus, &create, notifier.timeout).await?;
-            sqlx::query("UPDATE matches SET conversation_id = $2 WHERE match_id = $1")
-                .bind(created.match_id.as_str())
-                .bind(made.0)
-                .execute(notifier.database.pool())
-                .await?;
-            made
-        }
-    };
-    for (me, other) in [(&users[0], &users[1]), (&users[1], &users[0])] {
-        let data = MatchNotificationData {
-            match_id: created.match_id.clone(),
-            conversation_id: conversation,
-            other_user_id: other.clone(),
-        };
-        let create = CreateNotification {
-            id: NotificationId::new(),
-            user_id: me.clone(),
-            kind: text("match")?,
-            title: text("It's a match!")?,
-            message: text(&format!("You and {other} like each other."))?,
-            data: serde_json::to_value(data)
-                .ok()
-                .map(NotificationData::try_from)
-                .transpose()
-                .map_err(Failure::Refuse)?,
-        };
-        let notification = inbox::store(notifier, &create, Some(created.match_id.as_str())).await?;
-        let new = MatchNew {
-            match_id: created.match_id.clone(),
-            user_id: other.clone(),
-            conversation_id: conversation,
-            created_at: stored.created_at,
-        };
-        send(notifier, me, MatchNew::NAME, &new).await?;
-        inbox::push(notifier, &notification).await?;
-    }
-    // Before it is marked announced: a redelivery publishes it again rather than never.
-    let event = domain::MatchCreated {
-        match_id: created.match_id.clone(),
-        conversation_id: conversation,
-        user_ids: users.clone(),
-        created_at: stored.created_at,
-    };
-    notifier.domain.publish(&[event]).await;
-    sqlx::query("UPDATE matches SET announced_at = now() WHERE match_id = $1")
-        .bind(created.match_id.as_str())
-        .execute(notifier.database.pool())
-        .await?;
-    metrics::counter!("notifier_matches_total").increment(1);
-    Ok(())
-}
-
-#[tracing::instrument(name = "match removed", skip_all, fields(%match_id))]
-async fn unmatched(notifier: &Notifier, match_id: MatchId) -> Result<(), Failure> {
-    // Unknown or already removed: nothing to do.
-    let Some(stored) = row(notifier, &match_id).await? else { return Ok(()) };
-    if stored.removed_at.is_some() {
-        return Ok(());
-    }
-    // Close first: if we die after this, the redelivery closes again (harmless) and goes on.
-    if let Some(id) = stored.conversation_id {
-        let close = CloseConversation { conversation_id: ConversationId(id) };
-        notifier.bus.request(&close, notifier.timeout).await?;
-        // Before it is marked removed: a redelivery publishes it again rather than never.
-        let removed = MatchRemoved { match_id: match_id.clone(), conversation_id: ConversationId(id) };
-        notifier.domain.publish(&[domain::MatchRemoved(removed)]).await;
-    }
-    sqlx::query("UPDATE matches SET removed_at = now() WHERE match_id = $1 AND removed_at IS NULL")
-        .bind(match_id.as_str())
-        .execute(notifier.database.pool())
-        .await?;
-    if let Some(id) = stored.conversation_id {
-        let removed = MatchRemoved { match_id: match_id.clone(), conversation_id: ConversationId(id) };
-        for user in [parse(&stored.user_a)?, parse(&stored.user_b)?] {
-            send(notifier, &user, MatchRemoved::NAME, &removed).await?;
-        }
-    }
-    metrics::counter!("notifier_unmatches_total").increment(1);
-    Ok(())
-}
-
 /// Sends an event to a user's sockets (not kept when the user has none).
-async fn send<T: serde::Serialize>(
+pub async fn send<T: serde::Serialize>(
     notifier: &Notifier,
     user: &UserId,
     event: &'static str,
@@ -180,11 +44,7 @@ async fn send<T: serde::Serialize>(
     Ok(deliver(&notifier.bus, delivery, Durability::Confirmed).await?)
 }
 
-fn parse(user: &str) -> Result<UserId, Failure> {
+/// A user id as stored in a row.
+pub fn parse(user: &str) -> Result<UserId, Failure> {
     user.parse().map_err(|e: switchboard::contract::ids::InvalidId| Failure::Refuse(e.0))
-}
-
-/// One of the notification texts this module writes, checked like any other.
-fn text<T: std::str::FromStr<Err = String>>(raw: &str) -> Result<T, Failure> {
-    raw.parse().map_err(Failure::Refuse)
 }

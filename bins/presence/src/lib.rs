@@ -7,7 +7,9 @@
 //! socket of a user opens or its last one closes (per edge and user, not per socket: a second
 //! tab costs nothing), and an [`EdgeReport`] of all its users every
 //! `PRESENCE_REPORT_INTERVAL_MS`; at shutdown it says [`EdgeStopping`]. They all go to the
-//! durable queue `presence.events`, consumed in order by one copy at a time.
+//! durable queue `presence.events`, consumed in order by one copy at a time. That queue also
+//! carries the `presence:query` requests and the conversations opened (below); each kind is
+//! handled in a module named after it ([`handlers`]).
 //!
 //! **State** ([`state`]): per user, the set of edges holding a socket; per edge, its users and
 //! when it last reported. A user is online while that set is not empty; `user:online` goes out
@@ -56,11 +58,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod handlers;
 pub mod state;
 pub mod telemetry;
 
 use std::{
-    collections::BTreeMap,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -69,14 +71,10 @@ use chrono::{DateTime, SubsecRound, Utc};
 use switchboard::{
     Bus, Config, Role, Shutdown,
     backend::deliver,
-    bus::{
-        ConsumeOptions, DomainEvents, Durability, Incoming, Outcome,
-        queues::{self, PresenceInput},
-    },
+    bus::{ConsumeOptions, DomainEvents, Durability, queues},
     contract::{
         AckError, Room, UserId,
-        bus::{Contacts, ContactsQuery, Deliver, PresenceLookup},
-        client::{PresenceReply, UserPresence},
+        bus::{Contacts, ContactsQuery, Deliver},
         domain,
         server::{ServerEvent, UserOffline, UserOnline},
     },
@@ -129,7 +127,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let handler = worker.clone();
     process.bus.consume(queues::presence_events(), options, move |incoming| {
         let worker = handler.clone();
-        async move { worker.handle(incoming) }
+        async move { handlers::presence_input(&worker, incoming) }
     });
     process.serve(axum::Router::new()).await
 }
@@ -137,94 +135,6 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
 impl Worker {
     fn state(&self) -> std::sync::MutexGuard<'_, Presence> {
         switchboard::sync::lock(&self.state)
-    }
-
-    /// One input, in queue order. Never waits on I/O: announcements and query answers are
-    /// handed to tasks, so the input keeps flowing.
-    fn handle(self: &Arc<Self>, incoming: Incoming) -> Outcome {
-        let now = Instant::now();
-        self.state().heard(now);
-        let input = match incoming.decode_inbound::<PresenceInput>() {
-            Ok(envelope) => envelope.data,
-            Err(error) => return Outcome::DeadLetter(error.into()),
-        };
-        let announcements = match input {
-            PresenceInput::PresenceChange(change) => {
-                metrics::counter!("presence_changes_total").increment(1);
-                let mut state = self.state();
-                if change.online {
-                    state.connected(change.edge_id, change.user_id, now, change.at).into_iter().collect()
-                } else {
-                    state.disconnected(change.edge_id, &change.user_id, now, change.at);
-                    Vec::new()
-                }
-            }
-            PresenceInput::EdgeReport(report) => {
-                let interval = Duration::from_millis(report.interval_ms.max(100));
-                self.state().report(report.edge_id, report.users, interval, now)
-            }
-            PresenceInput::EdgeStopping(stopping) => {
-                self.state().edge_gone(stopping.edge_id, now);
-                Vec::new()
-            }
-            PresenceInput::ConversationOpened(opened) => self.state().introduce(&opened.participants),
-            PresenceInput::PresenceLookup(lookup) => {
-                let worker = self.clone();
-                let props = incoming.delivery.properties.clone();
-                tokio::spawn(async move {
-                    let answer = worker.lookup(lookup).await;
-                    worker.bus.reply::<PresenceLookup>(&props, answer).await;
-                });
-                Vec::new()
-            }
-        };
-        let (online, warm) = {
-            let state = self.state();
-            (state.online_count(), state.is_warm(now))
-        };
-        metrics::gauge!("presence_users_online").set(online as f64);
-        metrics::gauge!("presence_warm").set(if warm { 1.0 } else { 0.0 });
-        for announcement in announcements {
-            let _ = self.announce.send(announcement);
-        }
-        Outcome::Ack
-    }
-
-    /// `presence:query`: only the caller's contacts are answered; a backend's query (no
-    /// caller) is answered about everyone it names.
-    #[tracing::instrument(name = "presence:query", skip_all, fields(users = lookup.user_ids.len()))]
-    async fn lookup(&self, lookup: PresenceLookup) -> Result<PresenceReply, AckError> {
-        let asked: Vec<UserId> = match &lookup.user_id {
-            Some(caller) => {
-                let contacts = self.contacts(caller).await?;
-                lookup.user_ids.into_iter().filter(|id| contacts.contains(id)).collect()
-            }
-            None => lookup.user_ids,
-        };
-        let names: Vec<String> = asked.iter().map(|u| u.to_string()).collect();
-        let seen: BTreeMap<String, DateTime<Utc>> =
-            sqlx::query_as("SELECT user_id, last_seen_at FROM last_seen WHERE user_id = ANY($1)")
-                .bind(&names)
-                .fetch_all(self.database.pool())
-                .await
-                .map_err(|error| {
-                    tracing::warn!(%error, "cannot read last_seen");
-                    AckError::unavailable()
-                })?
-                .into_iter()
-                .collect();
-        let state = self.state();
-        let users = asked
-            .into_iter()
-            .map(|user| {
-                let presence = UserPresence {
-                    online: state.online(&user),
-                    last_seen_at: seen.get(user.as_str()).copied(),
-                };
-                (user, presence)
-            })
-            .collect();
-        Ok(PresenceReply { users })
     }
 
     #[tracing::instrument(name = "contacts", skip_all, fields(%user))]
