@@ -124,12 +124,19 @@ async fn one_message_leaves_one_trace_across_the_edge_the_worker_and_the_receivi
     })
     .await;
     assert!(sent.parent.is_empty(), "a client event starts its trace: {sent:?}");
-    let trace = eventually("the receiving edge's emit in the same trace", Duration::from_secs(10), || {
+    // Each process exports its spans in batches of its own, so the worker's may arrive after the
+    // receiving edge's: wait for both.
+    let wanted = "the receiving edge's emit and the worker's spans in the same trace";
+    let trace = eventually(wanted, Duration::from_secs(10), || {
         let spans = spans.lock().expect("not poisoned").clone();
         let (trace, sender) = (sent.trace.clone(), sent.instance.clone());
         async move {
             let trace: Vec<Span> = spans.into_iter().filter(|s| s.trace == trace).collect();
-            trace.iter().any(|s| s.name == "emit" && s.instance != sender).then_some(trace)
+            let emitted = trace.iter().any(|s| s.name == "emit" && s.instance != sender);
+            let worked = ["shard batch", "commit", "fan-out"]
+                .iter()
+                .all(|name| trace.iter().any(|s| s.service == "switchboard-messages" && s.name == *name));
+            (emitted && worked).then_some(trace)
         }
     })
     .await;
