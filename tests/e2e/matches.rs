@@ -346,3 +346,54 @@ async fn a_notification_an_edge_took_but_never_emitted_is_delivered_at_the_next_
     })
     .await;
 }
+
+/// Inbox flushes that arrive together are checked by one query for many users (the notifier's
+/// `waiting`): each user with something waiting gets exactly their own, the others nothing,
+/// and every connect was asked about once.
+#[tokio::test]
+async fn many_users_connecting_at_once_get_exactly_their_waiting_notifications() {
+    let mut w = World::start(true).await;
+    let users: Vec<String> = (0..40).map(|i| format!("crowd-{i}")).collect();
+    for user in &users {
+        w.env.add_session(&format!("{user}-token"), user, HOUR).await;
+    }
+    let waiting: Vec<&String> = users.iter().step_by(2).collect();
+    for user in &waiting {
+        let body = json!({ "userId": user, "type": "system", "title": "For you", "message": user });
+        let (status, reply) = w.edges[0].post("/api/v1/notifications", body).await;
+        assert_eq!(status, 202, "{reply}");
+    }
+    eventually("every notification to be stored", Duration::from_secs(10), || async {
+        (w.env.count("SELECT count(*) FROM notifications WHERE delivered_at IS NULL").await == 20)
+            .then_some(())
+    })
+    .await;
+
+    let url = w.edges[1].url();
+    let clients: Vec<(String, serde_json::Value)> = users.iter().map(|u| (u.clone(), as_user(u))).collect();
+    let results = w.driver.connect_all(&url, &clients).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    for user in &waiting {
+        let pushed = w.driver.event(user, "notification:new").await;
+        assert_eq!((&pushed["userId"], &pushed["message"]), (&json!(user), &json!(user)));
+    }
+    for user in &users {
+        w.driver
+            .no_event(
+                user,
+                "notification:new",
+                Duration::from_millis(if user == &users[0] { 500 } else { 5 }),
+            )
+            .await;
+    }
+    let notifier = w.notifier.as_ref().expect("a notifier");
+    let asked = eventually("every connect's flush to be checked", Duration::from_secs(10), || async {
+        let metrics = notifier.get("/metrics").await.1;
+        let sum = metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("notifier_inbox_check_batch_size_sum ")?.parse::<f64>().ok());
+        sum.filter(|sum| *sum >= 40.0)
+    })
+    .await;
+    assert_eq!(asked, 40.0, "one check per user's first connect");
+}

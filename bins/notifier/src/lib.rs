@@ -53,6 +53,7 @@ pub mod handlers;
 pub mod inbox;
 pub mod matches;
 pub mod telemetry;
+pub mod waiting;
 
 use std::{sync::Arc, time::Duration};
 
@@ -65,7 +66,7 @@ use switchboard::{
 };
 
 /// Why a step of a handler failed, and so what becomes of its message.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum Failure {
     /// The database, the broker or the owner of conversations is away: the message is tried
     /// again in place.
@@ -128,6 +129,8 @@ pub struct Notifier {
     pub database: Database,
     /// How long to wait for another worker (the owner of conversations).
     pub timeout: Duration,
+    /// Whether a user has anything waiting, asked by many flushes at once.
+    pub waiting: waiting::Waiting,
 }
 
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
@@ -138,6 +141,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         domain: DomainEvents::new(process.bus.clone()),
         database: process.database.clone().expect("the notifier has a database"),
         timeout: process.config.ack_timeout(),
+        waiting: waiting::Waiting::start(process.database.clone().expect("the notifier has a database")),
     });
     let (starting, shutdown) = (notifier.clone(), process.shutdown.clone());
     tokio::spawn(async move {

@@ -1,7 +1,7 @@
 //! HELP text of the notifier's own metrics, in one place (the shared ones are described by
 //! `switchboard::telemetry`). `docs/metrics.md` lists them with their labels.
 
-use metrics::describe_counter;
+use metrics::{describe_counter, describe_histogram};
 
 /// Describes every metric the notifier records. Called once at the start of [`crate::run`].
 pub fn describe() {
@@ -17,5 +17,9 @@ pub fn describe() {
     describe_counter!(
         "notifier_delivered_total",
         "Notifications marked delivered after an edge reported them received."
+    );
+    describe_histogram!(
+        "notifier_inbox_check_batch_size",
+        "Users asked about in one query for undelivered notifications (inbox flushes gathered)."
     );
 }

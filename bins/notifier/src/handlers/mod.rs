@@ -45,7 +45,8 @@ pub fn consume(notifier: &Arc<Notifier>) {
         async move { create_notification::handle(&worker, incoming).await }
     });
     let worker = notifier.clone();
-    notifier.bus.consume(queues::flush_inbox(), ConsumeOptions::concurrent(8), move |incoming| {
+    // Many at once, so that their inbox checks share a query (see `waiting`).
+    notifier.bus.consume(queues::flush_inbox(), ConsumeOptions::concurrent(64), move |incoming| {
         let worker = worker.clone();
         async move { flush_inbox::handle(&worker, incoming).await }
     });
