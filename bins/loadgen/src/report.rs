@@ -223,6 +223,16 @@ fn markdown(doc: &Value) -> String {
         ),
         ("connections: held at 19k".into(), n(f(connections_19k, "/held"), 0), "19,000"),
         (
+            "connections: after an edge restart, all 19k back, s after it was ready".into(),
+            n(f(connections_19k, "/restart/all_back_after_ready_s"), 1),
+            "≤ 10",
+        ),
+        (
+            "connections: back after the restart".into(),
+            n(f(connections_19k, "/restart/reconnected"), 0),
+            "19,000",
+        ),
+        (
             "connections: edge RSS per idle connection at 50k over three edges, KiB".into(),
             n(fifty_kib, 1),
             "≤ 16",
