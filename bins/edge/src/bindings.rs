@@ -136,7 +136,13 @@ impl Bindings {
         lock(&self.state).channel = None;
     }
 
-    /// At shutdown: no more unbinding one by one, the queue goes as a whole.
+    /// At shutdown, before the sockets close: no more unbinding one by one, the queue goes as
+    /// a whole.
+    pub fn closing(&self) {
+        lock(&self.state).closing = true;
+    }
+
+    /// At shutdown: the queue goes as a whole.
     pub async fn delete(&self, channel: &Channel) {
         {
             let mut state = lock(&self.state);

@@ -119,6 +119,10 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     process.shutdown.spawn(async move {
         stopping.triggered().await;
         say_goodbye(&app).await;
+        // The queue goes as a whole (deleted, or with the connection): the sockets closed next
+        // unbind nothing one by one, which would cost the broker one round trip per user
+        // while their clients reconnect elsewhere.
+        app.bindings.closing();
         // Closing every socket lets clients reconnect to another edge at once instead of
         // waiting for a ping timeout.
         io.close().await;
