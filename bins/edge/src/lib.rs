@@ -2,7 +2,7 @@
 //! ingress for backends, and health and metrics, all on `WEBSOCKET_PORT` (docs/reference.md, Processes).
 //!
 //! Following a connection through the modules (each does one thing, and none imports another
-//! that imports it back, directly or not: a test in this file checks it):
+//! that imports it back, directly or not: `tests/modules.rs` checks it):
 //! - [`origin`]: the handshake's `Origin` check, before Socket.IO sees the request;
 //! - [`socket_io`]: the Socket.IO layer and what a connection may cost before its CONNECT;
 //! - [`limits`]: budgets shared by many connections: handshakes per client address, events
