@@ -52,15 +52,11 @@ pub fn build(app: Arc<App>) -> (axum::Router, SocketIo) {
 const WS_READ_BUFFER: usize = 1024;
 
 /// What a session's request head keeps: the Engine.IO and Socket.IO layers read only the
-/// websocket key (to answer the upgrade), and admission only the session's cookie and the
-/// `Authorization` header (`crate::auth`); the `Origin` and the client's address were checked
-/// before, from the request itself.
-const KEPT_HEADERS: [axum::http::HeaderName; 4] = [
-    axum::http::header::AUTHORIZATION,
-    axum::http::header::SEC_WEBSOCKET_KEY,
-    axum::http::header::UPGRADE,
-    axum::http::header::CONNECTION,
-];
+/// websocket key (to answer the upgrade; hyper's upgrade itself travels in the extensions),
+/// and admission only the session's cookie and the `Authorization` header (`crate::auth`); the
+/// `Origin` and the client's address were checked before, from the request itself.
+const KEPT_HEADERS: [axum::http::HeaderName; 2] =
+    [axum::http::header::AUTHORIZATION, axum::http::header::SEC_WEBSOCKET_KEY];
 
 /// Keeps, in memory of its own, only the part of a session's request head that is read after
 /// the request.
@@ -86,7 +82,8 @@ async fn detach_request_head(
     if let Some(original) = request.extensions_mut().get_mut::<axum::extract::OriginalUri>() {
         original.0 = copy_uri(&original.0);
     }
-    let mut headers = HeaderMap::new();
+    // Room for what is kept, allocated once.
+    let mut headers = HeaderMap::with_capacity(KEPT_HEADERS.len() + 1);
     for name in &KEPT_HEADERS {
         for value in request.headers().get_all(name) {
             let mut copy = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
