@@ -169,14 +169,23 @@ impl Presence {
 
     /// An edge's last socket of `user` closed (or the edge went away).
     ///
-    /// A user we do not know had a socket on that edge, so they were online, and the copy
-    /// before us (a takeover, a restart) told their contacts so: they are recorded as announced
-    /// and gone, and go offline after the grace period unless a report shows them on another
-    /// edge. (At worst, for a user whose `user:online` was lost too, contacts hear an offline
-    /// they did not need: true, and harmless.)
+    /// While warming up, a user we do not know had a socket on that edge, so they were online,
+    /// and the copy before us (a takeover, a restart) told their contacts so: they are recorded
+    /// as announced and gone, and go offline after the grace period unless a report shows them
+    /// on another edge. (At worst, for a user whose `user:online` was lost too, contacts hear an
+    /// offline they did not need: true, and harmless.)
+    ///
+    /// Once warm, every live edge has reported, so every user with a socket is known: one we do
+    /// not know was announced offline already (and forgotten) or never came online here. A late
+    /// change about them (an edge's changes queued behind its report) says nothing new, and
+    /// taking them for online would swallow their next `user:online` as a return within the
+    /// grace period.
     pub fn disconnected(&mut self, edge: Uuid, user: &UserId, now: Instant, at: DateTime<Utc>) {
         if let Some(known) = self.edges.get_mut(&edge) {
             known.users.remove(user);
+        }
+        if self.is_warm(now) && !self.users.contains_key(user) {
+            return;
         }
         let state =
             self.users.entry(user.clone()).or_insert_with(|| User { announced: true, ..User::default() });
@@ -353,6 +362,25 @@ mod tests {
         // Later changes are reported as usual.
         p.disconnected(e2, &a, t0 + Duration::from_secs(12), Utc::now());
         assert_eq!(p.tick(t0 + Duration::from_secs(15)).len(), 1);
+    }
+
+    #[test]
+    fn a_late_change_about_a_user_announced_offline_does_not_swallow_their_return() {
+        let t0 = Instant::now();
+        let mut p = warm(t0);
+        let e = Uuid::now_v7();
+        let a = user("a");
+        p.connected(e, a.clone(), t0, Utc::now());
+        // The edge's report says a left (its changes are queued behind it); a goes offline.
+        assert!(p.report(e, vec![], Duration::from_secs(5), t0).is_empty());
+        let offline = p.tick(t0 + GRACE);
+        assert!(matches!(offline.as_slice(), [Announcement::Offline { user, .. }] if *user == a));
+        // The queued changes arrive: an old disconnect, then a's return, which is news.
+        p.disconnected(e, &a, t0 + GRACE, Utc::now());
+        let back = p.connected(e, a.clone(), t0 + GRACE, Utc::now());
+        assert!(matches!(&back, Some(Announcement::Online { user, .. }) if *user == a), "{back:?}");
+        assert!(p.tick(t0 + GRACE * 3).is_empty());
+        assert!(p.online(&a));
     }
 
     #[test]
