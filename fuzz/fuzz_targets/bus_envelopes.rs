@@ -47,6 +47,7 @@ static ENVELOPES: &[Decoder] = &[
     (ConversationCreated::KIND, envelope::<ConversationCreated>),
     (ConversationClosed::KIND, envelope::<ConversationClosed>),
     (PresenceChange::KIND, envelope::<PresenceChange>),
+    (PresenceChanges::KIND, envelope::<PresenceChanges>),
     (EdgeReport::KIND, envelope::<EdgeReport>),
     (ContactsQuery::KIND, envelope::<ContactsQuery>),
     (Contacts::KIND, envelope::<Contacts>),

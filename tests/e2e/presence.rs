@@ -295,3 +295,42 @@ async fn two_online_users_who_match_see_each_other_online() {
         switchboard_tests::assert_metrics_documented(process).await;
     }
 }
+
+/// Presence asks for the contacts of every user a round announces in one query: each user
+/// asked is answered, with an empty list when they share no open conversation, and a query
+/// past the limit is refused as `invalid`, not cut short.
+#[tokio::test]
+async fn one_contacts_query_answers_every_user_asked() {
+    use switchboard::contract::{
+        ErrorCode, UserId,
+        bus::{Contacts, ContactsQuery},
+    };
+    let w = World::start().await;
+    let bus = w.env.bus("test-contacts").await;
+    let ids = |names: &[&str]| -> Vec<UserId> { names.iter().map(|n| n.parse().expect("valid")).collect() };
+
+    let query = ContactsQuery { user_ids: ids(&["alice", "bob", "carol", "dave"]) };
+    let Contacts { mut contacts } = bus.request(&query, Duration::from_secs(5)).await.expect("answered");
+    for list in contacts.values_mut() {
+        list.sort();
+    }
+    let expected = [
+        ("alice", ids(&["bob"])),
+        ("bob", ids(&["alice", "carol"])),
+        ("carol", ids(&["bob"])),
+        ("dave", ids(&[])),
+    ];
+    assert_eq!(
+        contacts,
+        expected.into_iter().map(|(user, list)| (user.parse().expect("valid"), list)).collect()
+    );
+
+    let too_many = ContactsQuery {
+        user_ids: (0..=ContactsQuery::MAX_USERS).map(|i| format!("u{i}").parse().expect("valid")).collect(),
+    };
+    match bus.request(&too_many, Duration::from_secs(5)).await {
+        Err(switchboard::bus::RequestError::Refused(error)) => assert_eq!(error.code, ErrorCode::Invalid),
+        other => panic!("expected invalid, got {other:?}"),
+    }
+    bus.close().await;
+}

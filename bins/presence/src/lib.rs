@@ -5,8 +5,9 @@
 //!
 //! **Input.** Each edge sends, in order on one channel, a [`PresenceChange`] when its first
 //! socket of a user opens or its last one closes (per edge and user, not per socket: a second
-//! tab costs nothing), and an [`EdgeReport`] of all its users every
-//! `PRESENCE_REPORT_INTERVAL_MS`; at shutdown it says [`EdgeStopping`]. They all go to the
+//! tab costs nothing; several at once as one [`PresenceChanges`]), and an [`EdgeReport`] of
+//! all its users every `PRESENCE_REPORT_INTERVAL_MS`, never ahead of a change older than
+//! itself; at shutdown it says [`EdgeStopping`]. They all go to the
 //! durable queue `presence.events`, consumed in order by one copy at a time. That queue also
 //! carries the `presence:query` requests and the conversations opened (below); each kind is
 //! handled in a module named after it ([`handlers`]).
@@ -52,31 +53,37 @@
 //! because a fanout would make every edge receive every change and filter it against contact
 //! lists it does not have.
 //!
+//! **Order and rounds.** Whatever decides (the input, or the clock ending a grace period)
+//! hands its announcements to the [`announcer`] under the state's lock, so they are published
+//! in the order they were decided. The announcer publishes in rounds: what was decided while
+//! the last round was on its way goes together, with one contacts query, one `last_seen`
+//! statement and a few deliveries gathered per edge, so it keeps up when thousands of users
+//! come and go at once (an edge restarting) instead of falling seconds behind.
+//!
 //! [`PresenceChange`]: switchboard::contract::bus::PresenceChange
+//! [`PresenceChanges`]: switchboard::contract::bus::PresenceChanges
 //! [`EdgeReport`]: switchboard::contract::bus::EdgeReport
 //! [`EdgeStopping`]: switchboard::contract::bus::EdgeStopping
 
 #![forbid(unsafe_code)]
 
+pub mod announcer;
 pub mod handlers;
 pub mod state;
 pub mod telemetry;
 
 use std::{
+    collections::BTreeMap,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use chrono::{DateTime, SubsecRound, Utc};
 use switchboard::{
     Bus, Config, Role, Shutdown,
-    backend::deliver,
-    bus::{ConsumeOptions, DomainEvents, Durability, queues},
+    bus::{ConsumeOptions, DomainEvents, queues},
     contract::{
-        AckError, Room, UserId,
-        bus::{Contacts, ContactsQuery, Deliver},
-        domain,
-        server::{ServerEvent, UserOffline, UserOnline},
+        AckError, UserId,
+        bus::{Contacts, ContactsQuery},
     },
     db::Database,
     service::Process,
@@ -116,7 +123,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         announce,
         ack_timeout: process.config.ack_timeout(),
     });
-    tokio::spawn(announcer(worker.clone(), announcements));
+    tokio::spawn(announcer::run(worker.clone(), announcements));
     tokio::spawn(clock(worker.clone(), process.shutdown.clone()));
 
     let resumed = worker.clone();
@@ -137,91 +144,32 @@ impl Worker {
         switchboard::sync::lock(&self.state)
     }
 
-    #[tracing::instrument(name = "contacts", skip_all, fields(%user))]
-    async fn contacts(&self, user: &UserId) -> Result<Vec<UserId>, AckError> {
-        let query = ContactsQuery { user_id: user.clone() };
-        self.bus.request(&query, self.ack_timeout).await.map(|contacts: Contacts| contacts.user_ids).map_err(
-            |error| {
-                tracing::warn!(%error, "cannot learn a user's contacts");
+    /// Applies a decision to the state and hands what it announces to the announcer, under
+    /// one lock: announcements are published in the order they were decided, whichever task
+    /// decided them. (Handing them over after unlocking would let the input's `user:online`
+    /// for a user who just came back overtake the clock's `user:offline` decided just before
+    /// it, leaving the user offline on their contacts' screens.)
+    fn decide(&self, decision: impl FnOnce(&mut Presence) -> Vec<Announcement>) {
+        let mut state = self.state();
+        for announcement in decision(&mut state) {
+            let _ = self.announce.send(announcement);
+        }
+    }
+
+    /// Who shares an open conversation with each of `users`, asked of the owner of
+    /// conversations in one request.
+    #[tracing::instrument(name = "contacts", skip_all, fields(users = users.len()))]
+    async fn contacts(&self, users: Vec<UserId>) -> Result<BTreeMap<UserId, Vec<UserId>>, AckError> {
+        let mut known = BTreeMap::new();
+        for chunk in users.chunks(ContactsQuery::MAX_USERS) {
+            let query = ContactsQuery { user_ids: chunk.to_vec() };
+            let answer: Contacts = self.bus.request(&query, self.ack_timeout).await.map_err(|error| {
+                tracing::warn!(%error, "cannot learn users' contacts");
                 AckError::unavailable()
-            },
-        )
-    }
-
-    /// Tells a user's contacts; an offline also records when the user was last seen.
-    async fn publish(&self, announcement: Announcement) {
-        // PostgreSQL keeps microseconds: what clients are told must match what is stored.
-        let announcement = match announcement {
-            Announcement::Online { user, at } => Announcement::Online { user, at: at.trunc_subsecs(6) },
-            Announcement::Offline { user, last_seen_at } => {
-                Announcement::Offline { user, last_seen_at: last_seen_at.trunc_subsecs(6) }
-            }
-            Announcement::OnlineTo { user, at, audience } => return self.introduce(user, at, audience).await,
-        };
-        let (user, event, data) = match &announcement {
-            // Handled above.
-            Announcement::OnlineTo { .. } => return,
-            Announcement::Online { user, at } => {
-                let online = UserOnline { user_id: user.clone(), at: *at };
-                let data = serde_json::to_value(&online);
-                self.domain.publish(&[domain::UserOnline(online)]).await;
-                (user, UserOnline::NAME, data)
-            }
-            Announcement::Offline { user, last_seen_at } => {
-                let stored = sqlx::query(
-                    "INSERT INTO last_seen (user_id, last_seen_at) VALUES ($1, $2) \
-                     ON CONFLICT (user_id) DO UPDATE SET last_seen_at = GREATEST(last_seen.last_seen_at, EXCLUDED.last_seen_at)",
-                )
-                .bind(user.as_str())
-                .bind(last_seen_at)
-                .execute(self.database.pool())
-                .await;
-                if let Err(error) = stored {
-                    tracing::warn!(%error, "cannot store last_seen");
-                }
-                let offline = UserOffline { user_id: user.clone(), last_seen_at: *last_seen_at };
-                let data = serde_json::to_value(&offline);
-                self.domain.publish(&[domain::UserOffline(offline)]).await;
-                (user, UserOffline::NAME, data)
-            }
-        };
-        let Ok(contacts) = self.contacts(user).await else { return };
-        if contacts.is_empty() {
-            return;
+            })?;
+            known.extend(answer.contacts);
         }
-        let delivery = Deliver::server_event(
-            contacts.into_iter().map(Room::User).collect(),
-            event,
-            &data.unwrap_or_default(),
-            None,
-        );
-        match deliver(&self.bus, delivery, Durability::Transient).await {
-            Ok(()) => metrics::counter!("presence_announcements_total", "event" => event).increment(1),
-            Err(error) => tracing::warn!(%error, event, "a presence change was not published"),
-        }
-    }
-}
-
-impl Worker {
-    /// Tells `audience` (new contacts of `user`, see [`Presence::introduce`]) that `user` is
-    /// online: the audience is known, so the user's contacts are not asked for.
-    async fn introduce(&self, user: UserId, at: DateTime<Utc>, audience: Vec<UserId>) {
-        let online = UserOnline { user_id: user, at: at.trunc_subsecs(6) };
-        let rooms = audience.into_iter().map(Room::User).collect();
-        let delivery = Deliver::server_event(rooms, UserOnline::NAME, &online, None);
-        match deliver(&self.bus, delivery, Durability::Transient).await {
-            Ok(()) => {
-                metrics::counter!("presence_announcements_total", "event" => "introduction").increment(1)
-            }
-            Err(error) => tracing::warn!(%error, "an introduction was not published"),
-        }
-    }
-}
-
-/// Publishes announcements in the order they were decided.
-async fn announcer(worker: Arc<Worker>, mut announcements: mpsc::UnboundedReceiver<Announcement>) {
-    while let Some(announcement) = announcements.recv().await {
-        worker.publish(announcement).await;
+        Ok(known)
     }
 }
 
@@ -234,12 +182,9 @@ async fn clock(worker: Arc<Worker>, shutdown: Shutdown) {
             _ = shutdown.triggered() => return,
         }
         let now = Instant::now();
-        let mut state = worker.state();
-        let announcements = state.tick(now);
-        metrics::gauge!("presence_warm").set(if state.is_warm(now) { 1.0 } else { 0.0 });
-        drop(state);
-        for announcement in announcements {
-            let _ = worker.announce.send(announcement);
-        }
+        worker.decide(|state| {
+            metrics::gauge!("presence_warm").set(if state.is_warm(now) { 1.0 } else { 0.0 });
+            state.tick(now)
+        });
     }
 }

@@ -1,7 +1,7 @@
 //! HELP text of the presence worker's own metrics, in one place (the shared ones are described
 //! by `switchboard::telemetry`). `docs/metrics.md` lists them with their labels.
 
-use metrics::{describe_counter, describe_gauge};
+use metrics::{describe_counter, describe_gauge, describe_histogram};
 
 /// Describes every metric the presence worker records. Called once at the start of
 /// [`crate::run`].
@@ -18,5 +18,9 @@ pub fn describe() {
     describe_counter!(
         "presence_announcements_total",
         "Presence events published to users, by event: user:online, user:offline, introduction."
+    );
+    describe_histogram!(
+        "presence_announcement_round_size",
+        "Announcements published in one round (decided while the last round was on its way)."
     );
 }

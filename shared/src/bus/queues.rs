@@ -24,8 +24,8 @@ use crate::contract::{
         CloseConversation, ContactsQuery, ConversationClosed, ConversationOpened, CreateConversation,
         CreateNotification, Deliver, DeliverBatch, DisconnectUser, EdgeReport, EdgeStopping, FlushInbox,
         MarkNotificationRead, MarkRead, MatchCreated, MembershipQuery, NotificationDelivered,
-        NotificationsQuery, PresenceChange, PresenceLookup, RequestBatch, SendMessage, SyncQuery, Unmatch,
-        UserConversationsQuery,
+        NotificationsQuery, PresenceChange, PresenceChanges, PresenceLookup, RequestBatch, SendMessage,
+        SyncQuery, Unmatch, UserConversationsQuery,
     },
     object,
 };
@@ -79,7 +79,7 @@ inbound! {
     /// What the presence worker reads, in order: the edges' changes, reports and stops, the
     /// `presence:query` requests, and the conversations opened (whose online participants are
     /// introduced to each other).
-    PresenceInput { PresenceChange, EdgeReport, EdgeStopping, PresenceLookup, ConversationOpened }
+    PresenceInput { PresenceChange, PresenceChanges, EdgeReport, EdgeStopping, PresenceLookup, ConversationOpened }
 }
 
 inbound! {
@@ -158,6 +158,7 @@ pub fn create_conversation() -> QueueSpec {
 pub fn presence_events() -> QueueSpec {
     QueueSpec::durable("presence.events")
         .carries::<PresenceChange>()
+        .carries::<PresenceChanges>()
         .carries::<EdgeReport>()
         .carries::<EdgeStopping>()
         .carries::<PresenceLookup>()

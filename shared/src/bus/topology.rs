@@ -103,11 +103,15 @@ impl QueueSpec {
     }
 
     pub fn bind(mut self, exchange: &str, routing_key: impl Into<String>) -> Self {
-        self.bindings.push((exchange.to_owned(), routing_key.into()));
+        let binding = (exchange.to_owned(), routing_key.into());
+        if !self.bindings.contains(&binding) {
+            self.bindings.push(binding);
+        }
         self
     }
 
-    /// Binds the route of the kind `M`: the queue receives every message of that kind.
+    /// Binds the route of the kind `M`: the queue receives every message of that kind (kinds
+    /// that share a route, such as a message and its batch, share the binding).
     pub fn carries<M: FixedRoute>(self) -> Self {
         self.bind(M::EXCHANGE, M::KEY)
     }

@@ -2,7 +2,7 @@
 //! `docs/asyncapi.yaml` documents the same for other languages, and a test keeps the two in
 //! step through [`KINDS`].
 
-use std::fmt;
+use std::{collections::BTreeMap, fmt};
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -69,6 +69,7 @@ kinds! {
     ConversationClosed => "conversation.closed" on EVENTS_TOPIC "conversation.closed";
     DisconnectUser => "user.disconnect" on EVENTS_TOPIC "user.disconnect";
     PresenceChange => "presence.change" on EVENTS_TOPIC "presence.change";
+    PresenceChanges => "presence.changes" on EVENTS_TOPIC "presence.change";
     EdgeReport => "edge.report" on EVENTS_TOPIC "presence.report";
     ContactsQuery => "conversation.contacts.query" on EVENTS_TOPIC "rpc.conversation.contacts",
         answered by Contacts;
@@ -434,6 +435,20 @@ pub struct PresenceChange {
     pub at: DateTime<Utc>,
 }
 
+/// Several [`PresenceChange`]s of one edge in one message, in the order they happened: the
+/// changes an edge saw while its last one was on its way (many users connecting at once, as
+/// after an edge restart). Same route as a single change; a lone change travels as a plain
+/// `presence.change`. At most [`PresenceChanges::MAX`] changes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PresenceChanges {
+    pub changes: Vec<PresenceChange>,
+}
+
+impl PresenceChanges {
+    pub const MAX: usize = 500;
+}
+
 /// Every user with a socket on an edge, sent by each edge every `PRESENCE_REPORT_INTERVAL_MS`
 /// to `events.topic` `presence.report`. It heals any change that was lost, and an edge whose
 /// reports stop (it died) has its users taken offline.
@@ -446,18 +461,26 @@ pub struct EdgeReport {
     pub interval_ms: u64,
 }
 
-/// Who shares an open conversation with `user_id`: asked of the owner of conversations by
-/// presence, to address `user:online`/`user:offline` and to answer `presence:query`.
+/// Who shares an open conversation with each of `user_ids`: asked of the owner of
+/// conversations by presence, to address `user:online`/`user:offline` (one query for every
+/// announcement decided while the last ones were being published) and to answer
+/// `presence:query`. At most [`ContactsQuery::MAX_USERS`] users; more is `invalid`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ContactsQuery {
-    pub user_id: UserId,
+    pub user_ids: Vec<UserId>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+impl ContactsQuery {
+    pub const MAX_USERS: usize = 500;
+}
+
+/// The answer to [`ContactsQuery`]: every user asked about, each with their contacts (an empty
+/// list for a user who has none).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Contacts {
-    pub user_ids: Vec<UserId>,
+    pub contacts: BTreeMap<UserId, Vec<UserId>>,
 }
 
 /// End every socket of a user, on every edge (a logout everywhere, a ban): `events.topic`

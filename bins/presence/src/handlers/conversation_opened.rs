@@ -7,8 +7,8 @@
 
 use switchboard::contract::bus::ConversationOpened;
 
-use crate::{Worker, state::Announcement};
+use crate::Worker;
 
-pub(crate) fn handle(worker: &Worker, opened: ConversationOpened) -> Vec<Announcement> {
-    worker.state().introduce(&opened.participants)
+pub(crate) fn handle(worker: &Worker, opened: ConversationOpened) {
+    worker.decide(|state| state.introduce(&opened.participants));
 }

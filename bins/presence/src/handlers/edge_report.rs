@@ -9,9 +9,9 @@ use std::time::Duration;
 use switchboard::contract::bus::EdgeReport;
 use tokio::time::Instant;
 
-use crate::{Worker, state::Announcement};
+use crate::Worker;
 
-pub(crate) fn handle(worker: &Worker, report: EdgeReport, now: Instant) -> Vec<Announcement> {
+pub(crate) fn handle(worker: &Worker, report: EdgeReport, now: Instant) {
     let interval = Duration::from_millis(report.interval_ms.max(100));
-    worker.state().report(report.edge_id, report.users, interval, now)
+    worker.decide(|state| state.report(report.edge_id, report.users, interval, now));
 }

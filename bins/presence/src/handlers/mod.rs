@@ -6,6 +6,7 @@
 //! | kind | handler |
 //! | --- | --- |
 //! | `presence.change` | [`presence_change`] |
+//! | `presence.changes` | [`presence_changes`] |
 //! | `edge.report` | [`edge_report`] |
 //! | `edge.stopping` | [`edge_stopping`] |
 //! | `presence.query` | [`presence_lookup`] |
@@ -15,6 +16,7 @@ pub mod conversation_opened;
 pub mod edge_report;
 pub mod edge_stopping;
 pub mod presence_change;
+pub mod presence_changes;
 pub mod presence_lookup;
 
 use std::sync::Arc;
@@ -33,27 +35,19 @@ pub(crate) fn presence_input(worker: &Arc<Worker>, incoming: Incoming) -> Outcom
         Ok(envelope) => envelope.data,
         Err(error) => return Outcome::DeadLetter(error.into()),
     };
-    let announcements = match input {
+    match input {
         PresenceInput::PresenceChange(change) => presence_change::handle(worker, change, now),
+        PresenceInput::PresenceChanges(changes) => presence_changes::handle(worker, changes, now),
         PresenceInput::EdgeReport(report) => edge_report::handle(worker, report, now),
-        PresenceInput::EdgeStopping(stopping) => {
-            edge_stopping::handle(worker, stopping, now);
-            Vec::new()
-        }
+        PresenceInput::EdgeStopping(stopping) => edge_stopping::handle(worker, stopping, now),
         PresenceInput::ConversationOpened(opened) => conversation_opened::handle(worker, opened),
-        PresenceInput::PresenceLookup(lookup) => {
-            presence_lookup::handle(worker, lookup, &incoming);
-            Vec::new()
-        }
-    };
+        PresenceInput::PresenceLookup(lookup) => presence_lookup::handle(worker, lookup, &incoming),
+    }
     let (online, warm) = {
         let state = worker.state();
         (state.online_count(), state.is_warm(now))
     };
     metrics::gauge!("presence_users_online").set(online as f64);
     metrics::gauge!("presence_warm").set(if warm { 1.0 } else { 0.0 });
-    for announcement in announcements {
-        let _ = worker.announce.send(announcement);
-    }
     Outcome::Ack
 }

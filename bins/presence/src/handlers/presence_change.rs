@@ -9,15 +9,16 @@
 use switchboard::contract::bus::PresenceChange;
 use tokio::time::Instant;
 
-use crate::{Worker, state::Announcement};
+use crate::Worker;
 
-pub(crate) fn handle(worker: &Worker, change: PresenceChange, now: Instant) -> Vec<Announcement> {
+pub(crate) fn handle(worker: &Worker, change: PresenceChange, now: Instant) {
     metrics::counter!("presence_changes_total").increment(1);
-    let mut state = worker.state();
-    if change.online {
-        state.connected(change.edge_id, change.user_id, now, change.at).into_iter().collect()
-    } else {
-        state.disconnected(change.edge_id, &change.user_id, now, change.at);
-        Vec::new()
-    }
+    worker.decide(|state| {
+        if change.online {
+            state.connected(change.edge_id, change.user_id, now, change.at).into_iter().collect()
+        } else {
+            state.disconnected(change.edge_id, &change.user_id, now, change.at);
+            Vec::new()
+        }
+    });
 }

@@ -33,7 +33,7 @@ pub(crate) fn handle(worker: &Arc<Worker>, lookup: PresenceLookup, incoming: &In
 async fn lookup_presence(worker: &Worker, lookup: PresenceLookup) -> Result<PresenceReply, AckError> {
     let asked: Vec<UserId> = match &lookup.user_id {
         Some(caller) => {
-            let contacts = worker.contacts(caller).await?;
+            let contacts = worker.contacts(vec![caller.clone()]).await?.remove(caller).unwrap_or_default();
             lookup.user_ids.into_iter().filter(|id| contacts.contains(id)).collect()
         }
         None => lookup.user_ids,
