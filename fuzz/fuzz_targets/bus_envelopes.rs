@@ -17,7 +17,7 @@ use libfuzzer_sys::fuzz_target;
 use switchboard::{
     bus::{
         BusMessage, Envelope, Inbound, RequestError, kind_of,
-        queues::{EdgeInbound, MatchEvent, PresenceInput, ShardCommand},
+        queues::{EdgeInbound, FlushRequest, MatchEvent, PresenceInput, ShardCommand},
         rpc::{Reply, decode_batched_reply, decode_reply},
     },
     contract::{
@@ -64,6 +64,7 @@ static ENVELOPES: &[Decoder] = &[
     (RequestBatch::KIND, request_batch),
     (ConversationOpened::KIND, envelope::<ConversationOpened>),
     (FlushInbox::KIND, envelope::<FlushInbox>),
+    (FlushInboxes::KIND, envelope::<FlushInboxes>),
     (NotificationDelivered::KIND, envelope::<NotificationDelivered>),
     (DisconnectUser::KIND, envelope::<DisconnectUser>),
     (UserConversationsQuery::KIND, envelope::<UserConversationsQuery>),
@@ -122,6 +123,7 @@ fn envelope<T: BusMessage>(bytes: &[u8]) {
     inbound_agrees::<T, ShardCommand>(bytes, decoded.is_ok());
     inbound_agrees::<T, PresenceInput>(bytes, decoded.is_ok());
     inbound_agrees::<T, MatchEvent>(bytes, decoded.is_ok());
+    inbound_agrees::<T, FlushRequest>(bytes, decoded.is_ok());
     let Ok(envelope) = decoded else { return };
     assert_eq!(envelope.kind, T::KIND);
     assert_eq!(kind_of(&delivery(bytes)).as_deref(), Some(T::KIND), "kind_of reads what decode read");

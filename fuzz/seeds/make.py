@@ -82,6 +82,7 @@ kinds = [
          "data": {"conversationId": U, "messageId": U, "userId": "a", "readerSocket": "s", "expiresAt": T}}]}),
     ("conversation.opened", {"conversationId": U, "participants": ["a", "b"]}),
     ("notification.flush", {"userId": "a"}),
+    ("notification.flushes", {"userIds": ["a", "b"]}),
     ("notification.delivered", {"userId": "a", "id": U}),
     ("user.disconnect", {"userId": "a", "revokeSessions": True}),
     ("conversations.query", {"userId": "a"}),

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use switchboard::{Bus, Config, bus::RequestBatcher, config::Secret};
 
-use crate::{admission::Admission, auth::Authenticator, bindings::Bindings, limits::Limits};
+use crate::{admission::Admission, auth::Authenticator, bindings::Bindings, inbox::Flusher, limits::Limits};
 
 /// What every handler of the edge shares.
 pub struct App {
@@ -14,6 +14,8 @@ pub struct App {
     /// `user.disconnect`.
     pub auth: Arc<Authenticator>,
     pub bindings: Arc<Bindings>,
+    /// Asks for users' waiting notifications (shared with [`crate::inbound`]).
+    pub inbox: Flusher,
     pub ingress_keys: Vec<Secret>,
     pub admission: Admission,
     /// Handshakes per client address and events per user (see [`crate::limits`]).

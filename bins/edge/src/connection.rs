@@ -137,7 +137,7 @@ pub async fn on_connect(socket: SocketRef, State(app): State<Arc<App>>) {
     }
     // The client is connected now: what the flush pushes finds this socket.
     if app.bindings.take_unflushed(&client.user) {
-        crate::inbox::flush_inbox(&app.bus, &app.bindings, &client.user).await;
+        app.inbox.flush(client.user.clone());
     }
 }
 

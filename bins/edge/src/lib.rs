@@ -71,7 +71,8 @@ use switchboard::{
 };
 
 use crate::{
-    admission::Admission, app::App, auth::Authenticator, bindings::Bindings, inbound::Inbound, limits::Limits,
+    admission::Admission, app::App, auth::Authenticator, bindings::Bindings, inbound::Inbound,
+    inbox::Flusher, limits::Limits,
 };
 
 pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
@@ -88,12 +89,14 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let (transitions, transitions_out) = tokio::sync::mpsc::unbounded_channel();
     let auth = Arc::new(Authenticator::new(&process.config, process.database.clone())?);
     let bindings = Arc::new(Bindings::new(transitions));
+    let inbox = Flusher::start(process.bus.clone(), bindings.clone());
     let app = Arc::new(App {
         auth: auth.clone(),
         ingress_keys: process.config.ingress_keys(),
         config: process.config.clone(),
         bus: process.bus.clone(),
         bindings: bindings.clone(),
+        inbox: inbox.clone(),
         admission: Admission::new(process.config.chat_inflight_per_shard),
         limits: Arc::new(Limits::new(&process.config)),
         shards: Shard::all()
@@ -102,7 +105,7 @@ pub async fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     });
     app.limits.start(&process.shutdown);
     let (socket_io, io) = socket_io::build(app.clone());
-    Inbound { io: io.clone(), bus: process.bus.clone(), bindings: bindings.clone(), auth }
+    Inbound { io: io.clone(), bus: process.bus.clone(), bindings: bindings.clone(), auth, inbox }
         .start(&process.shutdown);
     presence::start(
         process.bus.clone(),

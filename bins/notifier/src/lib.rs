@@ -27,8 +27,10 @@
 //!   only that, sets `delivered_at`;
 //! - every socket that connects makes its edge publish `notification.flush` for its user,
 //!   once the client has been told it is connected (confirmed, retried until the broker took
-//!   it or the socket is gone), into the durable queue `notifier.flush` with no expiry, which
-//!   every process declares: with no notifier running the request waits. The notifier then
+//!   it or the socket is gone; the users asked for while its last request was on its way go
+//!   together as one `notification.flushes`), into the durable queue `notifier.flush` with no
+//!   expiry, which every process declares: with no notifier running the request waits. The
+//!   notifier then
 //!   pushes every undelivered notification of the user, oldest first, in pages of 500 (one
 //!   message per page), all of them.
 //!

@@ -10,7 +10,8 @@
 //! | `messages.membership`, `.contacts`, `.close`, `.sync`, `.conversations`, `.create` | any messages worker | one request kind each |
 //! | `presence.events` | one presence worker at a time | [`PresenceInput`] |
 //! | `notifier.matches` | one notifier at a time | [`MatchEvent`] |
-//! | `notifier.notifications`, `.flush`, `.delivered`, `.list`, `.read` | any notifier | one kind each |
+//! | `notifier.flush` | any notifier | [`FlushRequest`]: one user's inbox flush, or several users' |
+//! | `notifier.notifications`, `.delivered`, `.list`, `.read` | any notifier | one kind each |
 //! | `dead.letters` | operators | whatever could never be handled |
 
 use serde::de::DeserializeOwned;
@@ -23,7 +24,7 @@ use crate::contract::{
     bus::{
         CloseConversation, ContactsQuery, ConversationClosed, ConversationOpened, CreateConversation,
         CreateNotification, Deliver, DeliverBatch, DisconnectUser, EdgeReport, EdgeStopping, FlushInbox,
-        MarkNotificationRead, MarkRead, MatchCreated, MembershipQuery, NotificationDelivered,
+        FlushInboxes, MarkNotificationRead, MarkRead, MatchCreated, MembershipQuery, NotificationDelivered,
         NotificationsQuery, PresenceChange, PresenceChanges, PresenceLookup, RequestBatch, SendMessage,
         SyncQuery, Unmatch, UserConversationsQuery,
     },
@@ -73,6 +74,11 @@ inbound! {
 inbound! {
     /// A chat shard's commands, alone or as a batch of them from one edge.
     ShardCommand { SendMessage, MarkRead, RequestBatch }
+}
+
+inbound! {
+    /// The inbox flushes the notifier is asked for: one user's, or several users' from one edge.
+    FlushRequest { FlushInbox, FlushInboxes }
 }
 
 inbound! {
@@ -187,7 +193,7 @@ pub fn notifications() -> QueueSpec {
 /// A connect's request for the user's undelivered notifications. No expiry, and declared by
 /// every process like [`matches`]: it waits for a notifier.
 pub fn flush_inbox() -> QueueSpec {
-    QueueSpec::durable("notifier.flush").carries::<FlushInbox>()
+    QueueSpec::durable("notifier.flush").carries::<FlushInbox>().carries::<FlushInboxes>()
 }
 
 /// The edges' receipts of the notifications a socket got (see [`matches`] on who declares it).

@@ -91,6 +91,7 @@ kinds! {
     RequestBatch => "rpc.requests";  // to the shard its items are for
     ConversationOpened => "conversation.opened" on EVENTS_TOPIC "conversation.opened";
     FlushInbox => "notification.flush" on EVENTS_TOPIC "notification.flush";
+    FlushInboxes => "notification.flushes" on EVENTS_TOPIC "notification.flush";
     NotificationDelivered => "notification.delivered" on EVENTS_TOPIC "notification.delivered";
     domain::MessageStored => "domain.message.stored" on EVENTS_TOPIC "domain.message.stored";
     domain::MessageRead => "domain.message.read" on EVENTS_TOPIC "domain.message.read";
@@ -674,6 +675,20 @@ pub struct ConversationOpened {
 #[serde(rename_all = "camelCase")]
 pub struct FlushInbox {
     pub user_id: UserId,
+}
+
+/// Several [`FlushInbox`]es from one edge in one message: the users whose first socket there
+/// connected while its last flush request was on its way (thousands at once when an edge
+/// restarts). Same route, persistent and confirmed likewise; a lone user travels as a plain
+/// `notification.flush`. At most [`FlushInboxes::MAX`] users.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FlushInboxes {
+    pub user_ids: Vec<UserId>,
+}
+
+impl FlushInboxes {
+    pub const MAX: usize = 500;
 }
 
 /// An edge emitted `notification:new` `id` to at least one socket of `user_id`:

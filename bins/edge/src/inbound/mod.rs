@@ -37,7 +37,7 @@ use switchboard::{
     contract::server,
 };
 
-use crate::{auth::Authenticator, bindings::Bindings};
+use crate::{auth::Authenticator, bindings::Bindings, inbox::Flusher};
 
 /// What the consumer and its handlers share.
 pub struct Inbound {
@@ -46,6 +46,8 @@ pub struct Inbound {
     pub bindings: Arc<Bindings>,
     /// Whose cached sessions `user.disconnect` may revoke.
     pub auth: Arc<Authenticator>,
+    /// Asks for every user's waiting notifications again when the queue comes back.
+    pub inbox: Flusher,
 }
 
 impl Inbound {
@@ -128,7 +130,7 @@ impl Inbound {
 
     /// The one place an inbound kind meets its handler.
     async fn dispatch(self: &Arc<Self>, envelope: Envelope<EdgeInbound>) {
-        let Self { io, bus, bindings, auth } = &**self;
+        let Self { io, bus, bindings, auth, .. } = &**self;
         let sent_at = envelope.sent_at;
         match envelope.data {
             EdgeInbound::Deliver(deliver) => deliver::handle(io, bus, deliver, sent_at).await,
@@ -152,11 +154,8 @@ impl Inbound {
         if let Err(error) = self.io.emit(event, &server::SyncRequired { since }).await {
             tracing::warn!(%error, "could not tell every socket to catch up");
         }
-        let (bus, bindings) = (self.bus.clone(), self.bindings.clone());
-        tokio::spawn(async move {
-            for user in users {
-                crate::inbox::flush_inbox(&bus, &bindings, &user).await;
-            }
-        });
+        for user in users {
+            self.inbox.flush(user);
+        }
     }
 }

@@ -8,7 +8,7 @@
 use chrono::{DateTime, Utc};
 use switchboard::{
     backend::deliver_all,
-    bus::{Durability, Incoming, Outcome},
+    bus::Durability,
     contract::{
         UserId,
         bus::{Deliver, FlushInbox},
@@ -23,21 +23,12 @@ use crate::{
 
 /// `notification.flush`: a socket of the user connected; push everything waiting in their
 /// inbox, oldest first.
-pub async fn handle(notifier: &Notifier, incoming: Incoming) -> Outcome {
-    let flush = match incoming.decode::<FlushInbox>() {
-        Ok(envelope) => envelope.data,
-        Err(error) => return Outcome::DeadLetter(error.into()),
-    };
+pub async fn handle(notifier: &Notifier, flush: FlushInbox) -> Result<(), Failure> {
     // Most connects find nothing waiting: they are answered by one query for many users.
-    match notifier.waiting.any(&flush.user_id).await {
-        Ok(false) => return Outcome::Ack,
-        Ok(true) => {}
-        Err(failure) => return failure.outcome("an inbox check"),
+    if notifier.waiting.any(&flush.user_id).await? {
+        flush_inbox(notifier, &flush.user_id).await?;
     }
-    match flush_inbox(notifier, &flush.user_id).await {
-        Ok(()) => Outcome::Ack,
-        Err(failure) => failure.outcome("an inbox flush"),
-    }
+    Ok(())
 }
 
 /// How many notifications one page of a flush reads (and publishes as one batch).

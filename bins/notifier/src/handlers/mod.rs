@@ -1,6 +1,7 @@
 //! What the notifier consumes, and where each kind is handled: one module per kind, named
 //! after it. Each queue is consumed here ([`consume`]); `notifier.matches` carries two kinds and
-//! decodes into [`MatchEvent`], dispatched in [`match_event`]; every other queue carries one.
+//! decodes into [`MatchEvent`], dispatched in [`match_event`], `notifier.flush` carries two and
+//! decodes into [`FlushRequest`], dispatched in [`flush_request`]; every other queue carries one.
 //!
 //! | queue | kind | handler |
 //! | --- | --- | --- |
@@ -8,12 +9,14 @@
 //! | `notifier.matches` | `match.remove` | [`unmatch`] |
 //! | `notifier.notifications` | `notification.create` | [`create_notification`] |
 //! | `notifier.flush` | `notification.flush` | [`flush_inbox`] |
+//! | `notifier.flush` | `notification.flushes` | [`flush_inboxes`] |
 //! | `notifier.delivered` | `notification.delivered` | [`notification_delivered`] |
 //! | `notifier.list` | `notifications.query` | [`notifications_query`] |
 //! | `notifier.read` | `notification.read` | [`mark_notification_read`] |
 
 pub mod create_notification;
 pub mod flush_inbox;
+pub mod flush_inboxes;
 pub mod mark_notification_read;
 pub mod match_created;
 pub mod notification_delivered;
@@ -23,7 +26,10 @@ pub mod unmatch;
 use std::sync::Arc;
 
 use switchboard::{
-    bus::{ConsumeOptions, Incoming, Outcome, queues, queues::MatchEvent},
+    bus::{
+        ConsumeOptions, Incoming, Outcome, queues,
+        queues::{FlushRequest, MatchEvent},
+    },
     contract::{
         AckError,
         bus::{MarkNotificationRead, NotificationsQuery},
@@ -48,7 +54,7 @@ pub fn consume(notifier: &Arc<Notifier>) {
     // Many at once, so that their inbox checks share a query (see `waiting`).
     notifier.bus.consume(queues::flush_inbox(), ConsumeOptions::concurrent(64), move |incoming| {
         let worker = worker.clone();
-        async move { flush_inbox::handle(&worker, incoming).await }
+        async move { flush_request(&worker, incoming).await }
     });
     let worker = notifier.clone();
     notifier.bus.consume(queues::delivered_notifications(), ConsumeOptions::concurrent(8), move |incoming| {
@@ -70,6 +76,19 @@ pub async fn match_event(notifier: &Notifier, incoming: Incoming) -> Outcome {
         // Away (the database, the owner of conversations): tried again later, in order.
         // Refused for good: parked, and the next match goes on.
         Err(failure) => failure.outcome("a match"),
+    }
+}
+
+/// `notifier.flush`: one user's inbox flush, or several users' from one edge.
+pub async fn flush_request(notifier: &Notifier, incoming: Incoming) -> Outcome {
+    let result = match incoming.decode_inbound::<FlushRequest>().map(|envelope| envelope.data) {
+        Ok(FlushRequest::FlushInbox(flush)) => flush_inbox::handle(notifier, flush).await,
+        Ok(FlushRequest::FlushInboxes(flushes)) => flush_inboxes::handle(notifier, flushes).await,
+        Err(error) => return Outcome::DeadLetter(error.into()),
+    };
+    match result {
+        Ok(()) => Outcome::Ack,
+        Err(failure) => failure.outcome("an inbox flush"),
     }
 }
 
