@@ -397,3 +397,57 @@ async fn many_users_connecting_at_once_get_exactly_their_waiting_notifications()
     .await;
     assert_eq!(asked, 40.0, "one check per user's first connect");
 }
+
+/// `notification.flushes`, what an edge sends for the users whose first socket connected while
+/// its last flush request was on its way: each user of it gets exactly their own waiting
+/// notifications, oldest first, and one with nothing waiting gets nothing.
+#[tokio::test]
+async fn one_flush_request_for_several_users_pushes_each_exactly_their_own() {
+    use switchboard::{bus::Durability, contract::bus::FlushInboxes};
+    let mut w = World::start(true).await;
+    w.connect("a", "alice", 0).await;
+    w.connect("b", "bob", 1).await;
+    w.connect("c", "carol", 0).await;
+    // Their own connects' flushes found nothing; wait until they were checked.
+    let notifier = w.notifier.as_ref().expect("a notifier");
+    eventually("the connects' flushes to be checked", Duration::from_secs(10), || async {
+        let metrics = notifier.get("/metrics").await.1;
+        let sum = metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("notifier_inbox_check_batch_size_sum ")?.parse::<f64>().ok());
+        sum.filter(|sum| *sum >= 3.0).map(drop)
+    })
+    .await;
+    // Waiting notifications, as if created while they were away.
+    let db = w.env.db().await;
+    for (user, message, age_s) in [("alice", "a1", 30), ("bob", "b1", 20), ("bob", "b2", 10)] {
+        sqlx::query(
+            "INSERT INTO notifications (id, user_id, type, title, message, created_at) \
+             VALUES ($1, $2, 'system', 'Waiting', $3, now() - make_interval(secs => $4))",
+        )
+        .bind(uuid::Uuid::now_v7())
+        .bind(user)
+        .bind(message)
+        .bind(f64::from(age_s))
+        .execute(&db)
+        .await
+        .expect("inserted");
+    }
+
+    let bus = w.env.bus("test-edge").await;
+    let ids = ["alice", "bob", "carol"].map(|u| u.parse().expect("valid")).to_vec();
+    bus.publish(&FlushInboxes { user_ids: ids }, Durability::Confirmed).await.expect("published");
+
+    assert_eq!(w.driver.event("a", "notification:new").await["message"], "a1");
+    assert_eq!(w.driver.event("b", "notification:new").await["message"], "b1");
+    assert_eq!(w.driver.event("b", "notification:new").await["message"], "b2");
+    for client in ["a", "b", "c"] {
+        w.driver.no_event(client, "notification:new", Duration::from_millis(300)).await;
+    }
+    eventually("every pushed notification to be marked delivered", Duration::from_secs(10), || async {
+        (w.env.count("SELECT count(*) FROM notifications WHERE delivered_at IS NULL").await == 0)
+            .then_some(())
+    })
+    .await;
+    bus.close().await;
+}
