@@ -1232,9 +1232,13 @@ async fn requests_that_time_out_leave_nothing_waiting() {
     // edge would keep one route per timed-out request for ever.
     let env = TestEnv::new().await;
     let mut worker = env.spawn_ready(Bin::Messages, &[]).await;
+    // Created through an edge with the usual timeout: a worker that has just started can take
+    // longer than 300 ms over its first request on a busy machine.
+    let setup = env.spawn_ready(Bin::Edge, &[]).await;
+    let conversation = env.create_conversation(&setup, &["alice", "bob"]).await;
+    drop(setup);
     let edge = env.spawn_ready(Bin::Edge, &[("ACK_TIMEOUT_MS", "300")]).await;
     sessions(&env, &["alice"]).await;
-    let conversation = env.create_conversation(&edge, &["alice", "bob"]).await;
     worker.signal(Signal::SIGTERM);
     worker.wait_exit(Duration::from_secs(15)).await;
     let mut driver = Driver::start().await;
