@@ -46,14 +46,12 @@ pub fn start(
                     if !bindings.is_ready() {
                         continue;
                     }
-                    // The changes decided before this report first.
-                    while let Ok(transition) = transitions.try_recv() {
-                        decided.push(transition);
-                        if decided.len() == PresenceChanges::MAX {
-                            publish_changes(&bus, &bindings, &mut decided).await;
-                        }
+                    // The changes decided before this report first (`recv_many` does not wait
+                    // while some are queued).
+                    while !transitions.is_empty() {
+                        transitions.recv_many(&mut decided, PresenceChanges::MAX).await;
+                        publish_changes(&bus, &bindings, &mut decided).await;
                     }
-                    publish_changes(&bus, &bindings, &mut decided).await;
                     let report = EdgeReport {
                         edge_id: bindings.edge_id,
                         users: bindings.users(),

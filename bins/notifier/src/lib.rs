@@ -111,6 +111,11 @@ impl From<switchboard::bus::RequestError> for Failure {
 }
 
 impl Failure {
+    /// What a handler's `result` means for its message: acknowledged, or [`Failure::outcome`].
+    pub fn settle(result: Result<(), Failure>, what: &str) -> Outcome {
+        result.map_or_else(|failure| failure.outcome(what), |()| Outcome::Ack)
+    }
+
     /// What becomes of the message whose handling failed this way.
     pub fn outcome(self, what: &str) -> Outcome {
         match self {

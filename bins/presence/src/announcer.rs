@@ -30,7 +30,7 @@ use switchboard::{
     bus::Durability,
     contract::{
         Room, UserId,
-        bus::Deliver,
+        bus::{ContactsQuery, Deliver},
         domain,
         server::{ServerEvent, UserOffline, UserOnline},
     },
@@ -42,6 +42,8 @@ use crate::{Worker, state::Announcement};
 /// Most announcements in one round: bounds the contacts query and its answer (a user's contacts
 /// are listed whole).
 pub const AT_ONCE: usize = 256;
+// A round's users are asked for in one contacts query.
+const _: () = assert!(AT_ONCE <= ContactsQuery::MAX_USERS);
 
 /// Publishes every announcement decided, round by round, until the state's sender is gone.
 pub(crate) async fn run(worker: Arc<Worker>, mut decided: mpsc::UnboundedReceiver<Announcement>) {
@@ -86,22 +88,24 @@ async fn publish(worker: &Worker, round: Vec<Announcement>) {
 
     let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
     let deliveries: Vec<Deliver> = round
-        .into_iter()
+        .iter()
         .filter_map(|announcement| {
             let (label, event, data, audience) = match announcement {
-                Announcement::Online { user, at } => {
-                    let audience = contacts.get(&user)?.clone();
-                    let data = serde_json::to_value(UserOnline { user_id: user, at });
-                    (UserOnline::NAME, UserOnline::NAME, data, audience)
-                }
-                Announcement::Offline { user, last_seen_at } => {
-                    let audience = contacts.get(&user)?.clone();
-                    let data = serde_json::to_value(UserOffline { user_id: user, last_seen_at });
-                    (UserOffline::NAME, UserOffline::NAME, data, audience)
-                }
+                Announcement::Online { user, .. } => (
+                    UserOnline::NAME,
+                    UserOnline::NAME,
+                    serde_json::to_value(online(announcement)?),
+                    contacts.get(user)?,
+                ),
+                Announcement::Offline { user, .. } => (
+                    UserOffline::NAME,
+                    UserOffline::NAME,
+                    serde_json::to_value(offline(announcement)?),
+                    contacts.get(user)?,
+                ),
                 // The audience is known: new contacts of the user (see `Presence::introduce`).
                 Announcement::OnlineTo { user, at, audience } => {
-                    let data = serde_json::to_value(UserOnline { user_id: user, at });
+                    let data = serde_json::to_value(UserOnline { user_id: user.clone(), at: *at });
                     ("introduction", UserOnline::NAME, data, audience)
                 }
             };
@@ -109,7 +113,7 @@ async fn publish(worker: &Worker, round: Vec<Announcement>) {
                 return None;
             }
             *counts.entry(label).or_default() += 1;
-            let rooms = audience.into_iter().map(Room::User).collect();
+            let rooms = audience.iter().cloned().map(Room::User).collect();
             Some(Deliver::server_event(rooms, event, &data.unwrap_or_default(), None))
         })
         .collect();
@@ -156,34 +160,33 @@ async fn publish_domain_events(worker: &Worker, round: &[Announcement]) {
     for run in round.chunk_by(|a, b| discriminant(a) == discriminant(b)) {
         match run.first() {
             Some(Announcement::Online { .. }) => {
-                let events: Vec<domain::UserOnline> = run
-                    .iter()
-                    .filter_map(|announcement| match announcement {
-                        Announcement::Online { user, at } => {
-                            Some(domain::UserOnline(UserOnline { user_id: user.clone(), at: *at }))
-                        }
-                        _ => None,
-                    })
-                    .collect();
+                let events: Vec<_> = run.iter().filter_map(online).map(domain::UserOnline).collect();
                 worker.domain.publish(&events).await;
             }
             Some(Announcement::Offline { .. }) => {
-                let events: Vec<domain::UserOffline> = run
-                    .iter()
-                    .filter_map(|announcement| match announcement {
-                        Announcement::Offline { user, last_seen_at } => {
-                            Some(domain::UserOffline(UserOffline {
-                                user_id: user.clone(),
-                                last_seen_at: *last_seen_at,
-                            }))
-                        }
-                        _ => None,
-                    })
-                    .collect();
+                let events: Vec<_> = run.iter().filter_map(offline).map(domain::UserOffline).collect();
                 worker.domain.publish(&events).await;
             }
             // Introductions tell new contacts something already true: no domain event.
             Some(Announcement::OnlineTo { .. }) | None => {}
         }
+    }
+}
+
+/// What contacts and backends are told of an [`Announcement::Online`].
+fn online(announcement: &Announcement) -> Option<UserOnline> {
+    match announcement {
+        Announcement::Online { user, at } => Some(UserOnline { user_id: user.clone(), at: *at }),
+        _ => None,
+    }
+}
+
+/// What contacts and backends are told of an [`Announcement::Offline`].
+fn offline(announcement: &Announcement) -> Option<UserOffline> {
+    match announcement {
+        Announcement::Offline { user, last_seen_at } => {
+            Some(UserOffline { user_id: user.clone(), last_seen_at: *last_seen_at })
+        }
+        _ => None,
     }
 }

@@ -156,20 +156,16 @@ impl Worker {
         }
     }
 
-    /// Who shares an open conversation with each of `users`, asked of the owner of
-    /// conversations in one request.
+    /// Who shares an open conversation with each of `users` (at most a round's worth, see
+    /// [`announcer::AT_ONCE`]), asked of the owner of conversations in one request.
     #[tracing::instrument(name = "contacts", skip_all, fields(users = users.len()))]
     async fn contacts(&self, users: Vec<UserId>) -> Result<BTreeMap<UserId, Vec<UserId>>, AckError> {
-        let mut known = BTreeMap::new();
-        for chunk in users.chunks(ContactsQuery::MAX_USERS) {
-            let query = ContactsQuery { user_ids: chunk.to_vec() };
-            let answer: Contacts = self.bus.request(&query, self.ack_timeout).await.map_err(|error| {
-                tracing::warn!(%error, "cannot learn users' contacts");
-                AckError::unavailable()
-            })?;
-            known.extend(answer.contacts);
-        }
-        Ok(known)
+        let query = ContactsQuery { user_ids: users };
+        let answer: Contacts = self.bus.request(&query, self.ack_timeout).await.map_err(|error| {
+            tracing::warn!(%error, "cannot learn users' contacts");
+            AckError::unavailable()
+        })?;
+        Ok(answer.contacts)
     }
 }
 

@@ -8,7 +8,7 @@ use switchboard::{
     contract::bus::CreateNotification,
 };
 
-use crate::{Notifier, inbox};
+use crate::{Failure, Notifier, inbox};
 
 /// `notification.create`: store, then deliver. A notification whose data the database refuses
 /// is parked in the dead-letter queue and the next one goes on.
@@ -21,8 +21,5 @@ pub async fn handle(notifier: &Notifier, incoming: Incoming) -> Outcome {
         let notification = inbox::store(notifier, &create, None).await?;
         inbox::push(notifier, &notification).await
     };
-    match stored.await {
-        Ok(()) => Outcome::Ack,
-        Err(failure) => failure.outcome("a notification"),
-    }
+    Failure::settle(stored.await, "a notification")
 }

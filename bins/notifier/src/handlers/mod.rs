@@ -36,7 +36,7 @@ use switchboard::{
     },
 };
 
-use crate::Notifier;
+use crate::{Failure, Notifier};
 
 /// Starts a consumer on each of the notifier's queues, each handing its kinds to their module.
 pub fn consume(notifier: &Arc<Notifier>) {
@@ -71,12 +71,9 @@ pub async fn match_event(notifier: &Notifier, incoming: Incoming) -> Outcome {
         Ok(MatchEvent::Unmatch(unmatch)) => unmatch::handle(notifier, unmatch).await,
         Err(error) => return Outcome::DeadLetter(error.into()),
     };
-    match result {
-        Ok(()) => Outcome::Ack,
-        // Away (the database, the owner of conversations): tried again later, in order.
-        // Refused for good: parked, and the next match goes on.
-        Err(failure) => failure.outcome("a match"),
-    }
+    // Away (the database, the owner of conversations): tried again later, in order. Refused
+    // for good: parked, and the next match goes on.
+    Failure::settle(result, "a match")
 }
 
 /// `notifier.flush`: one user's inbox flush, or several users' from one edge.
@@ -86,10 +83,7 @@ pub async fn flush_request(notifier: &Notifier, incoming: Incoming) -> Outcome {
         Ok(FlushRequest::FlushInboxes(flushes)) => flush_inboxes::handle(notifier, flushes).await,
         Err(error) => return Outcome::DeadLetter(error.into()),
     };
-    match result {
-        Ok(()) => Outcome::Ack,
-        Err(failure) => failure.outcome("an inbox flush"),
-    }
+    Failure::settle(result, "an inbox flush")
 }
 
 /// `notifications:list` and `notification:read`, answered by any copy.
